@@ -1,0 +1,74 @@
+//! `kubernetes.rollout_restart`: restart a workload's pods by rolling update.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, Workload, out, shared::connection};
+use crate::runbook::{ConnectionKind, DurationText};
+
+/// Restart a workload as `kubectl rollout restart` does, optionally waiting for the rollout.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesRolloutRestart {
+    pub connection: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statefulset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Wait until the rollout completes (default true).
+    #[serde(default = "yes")]
+    pub wait: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout: Option<DurationText>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl KubernetesRolloutRestart {
+    fn workload(&self) -> Workload<'_> {
+        Workload { deployment: self.deployment.as_deref(), statefulset: self.statefulset.as_deref() }
+    }
+}
+
+impl ActionSpec for KubernetesRolloutRestart {
+    const NAME: &'static str = "kubernetes.rollout_restart";
+    const SUMMARY: &'static str = "Restart a workload by rolling update and wait for it";
+    const OUTPUTS: &'static [Output] = &[out("restarted_at", "the restart annotation's timestamp")];
+
+    /// A restart cannot be taken back; there is nothing a compensation could restore.
+    fn effect(&self) -> Effect {
+        Effect::Irreversible
+    }
+    fn destructive(&self) -> bool {
+        false
+    }
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        vec![connection("/connection", &self.connection, &[ConnectionKind::Kubernetes])]
+    }
+    fn check(&self) -> Vec<WithProblem> {
+        let mut p = self.workload().check();
+        p.extend(WithProblem::duration("/wait_timeout", self.wait_timeout.as_ref()));
+        p
+    }
+    fn describe(&self, cx: &dyn DescribeContext) -> String {
+        let wait = if self.wait { "; wait for the rollout" } else { "" };
+        format!("rollout-restart {} on {}{wait}", self.workload(), cx.connection(&self.connection))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::test_support::*;
+    use serde_json::json;
+
+    #[test]
+    fn describes() {
+        let d = describe::<KubernetesRolloutRestart>(json!({"connection": "k", "statefulset": "db"}));
+        assert_eq!(d, "rollout-restart statefulset db on <k>; wait for the rollout");
+    }
+}

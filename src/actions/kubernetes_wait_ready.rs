@@ -1,0 +1,72 @@
+//! `kubernetes.wait_ready`: wait until a workload's rollout is complete.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, Workload, out, shared::connection};
+use crate::runbook::{ConnectionKind, DurationText};
+
+/// Wait until the workload's observed generation is current and all replicas are updated and
+/// available.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesWaitReady {
+    pub connection: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statefulset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// How long to wait (default: the step's timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<DurationText>,
+}
+
+impl KubernetesWaitReady {
+    fn workload(&self) -> Workload<'_> {
+        Workload { deployment: self.deployment.as_deref(), statefulset: self.statefulset.as_deref() }
+    }
+}
+
+impl ActionSpec for KubernetesWaitReady {
+    const NAME: &'static str = "kubernetes.wait_ready";
+    const SUMMARY: &'static str = "Wait until a Deployment or StatefulSet has rolled out and is ready";
+    const OUTPUTS: &'static [Output] = &[
+        out("ready_replicas", "replicas ready at the end"),
+        out("observed_generation", "the generation the controller has seen"),
+    ];
+
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn destructive(&self) -> bool {
+        false
+    }
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        vec![connection("/connection", &self.connection, &[ConnectionKind::Kubernetes])]
+    }
+    fn check(&self) -> Vec<WithProblem> {
+        let mut p = self.workload().check();
+        p.extend(WithProblem::duration("/within", self.within.as_ref()));
+        p
+    }
+    fn describe(&self, cx: &dyn DescribeContext) -> String {
+        let within = self.within.as_ref().and_then(|d| d.0.as_str()).map(|d| format!(" (up to {d})")).unwrap_or_default();
+        format!("wait until {} on {} is rolled out and ready{within}", self.workload(), cx.connection(&self.connection))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::test_support::*;
+    use serde_json::json;
+
+    #[test]
+    fn describes() {
+        let d = describe::<KubernetesWaitReady>(json!({"connection": "k", "deployment": "api", "within": "2m"}));
+        assert_eq!(d, "wait until deployment api on <k> is rolled out and ready (up to 2m)");
+        assert_eq!(parse::<KubernetesWaitReady>(json!({"connection": "k", "deployment": "a", "within": "2 min"})).check()[0].field, "/within");
+    }
+}

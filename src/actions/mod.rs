@@ -1,0 +1,247 @@
+//! The actions: one file per action, each holding its typed `with`, its outputs, its effect, its
+//! dry-run description and its unit tests. The `actions!` list at the bottom of this file is the only
+//! place that names them all; everything else (schema, validation, plan, `lifeboat actions`) goes
+//! through the exhaustive match it generates.
+
+mod templated;
+pub use templated::{Tpl, is_template};
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
+use crate::runbook::ConnectionKind;
+
+/// What running an action does to the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Reads only: nothing to undo, so `compensate` makes no sense.
+    ReadOnly,
+    /// Changes state that a `compensate` step can change back.
+    Changes,
+    /// Changes state that cannot be changed back (a deleted object, a promoted replica).
+    Irreversible,
+}
+
+/// An output an action declares; templates may read it as `steps.<id>.outputs.<name>`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Output {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+const fn out(name: &'static str, description: &'static str) -> Output {
+    Output { name, description }
+}
+
+/// A connection a step's `with` names, for checking that it exists and is of the right kind.
+#[derive(Debug, Clone)]
+pub struct ConnectionUse<'a> {
+    /// Pointer inside `with`, e.g. `/connection` or `/from/connection`.
+    pub field: &'static str,
+    pub name: &'a str,
+    pub kinds: &'static [ConnectionKind],
+}
+
+/// A problem with a `with` that its type cannot express (one of two fields, a bad combination).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithProblem {
+    /// Pointer inside `with`; empty for `with` itself.
+    pub field: String,
+    pub message: String,
+    pub code: crate::diagnostics::Code,
+}
+
+impl WithProblem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> WithProblem {
+        WithProblem {
+            field: field.into(),
+            message: message.into(),
+            code: crate::diagnostics::Code::InvalidValue,
+        }
+    }
+
+    /// Checks an optional duration field.
+    pub fn duration(field: &str, d: Option<&crate::runbook::DurationText>) -> Option<WithProblem> {
+        let d = d?;
+        let err = match d.0.as_str() {
+            Some(s) if is_template(s) => return None,
+            Some(s) => crate::runbook::duration::parse(s).err()?,
+            None => format!("expected a duration such as `30s`, found `{}`", d.0),
+        };
+        Some(WithProblem {
+            field: field.into(),
+            message: err,
+            code: crate::diagnostics::Code::InvalidDuration,
+        })
+    }
+}
+
+/// What the dry-run description may know besides the step's own inputs.
+pub trait DescribeContext {
+    /// A short human label for a connection: `postgres orders_db (postgres://app@db:5432/orders)`.
+    fn connection(&self, name: &str) -> String;
+}
+
+/// Implemented by each action's `with` type.
+pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
+    /// `family.verb`, the name used in `action:`.
+    const NAME: &'static str;
+    /// One line for `lifeboat actions`.
+    const SUMMARY: &'static str;
+    const OUTPUTS: &'static [Output];
+
+    fn effect(&self) -> Effect;
+    /// Whether a reviewer should look twice: data or service may be lost if it runs at the wrong time.
+    fn destructive(&self) -> bool;
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        Vec::new()
+    }
+    /// Checks the type cannot express.
+    fn check(&self) -> Vec<WithProblem> {
+        Vec::new()
+    }
+    /// The dry run: exactly what the step would do, in words.
+    fn describe(&self, cx: &dyn DescribeContext) -> String;
+}
+
+/// An action's static facts, for documentation and checks that do not need a `with`.
+#[derive(Debug, Clone)]
+pub struct ActionInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub outputs: &'static [Output],
+    pub with_schema: schemars::Schema,
+    /// Name of the `with` type, used as its `$defs` entry in the runbook schema.
+    pub schema_name: String,
+}
+
+fn info<A: ActionSpec>() -> ActionInfo {
+    let settings = schemars::generate::SchemaSettings::draft2020_12();
+    let generator = settings.into_generator();
+    ActionInfo {
+        name: A::NAME,
+        summary: A::SUMMARY,
+        outputs: A::OUTPUTS,
+        with_schema: generator.into_root_schema_for::<A>(),
+        schema_name: A::schema_name().into_owned(),
+    }
+}
+
+/// Why a `with` did not become a typed action.
+#[derive(Debug, Clone)]
+pub struct WithError {
+    /// Pointer inside `with` where serde stopped.
+    pub field: String,
+    pub message: String,
+}
+
+fn parse_with<A: ActionSpec>(with: &serde_json::Value) -> Result<A, WithError> {
+    serde_path_to_error::deserialize::<_, A>(with).map_err(|e| {
+        let field = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .map(|s| format!("/{}", crate::diagnostics::escape_segment(&s)))
+            .collect();
+        WithError {
+            field,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+macro_rules! actions {
+    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
+        $(mod $module;)*
+
+        /// A step's action with its typed `with`.
+        #[derive(Debug, Clone)]
+        pub enum Action {
+            $($variant($module::$ty),)*
+        }
+
+        impl Action {
+            /// Types `with` for the named action. `Ok(None)`: no such action.
+            pub fn parse(name: &str, with: &serde_json::Value) -> Result<Option<Action>, WithError> {
+                $(if name == <$module::$ty as ActionSpec>::NAME {
+                    return parse_with::<$module::$ty>(with).map(|a| Some(Action::$variant(a)));
+                })*
+                Ok(None)
+            }
+
+            pub fn name(&self) -> &'static str {
+                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::NAME,)* }
+            }
+            pub fn outputs(&self) -> &'static [Output] {
+                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::OUTPUTS,)* }
+            }
+            pub fn effect(&self) -> Effect {
+                match self { $(Action::$variant(a) => a.effect(),)* }
+            }
+            pub fn destructive(&self) -> bool {
+                match self { $(Action::$variant(a) => a.destructive(),)* }
+            }
+            pub fn connections(&self) -> Vec<ConnectionUse<'_>> {
+                match self { $(Action::$variant(a) => a.connections(),)* }
+            }
+            pub fn check(&self) -> Vec<WithProblem> {
+                match self { $(Action::$variant(a) => a.check(),)* }
+            }
+            pub fn describe(&self, cx: &dyn DescribeContext) -> String {
+                match self { $(Action::$variant(a) => a.describe(cx),)* }
+            }
+        }
+
+        /// Every action, in the order of this list.
+        pub fn catalog() -> Vec<ActionInfo> {
+            vec![$(info::<$module::$ty>(),)*]
+        }
+
+        /// Outputs of an action by name, without a `with`.
+        pub fn outputs_of(name: &str) -> Option<&'static [Output]> {
+            $(if name == <$module::$ty as ActionSpec>::NAME {
+                return Some(<$module::$ty as ActionSpec>::OUTPUTS);
+            })*
+            None
+        }
+
+        pub const NAMES: &[&str] = &[$(<$module::$ty as ActionSpec>::NAME,)*];
+    };
+}
+
+actions! {
+    Shell => shell::Shell,
+    HttpRequest => http_request::HttpRequest,
+    Wait => wait::Wait,
+    Approval => approval::Approval,
+    NotifyWebhook => notify_webhook::NotifyWebhook,
+    PostgresQuery => postgres_query::PostgresQuery,
+    PostgresStopWriters => postgres_stop_writers::PostgresStopWriters,
+    PostgresResumeWriters => postgres_resume_writers::PostgresResumeWriters,
+    PostgresBackup => postgres_backup::PostgresBackup,
+    PostgresRestore => postgres_restore::PostgresRestore,
+    PostgresPromote => postgres_promote::PostgresPromote,
+    S3Put => s3_put::S3Put,
+    S3Get => s3_get::S3Get,
+    S3List => s3_list::S3List,
+    S3Latest => s3_latest::S3Latest,
+    S3Delete => s3_delete::S3Delete,
+    S3Retention => s3_retention::S3Retention,
+    KubernetesScale => kubernetes_scale::KubernetesScale,
+    KubernetesRolloutRestart => kubernetes_rollout_restart::KubernetesRolloutRestart,
+    KubernetesWaitReady => kubernetes_wait_ready::KubernetesWaitReady,
+    DnsFailover => dns_failover::DnsFailover,
+    DnsVerify => dns_verify::DnsVerify,
+}
+
+mod shared;
+pub use shared::{BackupLocation, Workload};
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,50 @@
+//! `s3.delete`: delete objects.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, out, shared::connection};
+use crate::runbook::ConnectionKind;
+
+/// Delete the listed objects. Cannot be undone on an unversioned bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Delete {
+    pub connection: String,
+    pub keys: Vec<String>,
+}
+
+impl ActionSpec for S3Delete {
+    const NAME: &'static str = "s3.delete";
+    const SUMMARY: &'static str = "Delete objects";
+    const OUTPUTS: &'static [Output] = &[out("deleted", "the keys deleted")];
+
+    fn effect(&self) -> Effect {
+        Effect::Irreversible
+    }
+    fn destructive(&self) -> bool {
+        true
+    }
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        vec![connection("/connection", &self.connection, &[ConnectionKind::S3])]
+    }
+    fn check(&self) -> Vec<WithProblem> {
+        if self.keys.is_empty() { vec![WithProblem::new("/keys", "name at least one key")] } else { vec![] }
+    }
+    fn describe(&self, cx: &dyn DescribeContext) -> String {
+        format!("delete {} from {}", self.keys.join(", "), cx.connection(&self.connection))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::test_support::*;
+    use serde_json::json;
+
+    #[test]
+    fn describes() {
+        assert_eq!(describe::<S3Delete>(json!({"connection": "b", "keys": ["a", "b"]})), "delete a, b from <b>");
+        assert_eq!(parse::<S3Delete>(json!({"connection": "b", "keys": []})).check().len(), 1);
+    }
+}

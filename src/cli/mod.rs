@@ -1,0 +1,126 @@
+//! The command line. This is the only module that prints: data goes to stdout, everything meant for
+//! a person (diagnostics, summaries) to stderr.
+
+mod actions;
+mod explain;
+mod plan;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exit::Exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Runs versioned YAML runbooks for backup, restore and disaster recovery"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check runbooks: schema and semantics. Every problem is printed as file:line:col.
+    Validate {
+        /// Files, or folders searched for runbooks (*.yaml, *.yml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also check these param values (`name=value`); missing required params are then errors.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
+        format: DiagnosticFormat,
+    },
+    /// Show what a run would do: waves, critical path, rendered inputs, destructive steps.
+    Plan {
+        file: PathBuf,
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Print the runbook JSON Schema.
+    Schema,
+    /// List the actions, or document one: its `with` fields and outputs.
+    Actions {
+        name: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain an error code, e.g. `lifeboat explain LB0103`.
+    Explain { code: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DiagnosticFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+    Mermaid,
+    Dot,
+}
+
+/// Whether to color what goes to stderr.
+fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+pub fn main() -> Exit {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Invalid
+            } else {
+                Exit::Success
+            };
+        }
+    };
+    match cli.command {
+        Command::Validate {
+            paths,
+            params,
+            format,
+        } => validate::run(&paths, &params, format),
+        Command::Plan {
+            file,
+            params,
+            format,
+        } => plan::run(&file, &params, format),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::runbook::schema::generate())
+                    .expect("schema serializes")
+            );
+            Exit::Success
+        }
+        Command::Actions { name, json } => actions::run(name.as_deref(), json),
+        Command::Explain { code } => explain::run(&code),
+    }
+}
+
+/// Parses `-p name=value` arguments; a malformed one is a usage error.
+fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, Exit> {
+    params
+        .iter()
+        .map(|p| crate::runbook::params::split_assignment(p))
+        .collect::<Result<_, _>>()
+        .map_err(|why| {
+            eprintln!("error: -p {why}");
+            Exit::Invalid
+        })
+}

@@ -1,0 +1,153 @@
+//! `lifeboat validate PATH...`
+
+use std::path::{Path, PathBuf};
+
+use super::{DiagnosticFormat, color, parse_params};
+use crate::diagnostics::{Diagnostic, render, render_json};
+use crate::exit::Exit;
+use crate::runbook::{Source, load_file, params};
+
+pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat) -> Exit {
+    let given = match parse_params(given) {
+        Ok(g) => g,
+        Err(e) => return e,
+    };
+    let mut files = Vec::new();
+    let mut not_runbooks = 0usize;
+    for p in paths {
+        if p.is_dir() {
+            match collect(p, &mut files, &mut not_runbooks) {
+                Ok(()) => {}
+                Err(e) => {
+                    eprintln!(
+                        "{}: error[LB0005]: cannot read the folder: {e}",
+                        p.display()
+                    );
+                    return Exit::Invalid;
+                }
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        eprintln!(
+            "error: no runbooks found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Exit::Invalid;
+    }
+    let (mut bad_files, mut problems) = (0usize, 0usize);
+    for f in &files {
+        let loaded = load_file(f);
+        let diags: Vec<Diagnostic> = match &loaded.result {
+            Ok(rb) if !given.is_empty() => {
+                params::resolve(rb, &given, true).err().unwrap_or_default()
+            }
+            Ok(_) => Vec::new(),
+            Err(d) => d.clone(),
+        };
+        if diags.is_empty() {
+            if let (Ok(rb), DiagnosticFormat::Human) = (&loaded.result, format) {
+                eprintln!(
+                    "ok: {} ({} {}, {} steps)",
+                    loaded.source.name,
+                    rb.name,
+                    rb.version,
+                    rb.steps.len()
+                );
+            }
+            continue;
+        }
+        bad_files += 1;
+        problems += diags.len();
+        print(&loaded.source, diags, format);
+    }
+    if let DiagnosticFormat::Human = format {
+        let skipped = if not_runbooks > 0 {
+            format!("; skipped {not_runbooks} YAML file(s) that are not runbooks")
+        } else {
+            String::new()
+        };
+        if bad_files == 0 {
+            eprintln!("{} runbook(s) valid{skipped}", files.len());
+        } else {
+            eprintln!(
+                "{problems} problem(s) in {bad_files} of {} runbook(s){skipped}",
+                files.len()
+            );
+        }
+    }
+    if bad_files == 0 {
+        Exit::Success
+    } else {
+        Exit::Invalid
+    }
+}
+
+/// Prints diagnostics in file order.
+pub(super) fn print(src: &Source, mut diags: Vec<Diagnostic>, format: DiagnosticFormat) {
+    let mut rendered: Vec<(usize, usize, Diagnostic)> = diags
+        .drain(..)
+        .map(|d| {
+            let r = crate::diagnostics::Rendered::new(src, &d);
+            (r.line, r.column, d)
+        })
+        .collect();
+    rendered.sort_by_key(|(l, c, d)| (*l, *c, d.code));
+    for (_, _, d) in rendered {
+        match format {
+            DiagnosticFormat::Human => eprint!("{}", render(src, &d, color())),
+            DiagnosticFormat::Json => println!("{}", render_json(src, &d)),
+        }
+    }
+}
+
+/// Runbooks in a folder, recursively: YAML files that declare themselves runbooks. Other YAML
+/// (Kubernetes manifests beside the runbooks, CI files) is counted, not checked.
+fn collect(dir: &Path, out: &mut Vec<PathBuf>, others: &mut usize) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            collect(&path, out, others)?;
+        } else if matches!(
+            path.extension().and_then(|x| x.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            if looks_like_runbook(&path) {
+                out.push(path);
+            } else {
+                *others += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn looks_like_runbook(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = String::new();
+    let Ok(f) = std::fs::File::open(path) else {
+        return true;
+    };
+    // Unreadable or binary files are runbooks as far as this check goes: `validate` will say why.
+    if f.take(64 * 1024).read_to_string(&mut head).is_err() {
+        return true;
+    }
+    head.lines().any(|l| {
+        let l = l.trim_end();
+        l.starts_with("apiVersion: lifeboat/")
+            || l.starts_with("apiVersion: \"lifeboat/")
+            || l == "kind: Runbook"
+    })
+}

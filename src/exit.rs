@@ -1,0 +1,23 @@
+//! Named exit codes: the CLI's contract with scripts and CI (SPEC §3).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Success = 0,
+    /// A run failed, or `verify` found tampering.
+    Failed = 1,
+    /// The input is invalid: a runbook, a param, a command line.
+    Invalid = 2,
+    /// A run stopped at an approval gate.
+    WaitingForApproval = 3,
+    /// Another run holds a lock this one needs.
+    LockHeld = 4,
+    /// SIGINT or SIGTERM.
+    Interrupted = 130,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}

@@ -1,0 +1,12 @@
+//! lifeboat: versioned YAML runbooks for backup, restore and disaster recovery.
+//!
+//! See ARCHITECTURE.md for the map. In short: `runbook` loads and validates a file into a
+//! `ValidRunbook`; `plan` turns that into the dry run; `actions` holds one file per step type;
+//! `diagnostics` renders problems; `cli` is the only place that prints.
+
+pub mod actions;
+pub mod cli;
+pub mod diagnostics;
+pub mod exit;
+pub mod plan;
+pub mod runbook;

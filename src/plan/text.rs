@@ -1,0 +1,149 @@
+//! The plan as text: what a reviewer reads in a pull request or an on-call engineer before `run`.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::{Plan, StepStatus};
+
+pub fn render(plan: &Plan) -> String {
+    let mut o = String::new();
+    let r = &plan.runbook;
+    let _ = writeln!(o, "Plan for {} {}", r.name, r.version);
+    if let Some(d) = &r.description {
+        let _ = writeln!(o, "  {d}");
+    }
+    if !r.owners.is_empty() {
+        let _ = writeln!(o, "Owners:     {}", r.owners.join(", "));
+    }
+    if !plan.params.is_empty() {
+        let p: Vec<String> = plan
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", scalar(v)))
+            .collect();
+        let _ = writeln!(o, "Params:     {}", p.join(", "));
+    }
+    let objectives: Vec<String> = [("RTO", &plan.objectives.rto), ("RPO", &plan.objectives.rpo)]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+        .collect();
+    if !objectives.is_empty() {
+        let _ = writeln!(o, "Objectives: {}", objectives.join(", "));
+    }
+    if !plan.locks.is_empty() {
+        let _ = writeln!(o, "Locks:      {}", plan.locks.join(", "));
+    }
+    let destructive = plan
+        .steps
+        .iter()
+        .filter(|s| s.destructive && s.status != StepStatus::Skipped)
+        .count();
+    let skipped = plan
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Skipped)
+        .count();
+    let _ = writeln!(
+        o,
+        "Steps:      {} in {} wave(s); {destructive} destructive; {skipped} skipped",
+        plan.steps.len(),
+        plan.waves.len()
+    );
+
+    for (w, ids) in plan.waves.iter().enumerate() {
+        let _ = writeln!(o, "\nWave {}", w + 1);
+        for id in ids {
+            let Some(s) = plan.steps.iter().find(|s| &s.id == id) else {
+                continue;
+            };
+            let mut tags = Vec::new();
+            if s.destructive {
+                tags.push("DESTRUCTIVE".to_string());
+            }
+            match s.status {
+                StepStatus::Skipped => tags.push("SKIPPED".into()),
+                StepStatus::Conditional => tags.push("CONDITIONAL".into()),
+                StepStatus::Runs => {}
+            }
+            let tags = if tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", tags.join(", "))
+            };
+            let _ = writeln!(o, "  {} ({}){tags}", s.id, s.action);
+            if let Some(d) = &s.description {
+                let _ = writeln!(o, "      {d}");
+            }
+            let _ = writeln!(o, "      does:    {}", s.does);
+            if !s.needs.is_empty() {
+                let _ = writeln!(o, "      needs:   {}", s.needs.join(", "));
+            }
+            if let Some(reason) = &s.skip_reason {
+                let _ = writeln!(o, "      skipped: {reason}");
+            } else if let Some(w) = &s.when {
+                let _ = writeln!(o, "      when:    {w}");
+            }
+            if let Some(a) = &s.assert {
+                let _ = writeln!(o, "      assert:  {a}");
+            }
+            let attempts = if s.retry.attempts == 1 {
+                "1 attempt".to_string()
+            } else {
+                format!("{} attempts", s.retry.attempts)
+            };
+            let on_failure = match s.on_failure {
+                crate::runbook::OnFailure::Abort => "",
+                crate::runbook::OnFailure::Continue => ", continue on failure",
+            };
+            let _ = writeln!(
+                o,
+                "      limits:  timeout {}, {attempts}{on_failure} (worst case {})",
+                s.timeout, s.worst_case
+            );
+            write_inputs(&mut o, "with", &s.inputs);
+            if let Some(c) = &s.compensate {
+                let _ = writeln!(o, "      undo:    {} ({})", c.does, c.action);
+            }
+        }
+    }
+
+    let cp = &plan.critical_path;
+    let _ = writeln!(
+        o,
+        "\nCritical path (worst case {}): {}",
+        cp.worst_case,
+        cp.steps.join(" -> ")
+    );
+    for w in &plan.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    o
+}
+
+fn write_inputs(o: &mut String, label: &str, inputs: &Value) {
+    let Value::Object(map) = inputs else { return };
+    if map.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "      {label}:");
+    for (k, v) in map {
+        let _ = writeln!(o, "        {k}: {}", scalar(v));
+    }
+}
+
+/// A value on one line: strings bare (multi-line ones folded), anything else as JSON.
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.contains('\n') => {
+            let lines: Vec<&str> = s.lines().collect();
+            format!(
+                "{} (+{} lines)",
+                lines.first().unwrap_or(&""),
+                lines.len().saturating_sub(1)
+            )
+        }
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

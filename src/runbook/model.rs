@@ -1,0 +1,355 @@
+//! The runbook as written: the serde types the YAML is read into and the JSON Schema is generated
+//! from. Nothing here is checked beyond its shape; `validate` turns it into a [`super::ValidRunbook`].
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A lifeboat runbook: a versioned procedure of typed steps forming a DAG.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "lifeboat runbook (lifeboat/v1)")]
+pub struct Runbook {
+    /// Format version of this file. Always `lifeboat/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: ApiVersion,
+    /// Always `Runbook`.
+    pub kind: Kind,
+    pub metadata: Metadata,
+    /// Recovery objectives that drills measure against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+    /// Typed inputs, given on the command line as `-p name=value`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub params: IndexMap<String, Param>,
+    /// Secret values, resolved only when the runbook runs and never written to any output.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub secrets: IndexMap<String, Secret>,
+    /// Named endpoints that steps refer to by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub connections: IndexMap<String, Connection>,
+    /// Locks held for the whole run; a second run needing one of them is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[a-z0-9][a-z0-9._-]*$")))]
+    pub locks: Vec<String>,
+    /// Timeout and retry policy for steps that do not set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<Defaults>,
+    /// The steps. Order does not matter to execution: `needs` does.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub enum ApiVersion {
+    #[serde(rename = "lifeboat/v1")]
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub enum Kind {
+    Runbook,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Lowercase letters, digits and dashes.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"), length(max = 63))]
+    pub name: String,
+    /// Semantic version of this procedure; recorded in every run.
+    #[schemars(with = "String")]
+    pub version: VersionText,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Teams to page about this procedure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+}
+
+/// `metadata.version` as written. YAML reads `2.1` as a number, so numbers are accepted here and
+/// reported by validation as "not a semantic version" rather than as a type error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct VersionText(pub serde_json::Value);
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Recovery time objective: longest acceptable time from incident to service restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<DurationText>,
+    /// Recovery point objective: most data, in time, that may be lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<DurationText>,
+}
+
+/// Names of params, secrets and connections: usable in templates as `params.<name>`.
+pub const NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// Value used when the param is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// The only values allowed.
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// Whether the param must be given. Defaults to true when there is no default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+impl ParamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Integer => "integer",
+            ParamType::Number => "number",
+            ParamType::Boolean => "boolean",
+        }
+    }
+}
+
+/// Where a secret comes from. Exactly one of `env` and `file`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+pub struct Secret {
+    /// Name of an environment variable holding the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Path of a file holding the value (a trailing newline is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// A named endpoint. Exactly one kind.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+pub struct Connection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConnection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Connection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesConnection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136Connection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route53: Option<Route53Connection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neo4j: Option<Neo4jConnection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConnection {
+    /// libpq-style URL, e.g. `postgres://app@db:5432/orders`. Keep passwords out of it: use `password`.
+    pub url: String,
+    /// Password, usually `{{ secrets.NAME }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Connection {
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Custom endpoint (SeaweedFS, MinIO, a VPC endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style addressing, needed by most non-AWS servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// Access key id; when absent, the usual AWS credential chain is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConnection {
+    /// kubeconfig context; the current context when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Path of the kubeconfig file; `$KUBECONFIG` or `~/.kube/config` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136Connection {
+    /// Primary server, `host:port`.
+    pub server: String,
+    pub zone: String,
+    /// TSIG key name.
+    pub key_name: String,
+    /// TSIG secret (base64), usually `{{ secrets.NAME }}`.
+    pub key_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<TsigAlgorithm>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Connection {
+    pub hosted_zone_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Neo4jConnection {
+    /// `bolt://host:7687`
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// Retry policy: exponential backoff from `delay`, multiplied by `factor`, capped at `max_delay`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Total attempts, the first included. `1` means no retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DurationText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 10.0))]
+    pub factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<DurationText>,
+    /// Randomize each delay to spread retries of parallel steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<bool>,
+}
+
+/// One step of the DAG.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique within the runbook: a lowercase letter, then lowercase letters, digits, `_`.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"), length(max = 64))]
+    pub id: String,
+    /// The step's type, `family.verb`: selects the schema of `with` and the code that runs it.
+    pub action: String,
+    /// Steps that must succeed before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// The action's inputs. Strings may hold `{{ ... }}` templates.
+    #[serde(default = "empty_object", rename = "with")]
+    pub with: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Expression; when false the step is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Expression over `outputs`; when false the step fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+    /// Run when the run is rolled back after this step completed; undoes what it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<Compensation>,
+}
+
+pub fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Stop the run and roll back.
+    #[default]
+    Abort,
+    /// Record the failure and go on; dependents still run.
+    Continue,
+}
+
+/// The step run to undo a completed step when its run is rolled back.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Compensation {
+    pub action: String,
+    #[serde(default = "empty_object", rename = "with")]
+    pub with: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// A duration as written: `90s`, `10m`, `1h30m`, `500ms`, `2d`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct DurationText(pub serde_json::Value);
+
+/// The pattern editors check durations against; `duration::parse` is the authority and gives the
+/// precise reason, so schema errors on this pattern are rewritten to its message.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: a number and a unit (ms, s, m, h, d), e.g. `90s`, `10m`, `1h30m`.",
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}

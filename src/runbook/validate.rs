@@ -1,0 +1,581 @@
+//! Semantic checks: everything the schema cannot say. All problems are collected, not just the
+//! first, so one `validate` shows the author everything to fix.
+
+use std::collections::{HashMap, HashSet};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value;
+
+use super::model::{self, Runbook};
+use super::templates::{self, Scope};
+use super::{
+    ConnectionKind, DEFAULT_TIMEOUT, RetryPolicy, SecretSource, ValidCompensation, ValidConnection,
+    ValidObjectives, ValidRunbook, ValidStep, duration, params, schema,
+};
+use crate::actions::{Action, Effect, Output, outputs_of};
+use crate::diagnostics::{At, Code, Diagnostic, did_you_mean, ptr};
+
+pub fn validate(doc: &Value) -> Result<ValidRunbook, Vec<Diagnostic>> {
+    let schema_errors = schema::check(doc);
+    let rb: Runbook = match serde_path_to_error::deserialize(doc) {
+        Ok(rb) => rb,
+        Err(e) => {
+            if !schema_errors.is_empty() {
+                return Err(schema_errors);
+            }
+            // The schema is generated from these types, so this is rare: report it where serde stopped.
+            let pointer: String = e
+                .path()
+                .iter()
+                .map(|s| format!("/{}", crate::diagnostics::escape_segment(&s.to_string())))
+                .collect();
+            return Err(vec![Diagnostic::new(
+                Code::InvalidValue,
+                At::node(pointer),
+                e.into_inner().to_string(),
+            )]);
+        }
+    };
+    let mut cx = Checker {
+        out: Vec::new(),
+        schema_errors: &schema_errors,
+        env: templates::environment(),
+    };
+    let valid = cx.runbook(&rb);
+    let mut all = schema_errors.clone();
+    all.extend(cx.out);
+    match valid {
+        Some(v) if all.is_empty() => Ok(v),
+        _ => Err(all),
+    }
+}
+
+struct Checker<'a> {
+    out: Vec<Diagnostic>,
+    schema_errors: &'a [Diagnostic],
+    env: minijinja::Environment<'static>,
+}
+
+impl Checker<'_> {
+    /// Whether the schema already reported something at or under `pointer` (so a second,
+    /// overlapping message would only be noise).
+    fn schema_reported(&self, pointer: &str) -> bool {
+        self.schema_errors.iter().any(|d| match &d.at {
+            At::Node { pointer: p, .. } | At::Text { pointer: p, .. } => {
+                p == pointer || p.starts_with(&format!("{pointer}/"))
+            }
+            _ => false,
+        })
+    }
+
+    fn duration(
+        &mut self,
+        d: Option<&model::DurationText>,
+        pointer: &str,
+    ) -> Option<std::time::Duration> {
+        let d = d?;
+        let Some(s) = d.0.as_str() else {
+            // Reported by the schema as a type error.
+            return None;
+        };
+        match duration::parse(s) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                if !self.schema_reported(pointer) {
+                    self.out.push(Diagnostic::new(
+                        Code::InvalidDuration,
+                        At::node(pointer),
+                        format!("invalid duration: {why}"),
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    fn retry(&mut self, r: Option<&model::Retry>, base: RetryPolicy, pointer: &str) -> RetryPolicy {
+        let Some(r) = r else { return base };
+        let mut p = base;
+        if let Some(a) = r.attempts {
+            p.attempts = a.max(1);
+        }
+        if let Some(d) = self.duration(r.delay.as_ref(), &ptr(pointer, "delay")) {
+            p.delay = d;
+        }
+        if let Some(f) = r.factor {
+            p.factor = f;
+        }
+        if let Some(d) = self.duration(r.max_delay.as_ref(), &ptr(pointer, "max_delay")) {
+            p.max_delay = d;
+        }
+        if let Some(j) = r.jitter {
+            p.jitter = j;
+        }
+        if p.max_delay < p.delay && (r.delay.is_some() || r.max_delay.is_some()) {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidRetry,
+                    At::node(pointer),
+                    "`max_delay` is shorter than `delay`",
+                )
+                .help("`max_delay` caps the growing delay; make it at least `delay`"),
+            );
+        }
+        p
+    }
+
+    fn runbook(&mut self, rb: &Runbook) -> Option<ValidRunbook> {
+        let version = match &rb.metadata.version.0 {
+            Value::String(s) => semver::Version::parse(s).map_err(|e| e.to_string()),
+            other => Err(format!("YAML read it as {}", schema::short(other))),
+        };
+        let version = match version {
+            Ok(v) => Some(v),
+            Err(_) if self.schema_reported("/metadata/version") => None,
+            Err(why) => {
+                self.out.push(
+                    Diagnostic::new(
+                        Code::InvalidVersion,
+                        At::node("/metadata/version"),
+                        format!("`metadata.version` is not a semantic version: {why}"),
+                    )
+                    .help("write three numbers, quoted if needed: version: \"2.1.0\""),
+                );
+                None
+            }
+        };
+        let objectives = ValidObjectives {
+            rto: rb
+                .objectives
+                .as_ref()
+                .and_then(|o| self.duration(o.rto.as_ref(), "/objectives/rto")),
+            rpo: rb
+                .objectives
+                .as_ref()
+                .and_then(|o| self.duration(o.rpo.as_ref(), "/objectives/rpo")),
+        };
+        for (name, p) in &rb.params {
+            params::check_declaration(name, p, &mut self.out);
+        }
+        for (section, names) in [
+            ("params", rb.params.keys().collect::<Vec<_>>()),
+            ("secrets", rb.secrets.keys().collect()),
+            ("connections", rb.connections.keys().collect()),
+        ] {
+            for name in names {
+                if !is_name(name) {
+                    self.out.push(
+                        Diagnostic::new(Code::InvalidValue, At::key(ptr(&format!("/{section}"), name)), format!("invalid name `{name}` in `{section}`"))
+                            .help("names are letters, digits and `_`, not starting with a digit, so templates can use them"),
+                    );
+                }
+            }
+        }
+        let secrets: indexmap::IndexMap<String, SecretSource> = rb
+            .secrets
+            .iter()
+            .filter_map(|(name, s)| {
+                let src = match (&s.env, &s.file) {
+                    (Some(e), None) => SecretSource::Env(e.clone()),
+                    (None, Some(f)) => SecretSource::File(f.clone()),
+                    _ => return None, // reported by the schema (exactly one property)
+                };
+                Some((name.clone(), src))
+            })
+            .collect();
+        let param_names: Vec<&str> = rb.params.keys().map(String::as_str).collect();
+        let secret_names: Vec<&str> = rb.secrets.keys().map(String::as_str).collect();
+
+        let mut connections = indexmap::IndexMap::new();
+        for (name, c) in &rb.connections {
+            let at = ptr("/connections", name);
+            let fields = serde_json::to_value(c).unwrap_or(Value::Null);
+            let kinds: Vec<ConnectionKind> = ConnectionKind::ALL
+                .iter()
+                .copied()
+                .filter(|k| fields.get(k.as_str()).is_some())
+                .collect();
+            let scope = Scope {
+                place: "a connection",
+                params: &param_names,
+                secrets: Some(&secret_names),
+                steps: None,
+                upstream: None,
+                outputs: None,
+                run: false,
+            };
+            templates::check_value(&self.env, &fields, &at, &scope, &mut self.out);
+            if let [kind] = kinds[..] {
+                connections.insert(
+                    name.clone(),
+                    ValidConnection {
+                        kind,
+                        fields: fields[kind.as_str()].clone(),
+                    },
+                );
+            }
+        }
+
+        let default_timeout = rb
+            .defaults
+            .as_ref()
+            .and_then(|d| self.duration(d.timeout.as_ref(), "/defaults/timeout"))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let default_retry = self.retry(
+            rb.defaults.as_ref().and_then(|d| d.retry.as_ref()),
+            RetryPolicy::DEFAULT,
+            "/defaults/retry",
+        );
+
+        // Ids first: every later check resolves names through them.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in rb.steps.iter().enumerate() {
+            if let Some(&first) = index.get(s.id.as_str()) {
+                self.out.push(
+                    Diagnostic::new(
+                        Code::DuplicateStepId,
+                        At::node(format!("/steps/{i}/id")),
+                        format!("duplicate step id `{}`", s.id),
+                    )
+                    .label(format!("also the id of step #{}", first + 1))
+                    .help("step ids must be unique within a runbook"),
+                );
+            } else {
+                index.insert(&s.id, i);
+            }
+        }
+
+        let mut graph: DiGraph<usize, usize> = DiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..rb.steps.len()).map(|i| graph.add_node(i)).collect();
+        let mut needs: Vec<Vec<usize>> = vec![Vec::new(); rb.steps.len()];
+        for (i, s) in rb.steps.iter().enumerate() {
+            for (j, n) in s.needs.iter().enumerate() {
+                match index.get(n.as_str()) {
+                    Some(&dep) => {
+                        if !needs[i].contains(&dep) {
+                            needs[i].push(dep);
+                            graph.add_edge(nodes[dep], nodes[i], j);
+                        }
+                    }
+                    None => self.out.push(
+                        Diagnostic::new(
+                            Code::UnknownStep,
+                            At::node(format!("/steps/{i}/needs/{j}")),
+                            format!("step `{}` needs `{n}`, which is not a step", s.id),
+                        )
+                        .label("no step has this id")
+                        .help_opt(did_you_mean(n, index.keys().copied())),
+                    ),
+                }
+            }
+        }
+        let acyclic = self.cycles(&graph, rb);
+        let reach = templates::Reach::new(&needs);
+
+        let mut step_outputs: HashMap<&str, (usize, &'static [Output])> = HashMap::new();
+        for (id, &i) in &index {
+            if let Some(o) = outputs_of(&rb.steps[i].action) {
+                step_outputs.insert(id, (i, o));
+            }
+        }
+
+        let mut steps = Vec::new();
+        for (i, s) in rb.steps.iter().enumerate() {
+            let at = format!("/steps/{i}");
+            let action = self.action(&s.action, &s.with, &at, &connections);
+            let timeout = self
+                .duration(s.timeout.as_ref(), &ptr(&at, "timeout"))
+                .unwrap_or(default_timeout);
+            let retry = self.retry(s.retry.as_ref(), default_retry, &ptr(&at, "retry"));
+            let own_outputs = outputs_of(&s.action).map(|o| (s.action.as_str(), o));
+
+            let upstream_here = acyclic.then_some(templates::Upstream {
+                reach: &reach,
+                of: i,
+                itself: false,
+            });
+            let mut scope = Scope {
+                place: "`with`",
+                params: &param_names,
+                secrets: Some(&secret_names),
+                steps: Some(&step_outputs),
+                upstream: upstream_here,
+                outputs: None,
+                run: true,
+            };
+            templates::check_value(&self.env, &s.with, &ptr(&at, "with"), &scope, &mut self.out);
+            scope.secrets = None;
+            if let Some(w) = &s.when {
+                scope.place = "`when`";
+                templates::check_expression(&self.env, w, &ptr(&at, "when"), &scope, &mut self.out);
+            }
+            if let Some(a) = &s.assert {
+                scope.place = "`assert`";
+                scope.outputs = own_outputs;
+                templates::check_expression(
+                    &self.env,
+                    a,
+                    &ptr(&at, "assert"),
+                    &scope,
+                    &mut self.out,
+                );
+            }
+
+            let compensate = s.compensate.as_ref().and_then(|c| {
+                let cat = ptr(&at, "compensate");
+                if let Some(a) = &action {
+                    let why = match a.effect() {
+                        Effect::ReadOnly => Some(format!("`{}` changes nothing, so there is nothing to compensate", s.action)),
+                        Effect::Irreversible => Some(format!("`{}` cannot be undone; a compensation would only pretend to", s.action)),
+                        Effect::Changes => None,
+                    };
+                    if let Some(why) = why {
+                        self.out.push(
+                            Diagnostic::new(Code::NothingToCompensate, At::key(&cat), why)
+                                .help("remove `compensate`; to react to a failure, add a step with `on_failure` handling instead"),
+                        );
+                    }
+                }
+                let caction = self.action(&c.action, &c.with, &cat, &connections);
+                // The compensation runs after its step, so it may read that step's outputs too.
+                let cscope = Scope {
+                    place: "`compensate`",
+                    params: &param_names,
+                    secrets: Some(&secret_names),
+                    steps: Some(&step_outputs),
+                    upstream: upstream_here.map(|u| templates::Upstream { itself: true, ..u }),
+                    outputs: own_outputs,
+                    run: true,
+                };
+                templates::check_value(&self.env, &c.with, &ptr(&cat, "with"), &cscope, &mut self.out);
+                let ctimeout = self.duration(c.timeout.as_ref(), &ptr(&cat, "timeout")).unwrap_or(timeout);
+                let cretry = self.retry(c.retry.as_ref(), default_retry, &ptr(&cat, "retry"));
+                Some(ValidCompensation { action: caction?, with: c.with.clone(), timeout: ctimeout, retry: cretry })
+            });
+
+            if let Some(action) = action {
+                steps.push(ValidStep {
+                    id: s.id.clone(),
+                    action,
+                    with: s.with.clone(),
+                    needs: needs[i].clone(),
+                    description: s.description.clone(),
+                    when: s.when.clone(),
+                    assert: s.assert.clone(),
+                    timeout,
+                    retry,
+                    on_failure: s.on_failure.unwrap_or_default(),
+                    compensate,
+                });
+            }
+        }
+
+        if !self.out.is_empty() || steps.len() != rb.steps.len() {
+            return None;
+        }
+        Some(ValidRunbook {
+            name: rb.metadata.name.clone(),
+            version: version?,
+            description: rb.metadata.description.clone(),
+            owners: rb.metadata.owners.clone(),
+            objectives,
+            params: rb.params.clone(),
+            secrets,
+            connections,
+            locks: rb.locks.clone(),
+            steps,
+        })
+    }
+
+    /// Types a `with` and checks what its type cannot: combinations, connections.
+    fn action(
+        &mut self,
+        name: &str,
+        with: &Value,
+        at: &str,
+        connections: &indexmap::IndexMap<String, ValidConnection>,
+    ) -> Option<Action> {
+        let with_at = ptr(at, "with");
+        let action = match Action::parse(name, with) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                if !self.schema_reported(&ptr(at, "action")) {
+                    self.out.push(
+                        Diagnostic::new(
+                            Code::UnknownAction,
+                            At::node(ptr(at, "action")),
+                            format!("unknown action `{name}`"),
+                        )
+                        .help(
+                            did_you_mean(name, crate::actions::NAMES.iter().copied())
+                                .unwrap_or_else(|| "`lifeboat actions` lists them all".into()),
+                        ),
+                    );
+                }
+                return None;
+            }
+            Err(e) => {
+                if !self.schema_reported(&with_at) {
+                    self.out.push(Diagnostic::new(
+                        Code::InvalidValue,
+                        At::node(format!("{with_at}{}", e.field)),
+                        format!("in `with` of `{name}`: {}", e.message),
+                    ));
+                }
+                return None;
+            }
+        };
+        for p in action.check() {
+            let pointer = format!("{with_at}{}", p.field);
+            if self.schema_reported(&pointer) {
+                continue;
+            }
+            let at = if p.field.is_empty() {
+                At::key(&pointer)
+            } else {
+                At::node(&pointer)
+            };
+            self.out.push(Diagnostic::new(
+                p.code,
+                at,
+                format!("in `with` of `{name}`: {}", p.message),
+            ));
+        }
+        for u in action.connections() {
+            if crate::actions::is_template(u.name) {
+                continue;
+            }
+            let pointer = format!("{with_at}{}", u.field);
+            let kinds = u
+                .kinds
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ");
+            match connections.get(u.name) {
+                None => self.out.push(
+                    Diagnostic::new(
+                        Code::UnknownConnection,
+                        At::node(&pointer),
+                        format!("no connection is named `{}`", u.name),
+                    )
+                    .label(format!("`{name}` needs a {kinds} connection here"))
+                    .help_opt(did_you_mean(u.name, connections.keys().map(String::as_str))),
+                ),
+                Some(c) if !u.kinds.contains(&c.kind) => self.out.push(
+                    Diagnostic::new(
+                        Code::WrongConnectionKind,
+                        At::node(&pointer),
+                        format!(
+                            "`{name}` needs a {kinds} connection, but `{}` is a {} connection",
+                            u.name, c.kind
+                        ),
+                    )
+                    .help_opt({
+                        let fit: Vec<&str> = connections
+                            .iter()
+                            .filter(|(_, c)| u.kinds.contains(&c.kind))
+                            .map(|(n, _)| n.as_str())
+                            .collect();
+                        (!fit.is_empty())
+                            .then(|| format!("{kinds} connections: {}", fit.join(", ")))
+                    }),
+                ),
+                Some(_) => {}
+            }
+        }
+        Some(action)
+    }
+
+    /// Reports each cycle once, with its path, at the `needs` entry that closes it.
+    fn cycles(&mut self, graph: &DiGraph<usize, usize>, rb: &Runbook) -> bool {
+        let mut acyclic = true;
+        for scc in petgraph::algo::tarjan_scc(graph) {
+            let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+            if scc.len() < 2 && !self_loop {
+                continue;
+            }
+            acyclic = false;
+            let members: HashSet<NodeIndex> = scc.iter().copied().collect();
+            // Start at the member that comes first in the file, so the message is stable.
+            let start = *scc.iter().min_by_key(|n| graph[**n]).expect("non-empty");
+            let path = cycle_path(graph, start, &members);
+            let ids: Vec<&str> = path
+                .iter()
+                .map(|n| rb.steps[graph[*n]].id.as_str())
+                .collect();
+            // The edge from the last step back to the first is the closing `needs` entry.
+            let last = *path.last().expect("non-empty");
+            let edge = graph.find_edge(last, start).expect("cycle edge");
+            let (step, entry) = (graph[start], graph[edge]);
+            let mut shown = ids.clone();
+            shown.push(ids[0]);
+            let message = if self_loop {
+                format!("step `{}` needs itself", ids[0])
+            } else {
+                format!(
+                    "dependency cycle: {}",
+                    shown
+                        .iter()
+                        .rev()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(" needs ")
+                )
+            };
+            self.out.push(
+                Diagnostic::new(
+                    Code::DependencyCycle,
+                    At::node(format!("/steps/{step}/needs/{entry}")),
+                    message,
+                )
+                .label("this `needs` closes the cycle")
+                .help("a step can only need steps that do not, directly or indirectly, need it"),
+            );
+        }
+        acyclic
+    }
+}
+
+/// A cycle through `start` inside one strongly connected component, as a list of nodes along
+/// dependency edges (each node is needed by the next).
+fn cycle_path(
+    graph: &DiGraph<usize, usize>,
+    start: NodeIndex,
+    members: &HashSet<NodeIndex>,
+) -> Vec<NodeIndex> {
+    // Breadth-first from start to any member with an edge back to start: the shortest cycle.
+    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    let mut seen = HashSet::from([start]);
+    while let Some(n) = queue.pop_front() {
+        if graph.contains_edge(n, start) {
+            let mut path = vec![n];
+            let mut cur = n;
+            while cur != start {
+                cur = prev[&cur];
+                path.push(cur);
+            }
+            path.reverse();
+            return path;
+        }
+        let mut next: Vec<NodeIndex> = graph.neighbors(n).filter(|m| members.contains(m)).collect();
+        next.sort_by_key(|m| graph[*m]);
+        for m in next {
+            if seen.insert(m) {
+                prev.insert(m, n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![start]
+}
+
+/// Matches [`model::NAME_PATTERN`].
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

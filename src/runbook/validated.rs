@@ -1,0 +1,128 @@
+//! The validated runbook: every reference resolved, every duration parsed, every `with` typed.
+//! Planning and execution consume this, never the raw model.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::{ConnectionKind, OnFailure, Param};
+use crate::actions::Action;
+
+#[derive(Debug, Clone)]
+pub struct ValidRunbook {
+    pub name: String,
+    pub version: semver::Version,
+    pub description: Option<String>,
+    pub owners: Vec<String>,
+    pub objectives: ValidObjectives,
+    pub params: IndexMap<String, Param>,
+    pub secrets: IndexMap<String, SecretSource>,
+    pub connections: IndexMap<String, ValidConnection>,
+    pub locks: Vec<String>,
+    /// In file order; `needs` are indices into this list, and the graph is acyclic.
+    pub steps: Vec<ValidStep>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidObjectives {
+    pub rto: Option<Duration>,
+    pub rpo: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidConnection {
+    pub kind: ConnectionKind,
+    /// The connection's fields as written (templates unrendered).
+    pub fields: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidStep {
+    pub id: String,
+    pub action: Action,
+    /// `with` as written, templates unrendered: rendered per run (or per plan) and typed again.
+    pub with: serde_json::Value,
+    pub needs: Vec<usize>,
+    pub description: Option<String>,
+    pub when: Option<String>,
+    pub assert: Option<String>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub on_failure: OnFailure,
+    pub compensate: Option<ValidCompensation>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidCompensation {
+    pub action: Action,
+    pub with: serde_json::Value,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    #[serde(with = "duration_text")]
+    pub delay: Duration,
+    pub factor: f64,
+    #[serde(with = "duration_text")]
+    pub max_delay: Duration,
+    pub jitter: bool,
+}
+
+impl RetryPolicy {
+    /// No retry: a step runs once unless its runbook says otherwise, because retrying an action
+    /// that is not idempotent is worse than failing.
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        attempts: 1,
+        delay: Duration::from_secs(2),
+        factor: 2.0,
+        max_delay: Duration::from_secs(60),
+        jitter: true,
+    };
+
+    /// The longest total the delays between attempts can add (jitter only shortens them).
+    pub fn worst_case_delays(&self) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut d = self.delay;
+        for _ in 1..self.attempts {
+            total += d.min(self.max_delay);
+            d = Duration::from_secs_f64(
+                (d.as_secs_f64() * self.factor).min(self.max_delay.as_secs_f64()),
+            );
+        }
+        total
+    }
+}
+
+/// The step timeout when neither the step nor `defaults` sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl ValidStep {
+    /// The longest this step can take: every attempt timing out, with every delay between them.
+    pub fn worst_case(&self) -> Duration {
+        self.timeout * self.retry.attempts + self.retry.worst_case_delays()
+    }
+}
+
+impl ValidRunbook {
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+}
+
+mod duration_text {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::runbook::duration::format(*d))
+    }
+}
