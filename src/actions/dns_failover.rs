@@ -26,8 +26,9 @@ pub struct DnsFailover {
     pub name: String,
     #[serde(rename = "type")]
     pub record_type: RecordType,
-    /// The new records: addresses for A/AAAA, one name for CNAME.
-    pub targets: Vec<String>,
+    /// The new records: addresses for A/AAAA, one name for CNAME. May be one template, as in a
+    /// compensation that restores `{{ outputs.previous }}`.
+    pub targets: Tpl<Vec<String>>,
     /// TTL in seconds (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Tpl<u32>>,
@@ -53,13 +54,14 @@ impl ActionSpec for DnsFailover {
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = Vec::new();
-        if self.targets.is_empty() {
+        let Tpl::Value(targets) = &self.targets else { return p };
+        if targets.is_empty() {
             p.push(WithProblem::new("/targets", "give at least one target"));
         }
-        if self.record_type == RecordType::CNAME && self.targets.len() > 1 {
+        if self.record_type == RecordType::CNAME && targets.len() > 1 {
             p.push(WithProblem::new("/targets", "a CNAME has exactly one target"));
         }
-        for (i, t) in self.targets.iter().enumerate() {
+        for (i, t) in targets.iter().enumerate() {
             if super::is_template(t) {
                 continue;
             }
@@ -75,13 +77,17 @@ impl ActionSpec for DnsFailover {
         p
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
+        let targets = match &self.targets {
+            Tpl::Value(t) => t.join(", "),
+            Tpl::Template(t) => t.clone(),
+        };
         let ttl = self.ttl.as_ref().map_or("60".to_string(), |t| t.to_string());
         format!(
             "on {}: replace {} {:?} with {} (TTL {ttl}s); the current records are read when the step runs",
             cx.connection(&self.connection),
             self.name,
             self.record_type,
-            self.targets.join(", ")
+            targets
         )
     }
 }

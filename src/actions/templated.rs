@@ -17,6 +17,12 @@ pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
+/// Whether a string is a plan placeholder (`⟨steps.x.outputs.y⟩`): a value known only at run
+/// time, which a typed field accepts as it accepts the template it came from.
+pub fn is_placeholder(s: &str) -> bool {
+    s.starts_with('⟨') && s.ends_with('⟩')
+}
+
 impl<T> Tpl<T> {
     pub fn value(&self) -> Option<&T> {
         match self {
@@ -30,7 +36,7 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Tpl<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
         if let serde_json::Value::String(s) = &v
-            && is_template(s)
+            && (is_template(s) || is_placeholder(s))
         {
             return Ok(Tpl::Template(s.clone()));
         }

@@ -339,7 +339,8 @@ pub struct DurationText(pub serde_json::Value);
 
 /// The pattern editors check durations against; `duration::parse` is the authority and gives the
 /// precise reason, so schema errors on this pattern are rewritten to its message.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
+/// A template is accepted too: inside `with` it is rendered before the action reads it.
+pub const DURATION_PATTERN: &str = r"^(([0-9]+(ms|s|m|h|d))+|.*\{\{.*)$";
 
 impl JsonSchema for DurationText {
     fn schema_name() -> std::borrow::Cow<'static, str> {

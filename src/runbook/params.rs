@@ -43,13 +43,18 @@ pub fn parse_value(ty: ParamType, text: &str) -> Result<Value, String> {
 /// Checks a declaration: the default and the enum values fit the type, the default is allowed.
 pub fn check_declaration(name: &str, p: &Param, out: &mut Vec<Diagnostic>) {
     let at = ptr("/params", name);
-    let ty = p.ty.as_str();
+    let ty = match p.ty {
+        ParamType::Integer => "an integer",
+        ParamType::String => "a string",
+        ParamType::Number => "a number",
+        ParamType::Boolean => "a boolean",
+    };
     if let Some(d) = &p.default {
         if !fits(p.ty, d) {
             out.push(Diagnostic::new(
                 Code::ParamDefinition,
                 At::node(ptr(&at, "default")),
-                format!("the default of `{name}` is not a {ty}"),
+                format!("the default of `{name}` is not {ty}"),
             ));
         } else if let Some(allowed) = &p.one_of
             && !allowed.contains(d)
@@ -74,7 +79,7 @@ pub fn check_declaration(name: &str, p: &Param, out: &mut Vec<Diagnostic>) {
                 out.push(Diagnostic::new(
                     Code::ParamDefinition,
                     At::node(ptr(&ptr(&at, "enum"), i)),
-                    format!("this `enum` value of `{name}` is not a {ty}"),
+                    format!("this `enum` value of `{name}` is not {ty}"),
                 ));
             }
         }

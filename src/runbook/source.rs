@@ -199,7 +199,7 @@ fn yaml_error(src: &Source, e: &serde_saphyr::Error) -> Diagnostic {
 }
 
 fn classify(msg: &str) -> (Code, String, Option<String>) {
-    if msg.starts_with("multiple YAML documents") {
+    if msg.starts_with("multiple YAML documents") || msg.contains("Documents {") {
         return (
             Code::NotOneDocument,
             "a second YAML document starts here; a runbook file holds exactly one".into(),
