@@ -4,6 +4,10 @@
 //! `ValidRunbook`; `plan` turns that into the dry run; `actions` holds one file per step type;
 //! `diagnostics` renders problems; `cli` is the only place that prints.
 
+// Errors here are diagnostics for a person, built once per problem on a path that ends the command:
+// their size does not matter, and boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod actions;
 pub mod cli;
 pub mod diagnostics;

@@ -11,25 +11,45 @@ fn lifeboat(args: &[&str]) -> (i32, String, String) {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 #[test]
 fn validate_exit_codes_and_streams() {
     let (code, stdout, stderr) = lifeboat(&["validate", "runbooks", "examples"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.is_empty(), "validate prints data only with --format json");
+    assert!(
+        stdout.is_empty(),
+        "validate prints data only with --format json"
+    );
     assert!(stderr.contains("runbook(s) valid"));
 
     let (code, _, stderr) = lifeboat(&["validate", "tests/fixtures/invalid/cycles.yaml"]);
     assert_eq!(code, 2);
-    assert!(stderr.starts_with("tests/fixtures/invalid/cycles.yaml:7:13: error[LB0103]: dependency cycle"), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "tests/fixtures/invalid/cycles.yaml:7:13: error[LB0103]: dependency cycle"
+        ),
+        "{stderr}"
+    );
 
-    let (code, stdout, _) = lifeboat(&["validate", "--format", "json", "tests/fixtures/invalid/missing-field.yaml"]);
+    let (code, stdout, _) = lifeboat(&[
+        "validate",
+        "--format",
+        "json",
+        "tests/fixtures/invalid/missing-field.yaml",
+    ]);
     assert_eq!(code, 2);
     let d: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(d["code"], "LB0011");
-    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(9), Some(5)));
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(9), Some(5))
+    );
 
     let (code, _, stderr) = lifeboat(&["validate", "no/such/file.yaml"]);
     assert_eq!(code, 2);
@@ -41,26 +61,55 @@ fn plan_formats() {
     let (code, stdout, _) = lifeboat(&["plan", "examples/orders-db-restore.yaml"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("Plan for orders-db-restore 2.1.0"));
-    let (code, stdout, _) = lifeboat(&["plan", "examples/orders-db-restore.yaml", "--format", "json", "-p", "region=eu-west-1"]);
+    let (code, stdout, _) = lifeboat(&[
+        "plan",
+        "examples/orders-db-restore.yaml",
+        "--format",
+        "json",
+        "-p",
+        "region=eu-west-1",
+    ]);
     assert_eq!(code, 0);
     let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(plan["params"]["region"], "eu-west-1");
-    assert_eq!(plan["waves"][0], serde_json::json!(["stop_writers", "newest_backup"]));
-    let (code, stdout, _) = lifeboat(&["plan", "examples/orders-db-restore.yaml", "--format", "mermaid"]);
+    assert_eq!(
+        plan["waves"][0],
+        serde_json::json!(["stop_writers", "newest_backup"])
+    );
+    let (code, stdout, _) = lifeboat(&[
+        "plan",
+        "examples/orders-db-restore.yaml",
+        "--format",
+        "mermaid",
+    ]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("flowchart TD"));
-    let (code, stdout, _) = lifeboat(&["plan", "examples/orders-db-restore.yaml", "--format", "dot"]);
+    let (code, stdout, _) =
+        lifeboat(&["plan", "examples/orders-db-restore.yaml", "--format", "dot"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("digraph"));
 }
 
 #[test]
 fn plan_param_errors_point_at_the_declaration() {
-    let (code, stdout, stderr) = lifeboat(&["plan", "runbooks/region-failover.yaml", "-p", "dr_region=mars"]);
+    let (code, stdout, stderr) = lifeboat(&[
+        "plan",
+        "runbooks/region-failover.yaml",
+        "-p",
+        "dr_region=mars",
+    ]);
     assert_eq!(code, 2);
     assert!(stdout.is_empty());
-    assert!(stderr.contains("error[LB0133]: -p dr_region=mars: `mars` is not one of us-east-1, eu-west-1"), "{stderr}");
-    assert!(stderr.contains("error[LB0132]: param `dr_address` is required"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error[LB0133]: -p dr_region=mars: `mars` is not one of us-east-1, eu-west-1"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error[LB0132]: param `dr_address` is required"),
+        "{stderr}"
+    );
     let (code, _, stderr) = lifeboat(&["plan", "runbooks/region-failover.yaml", "-p", "novalue"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("name=value"));

@@ -25,11 +25,15 @@ fn a_20_mb_file_is_refused_before_parsing() {
 
 #[test]
 fn billion_laughs_is_stopped() {
-    let mut s = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut s = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     for c in b'b'..=b'j' {
         let p = (c - 1) as char;
         let c = c as char;
-        s.push_str(&format!("{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"));
+        s.push_str(&format!(
+            "{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+        ));
     }
     assert_eq!(codes_for(s.as_bytes()), vec![Code::InputLimit]);
 }
@@ -38,7 +42,9 @@ fn billion_laughs_is_stopped() {
 fn deep_nesting_is_stopped() {
     let flow = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     assert_eq!(codes_for(flow.as_bytes()), vec![Code::InputLimit]);
-    let block: String = (0..10_000).map(|i| format!("{}a:\n", " ".repeat(i % 2000))).collect();
+    let block: String = (0..10_000)
+        .map(|i| format!("{}a:\n", " ".repeat(i % 2000)))
+        .collect();
     let codes = codes_for(block.as_bytes());
     assert_eq!(codes.len(), 1);
     let deep_map = format!("{}1{}", "{a: ".repeat(10_000), "}".repeat(10_000));
@@ -65,12 +71,21 @@ fn empty_and_comment_only_files() {
 
 #[test]
 fn several_documents_are_refused() {
-    assert_eq!(codes_for(b"a: 1\n---\nb: 2\n---\nc: 3\n"), vec![Code::NotOneDocument]);
+    assert_eq!(
+        codes_for(b"a: 1\n---\nb: 2\n---\nc: 3\n"),
+        vec![Code::NotOneDocument]
+    );
 }
 
 #[test]
 fn wrong_shapes_at_the_top() {
-    for doc in [&b"[1, 2, 3]"[..], b"just a string", b"42", b"true", b"{apiVersion: lifeboat/v1}"] {
+    for doc in [
+        &b"[1, 2, 3]"[..],
+        b"just a string",
+        b"42",
+        b"true",
+        b"{apiVersion: lifeboat/v1}",
+    ] {
         let codes = codes_for(doc);
         assert!(!codes.is_empty(), "{}", String::from_utf8_lossy(doc));
     }
@@ -79,11 +94,23 @@ fn wrong_shapes_at_the_top() {
 #[test]
 fn many_steps_and_long_strings_are_fine() {
     // Large but legitimate input is accepted: the limits are far from real runbooks.
-    let mut s = String::from("apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: big, version: 1.0.0}\nsteps:\n");
+    let mut s = String::from(
+        "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: big, version: 1.0.0}\nsteps:\n",
+    );
     for i in 0..3000 {
-        s.push_str(&format!("  - {{id: s{i}, action: wait, with: {{for: 1s}}{}}}\n", if i > 0 { format!(", needs: [s{}]", i - 1) } else { String::new() }));
+        s.push_str(&format!(
+            "  - {{id: s{i}, action: wait, with: {{for: 1s}}{}}}\n",
+            if i > 0 {
+                format!(", needs: [s{}]", i - 1)
+            } else {
+                String::new()
+            }
+        ));
     }
-    s.push_str(&format!("  - {{id: long, action: wait, with: {{for: 1s}}, description: \"{}\"}}\n", "x".repeat(1_000_000)));
+    s.push_str(&format!(
+        "  - {{id: long, action: wait, with: {{for: 1s}}, description: \"{}\"}}\n",
+        "x".repeat(1_000_000)
+    ));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.yaml");
     std::fs::write(&path, s).unwrap();

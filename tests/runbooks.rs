@@ -19,10 +19,17 @@ fn shipped_runbooks_validate_and_plan() {
     let mut files = common::yaml_files(&root.join("runbooks"));
     let examples: Vec<_> = common::yaml_files(&root.join("examples"))
         .into_iter()
-        .filter(|p| std::fs::read_to_string(p).unwrap().contains("apiVersion: lifeboat/"))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("apiVersion: lifeboat/")
+        })
         .collect();
     files.extend(examples);
-    assert!(files.len() >= 5, "runbooks and examples are missing: {files:?}");
+    assert!(
+        files.len() >= 5,
+        "runbooks and examples are missing: {files:?}"
+    );
     std::env::set_current_dir(&root).unwrap();
     for path in files {
         let rel = path.strip_prefix(&root).unwrap();
@@ -38,8 +45,10 @@ fn shipped_runbooks_validate_and_plan() {
             rel.display()
         );
         let name = path.file_name().unwrap().to_str().unwrap();
-        let values = runbook::params::resolve(&rb, &params_for(name), true).expect("params resolve");
-        let plan = plan::build(&rb, &values).unwrap_or_else(|d| panic!("{}: plan failed: {d:?}", rel.display()));
+        let values =
+            runbook::params::resolve(&rb, &params_for(name), true).expect("params resolve");
+        let plan = plan::build(&rb, &values)
+            .unwrap_or_else(|d| panic!("{}: plan failed: {d:?}", rel.display()));
         let snap = rel.display().to_string().replace(['/', '.'], "_");
         insta::assert_snapshot!(format!("{snap}_text"), plan::render_text(&plan));
         insta::assert_snapshot!(format!("{snap}_mermaid"), plan::render_mermaid(&plan));
@@ -62,7 +71,12 @@ fn plans_never_contain_secret_values() {
     let rb = loaded.result.unwrap();
     let values = runbook::params::resolve(&rb, &[], true).unwrap();
     let plan = plan::build(&rb, &values).unwrap();
-    for out in [plan::render_text(&plan), plan::render_json(&plan), plan::render_mermaid(&plan), plan::render_dot(&plan)] {
+    for out in [
+        plan::render_text(&plan),
+        plan::render_json(&plan),
+        plan::render_mermaid(&plan),
+        plan::render_dot(&plan),
+    ] {
         assert!(!out.contains("hunter2"), "a secret leaked into the plan");
     }
     assert!(plan::render_text(&plan).contains("decrypt_with: ***"));
@@ -77,7 +91,11 @@ fn when_false_for_the_params_skips_the_step_and_its_dependents() {
     let dns = us.steps.iter().find(|s| s.id == "failover_dns").unwrap();
     assert_eq!(dns.status, plan::StepStatus::Skipped);
     let eu_params = vec![("region".to_string(), "eu-west-1".to_string())];
-    let eu = plan::build(&rb, &runbook::params::resolve(&rb, &eu_params, true).unwrap()).unwrap();
+    let eu = plan::build(
+        &rb,
+        &runbook::params::resolve(&rb, &eu_params, true).unwrap(),
+    )
+    .unwrap();
     let dns = eu.steps.iter().find(|s| s.id == "failover_dns").unwrap();
     assert_eq!(dns.status, plan::StepStatus::Runs);
     assert!(dns.destructive);

@@ -175,7 +175,10 @@ fn to_diagnostics(
                 d = d.help("write three numbers, quoted: version: \"2.1.0\"");
             } else if is_duration_field(pointer, doc) {
                 d.code = Code::InvalidDuration;
-                d.message = format!("expected a duration such as `90s` {place}, found {}", short(instance));
+                d.message = format!(
+                    "expected a duration such as `90s` {place}, found {}",
+                    short(instance)
+                );
                 d = d.help("write durations as text with a unit: `90s`, `10m`, `1h30m`");
             }
             vec![d]

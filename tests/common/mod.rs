@@ -28,11 +28,16 @@ pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 pub fn rendered(path: &Path) -> String {
     let rel = path.strip_prefix(root()).unwrap_or(path);
     let loaded = lifeboat::runbook::load_file(rel);
-    let Err(diags) = loaded.result else { return String::from("(valid)") };
+    let Err(diags) = loaded.result else {
+        return String::from("(valid)");
+    };
     let mut placed: Vec<_> = diags
         .iter()
         .map(|d| (lifeboat::diagnostics::Rendered::new(&loaded.source, d), d))
         .collect();
     placed.sort_by_key(|(r, d)| (r.line, r.column, d.code));
-    placed.iter().map(|(_, d)| lifeboat::diagnostics::render(&loaded.source, d, false)).collect()
+    placed
+        .iter()
+        .map(|(_, d)| lifeboat::diagnostics::render(&loaded.source, d, false))
+        .collect()
 }

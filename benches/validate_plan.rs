@@ -1,0 +1,113 @@
+//! validate + plan on generated runbooks of 100, 1,000 and 10,000 steps: chains, wide fan-out and
+//! random DAGs. Prints a table; asserts nothing (timings on a shared machine are not test material).
+//! Target: 10,000 steps in under 300 ms in release builds, growing linearly.
+//!
+//!     cargo bench --bench validate_plan
+
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Chain,
+    FanOut,
+    Random,
+}
+
+/// A runbook of `n` steps. Every step has a template reading a param and, where it has a need, the
+/// output of a need, so the template checks do their real work.
+fn generate(shape: Shape, n: usize, seed: u64) -> String {
+    let mut s = String::from(
+        "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: bench, version: 1.0.0}\n\
+         params:\n  database: {type: string, default: orders}\n\
+         connections:\n  db: {postgres: {url: \"postgres://app@127.0.0.1/{{ params.database }}\"}}\nsteps:\n",
+    );
+    let mut rng = seed;
+    let mut next = || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as usize
+    };
+    for i in 0..n {
+        let needs: Vec<usize> = match shape {
+            Shape::Chain if i > 0 => vec![i - 1],
+            Shape::FanOut if i > 0 => vec![0],
+            Shape::Random if i > 0 => {
+                let k = 1 + next() % 3;
+                let mut v: Vec<usize> = (0..k).map(|_| next() % i).collect();
+                v.sort();
+                v.dedup();
+                v
+            }
+            _ => vec![],
+        };
+        let needs_yaml = if needs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n    needs: [{}]",
+                needs
+                    .iter()
+                    .map(|d| format!("s{d}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let sql = match needs.first() {
+            Some(d) => format!(
+                "select {{{{ steps.s{d}.outputs.row_count }}}} from {{{{ params.database }}}}"
+            ),
+            None => "select 1 from {{ params.database }}".to_string(),
+        };
+        s.push_str(&format!(
+            "  - id: s{i}\n    action: postgres.query{needs_yaml}\n    with: {{connection: db, sql: \"{sql}\"}}\n    assert: \"outputs.row_count >= 0\"\n"
+        ));
+    }
+    s
+}
+
+fn measure(text: &str) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let loaded = lifeboat::runbook::load_str("bench.yaml", text);
+    let rb = loaded
+        .result
+        .unwrap_or_else(|d| panic!("generated runbook is invalid: {d:?}"));
+    let t1 = Instant::now();
+    let params = lifeboat::runbook::params::resolve(&rb, &[], true).unwrap();
+    let plan = lifeboat::plan::build(&rb, &params).unwrap();
+    std::hint::black_box(lifeboat::plan::render_json(&plan));
+    (t1 - t0, t1.elapsed())
+}
+
+fn main() {
+    // Schema compilation is one-time per process; do it before timing.
+    let _ = lifeboat::runbook::load_str("warm.yaml", &generate(Shape::Chain, 2, 1));
+    println!(
+        "{:<8} {:>7} {:>10} {:>12} {:>12} {:>12} {:>12}",
+        "shape", "steps", "yaml KiB", "validate ms", "plan ms", "total ms", "µs/step"
+    );
+    for shape in [Shape::Chain, Shape::FanOut, Shape::Random] {
+        for n in [100, 1_000, 10_000] {
+            let text = generate(shape, n, 42);
+            let runs = if n >= 10_000 { 5 } else { 15 };
+            let mut samples: Vec<(Duration, Duration)> =
+                (0..runs).map(|_| measure(&text)).collect();
+            samples.sort_by_key(|(v, p)| *v + *p);
+            let (v, p) = samples[runs / 2];
+            let total = v + p;
+            let name = match shape {
+                Shape::Chain => "chain",
+                Shape::FanOut => "fan-out",
+                Shape::Random => "random",
+            };
+            println!(
+                "{name:<8} {n:>7} {:>10.0} {:>12.1} {:>12.1} {:>12.1} {:>12.1}",
+                text.len() as f64 / 1024.0,
+                v.as_secs_f64() * 1e3,
+                p.as_secs_f64() * 1e3,
+                total.as_secs_f64() * 1e3,
+                total.as_secs_f64() * 1e6 / n as f64
+            );
+        }
+    }
+}
