@@ -298,13 +298,16 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
     }
 
     let max_wave = wave.iter().copied().max().unwrap_or(0);
-    let mut waves = vec![Vec::new(); if rb.steps.is_empty() { 0 } else { max_wave + 1 }];
-    for &i in &order {
-        waves[wave[i]].push(rb.steps[i].id.clone());
+    let mut by_wave: Vec<Vec<usize>> =
+        vec![Vec::new(); if rb.steps.is_empty() { 0 } else { max_wave + 1 }];
+    // Indices ascend here, so each wave lists its steps in file order.
+    for (i, &w) in wave.iter().enumerate() {
+        by_wave[w].push(i);
     }
-    for w in &mut waves {
-        w.sort_by_key(|id| rb.step_index(id));
-    }
+    let waves: Vec<Vec<String>> = by_wave
+        .into_iter()
+        .map(|w| w.into_iter().map(|i| rb.steps[i].id.clone()).collect())
+        .collect();
 
     let mut warnings = Vec::new();
     if let Some(rto) = rb.objectives.rto

@@ -51,10 +51,12 @@ pub fn render(plan: &Plan) -> String {
         plan.waves.len()
     );
 
+    let by_id: std::collections::HashMap<&str, &super::PlannedStep> =
+        plan.steps.iter().map(|s| (s.id.as_str(), s)).collect();
     for (w, ids) in plan.waves.iter().enumerate() {
         let _ = writeln!(o, "\nWave {}", w + 1);
         for id in ids {
-            let Some(s) = plan.steps.iter().find(|s| &s.id == id) else {
+            let Some(s) = by_id.get(id.as_str()) else {
                 continue;
             };
             let mut tags = Vec::new();
