@@ -152,7 +152,7 @@ impl DescribeContext for Describer<'_> {
 /// Builds the plan. Fails only when a template cannot be rendered with these params.
 pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan, Vec<Diagnostic>> {
     let env = templates::environment();
-    let ctx = placeholder::context(params, rb);
+    let ctx = placeholder::context(params);
     let shape = placeholder::shape;
     let mut errors = Vec::new();
 

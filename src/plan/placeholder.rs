@@ -8,8 +8,6 @@ use indexmap::IndexMap;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use serde_json::Value;
 
-use crate::runbook::ValidRunbook;
-
 pub const MASK: &str = "***";
 
 #[derive(Debug)]
@@ -59,7 +57,7 @@ fn placeholder(path: &str, secret: bool) -> minijinja::Value {
 }
 
 /// The template context for a plan: real params, placeholders for the rest.
-pub fn context(params: &IndexMap<String, Value>, _rb: &ValidRunbook) -> minijinja::Value {
+pub fn context(params: &IndexMap<String, Value>) -> minijinja::Value {
     minijinja::context! {
         params => minijinja::Value::from(minijinja::value::Serde(params)),
         secrets => placeholder("secrets", true),

@@ -25,19 +25,17 @@ pub fn load_file(path: &Path) -> Loaded {
 /// For tests and benchmarks: a runbook from memory, named `name` in diagnostics.
 pub fn load_str(name: &str, text: &str) -> Loaded {
     if text.len() > source::MAX_FILE_BYTES {
-        return match source::read(Path::new(name)) {
-            Ok(_) | Err(_) => Loaded {
-                source: Source::new(Path::new(name), String::new()),
-                result: Err(vec![Diagnostic::new(
-                    crate::diagnostics::Code::InputLimit,
-                    crate::diagnostics::At::File,
-                    format!(
-                        "the text is {} bytes; a runbook may be at most {} bytes",
-                        text.len(),
-                        source::MAX_FILE_BYTES
-                    ),
-                )]),
-            },
+        return Loaded {
+            source: Source::new(Path::new(name), String::new()),
+            result: Err(vec![Diagnostic::new(
+                crate::diagnostics::Code::InputLimit,
+                crate::diagnostics::At::File,
+                format!(
+                    "the text is {} bytes; a runbook may be at most {} bytes",
+                    text.len(),
+                    source::MAX_FILE_BYTES
+                ),
+            )]),
         };
     }
     finish(Source::new(Path::new(name), text.to_string()))

@@ -161,7 +161,7 @@ pub fn parse(src: &mut Source) -> Result<serde_json::Value, Diagnostic> {
         },
     };
     let value: serde_json::Value =
-        serde_saphyr::from_str_with_options(&src.text, options).map_err(|e| yaml_error(src, &e))?;
+        serde_saphyr::from_str_with_options(&src.text, options).map_err(|e| yaml_error(&e))?;
     if value.is_null() {
         return Err(Diagnostic::new(
             Code::NotOneDocument,
@@ -180,7 +180,7 @@ fn only_comments(text: &str) -> bool {
     })
 }
 
-fn yaml_error(src: &Source, e: &serde_saphyr::Error) -> Diagnostic {
+fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
     let at = match e.location() {
         Some(l) if l.line() > 0 => At::LineCol {
             line: l.line() as usize,
@@ -194,7 +194,6 @@ fn yaml_error(src: &Source, e: &serde_saphyr::Error) -> Diagnostic {
         plain.truncate(i);
     }
     let (code, message, help) = classify(&plain);
-    let _ = src;
     Diagnostic::new(code, at, message).help_opt(help)
 }
 
