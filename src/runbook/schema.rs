@@ -91,13 +91,8 @@ fn drop_null(v: &mut Value) {
 }
 
 fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<(Value, jsonschema::Validator)> = OnceLock::new();
-    &V.get_or_init(|| {
-        let schema = generate();
-        let v = jsonschema::validator_for(&schema).expect("the generated schema is valid");
-        (schema, v)
-    })
-    .1
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| jsonschema::validator_for(schema()).expect("the generated schema is valid"))
 }
 
 fn schema() -> &'static Value {
