@@ -23,7 +23,10 @@ pub struct Source {
     pub name: String,
     pub text: String,
     pub line_starts: Vec<usize>,
-    spans: Option<SpanMap>,
+    /// Built on first use: only diagnostics need it, and most files have none.
+    spans: std::sync::OnceLock<SpanMap>,
+    /// Set once the text has parsed as YAML; before that there are no nodes to map.
+    parsed: bool,
 }
 
 impl Source {
@@ -36,12 +39,16 @@ impl Source {
             name: path.display().to_string(),
             text,
             line_starts,
-            spans: None,
+            spans: std::sync::OnceLock::new(),
+            parsed: false,
         }
     }
 
     pub fn spans(&self) -> Option<&SpanMap> {
-        self.spans.as_ref()
+        self.parsed.then(|| {
+            self.spans
+                .get_or_init(|| spans::build(&self.text, &self.line_starts))
+        })
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -143,7 +150,7 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, ReadError> {
     Ok(buf)
 }
 
-/// Parses the YAML text into a JSON value and records node spans in `src`.
+/// Parses the YAML text into a JSON value; node spans become available in `src`.
 pub fn parse(src: &mut Source) -> Result<serde_json::Value, Diagnostic> {
     if src.text.trim().is_empty() || only_comments(&src.text) {
         return Err(
@@ -154,6 +161,8 @@ pub fn parse(src: &mut Source) -> Result<serde_json::Value, Diagnostic> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
+        // Comments are never read; capturing them costs a tenth of the parse.
+        emit_comments: false,
         budget: serde_saphyr::budget! {
             max_depth: MAX_DEPTH,
             max_nodes: MAX_NODES,
@@ -169,7 +178,7 @@ pub fn parse(src: &mut Source) -> Result<serde_json::Value, Diagnostic> {
             "the document is empty",
         ));
     }
-    src.spans = Some(spans::build(&src.text, &src.line_starts));
+    src.parsed = true;
     Ok(value)
 }
 

@@ -98,9 +98,12 @@ pub fn check_value(
     out: &mut Vec<Diagnostic>,
 ) {
     match value {
-        Value::String(s) if is_template(s) => match env.template_from_str(s) {
-            Ok(t) => check_names(t.undeclared_variables(true), pointer, scope, out),
-            Err(e) => out.push(syntax_error(&e, pointer, "template")),
+        Value::String(s) if is_template(s) => match simple_names(s) {
+            Some(names) => check_names(names, pointer, scope, out),
+            None => match env.template_from_str(s) {
+                Ok(t) => check_names(t.undeclared_variables(true), pointer, scope, out),
+                Err(e) => out.push(syntax_error(&e, pointer, "template")),
+            },
         },
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
@@ -114,6 +117,81 @@ pub fn check_value(
         }
         _ => {}
     }
+}
+
+/// A template made only of literal text and `{{ a.b.c }}` holes — nearly every template in a
+/// runbook — split into (literal, name) pieces and the literal tail. minijinja would parse such a
+/// template twice to check it (to compile it, then to list its names) and again to render it; these
+/// pieces serve both without it. `None` for anything else (filters, operators, blocks, comments,
+/// whitespace control, keywords, a trailing newline minijinja would trim), which minijinja handles.
+fn simple_holes(s: &str) -> Option<(Vec<(&str, &str)>, &str)> {
+    if s.contains("{%") || s.contains("{#") || s.ends_with('\n') {
+        return None;
+    }
+    let mut holes = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let j = after.find("}}")?;
+        let inner = after[..j].trim();
+        if !is_dotted_name(inner) {
+            return None;
+        }
+        holes.push((&rest[..i], inner));
+        rest = &after[j + 2..];
+    }
+    Some((holes, rest))
+}
+
+fn simple_names(s: &str) -> Option<HashSet<String>> {
+    let (holes, _) = simple_holes(s)?;
+    Some(
+        holes
+            .into_iter()
+            .map(|(_, name)| name.to_string())
+            .collect(),
+    )
+}
+
+/// `a.b.c` looked up in `ctx` as minijinja does; `None` when a part is undefined, so that the full
+/// renderer runs and reports it.
+fn lookup(ctx: &minijinja::Value, path: &str) -> Option<minijinja::Value> {
+    let mut v = ctx.clone();
+    for seg in path.split('.') {
+        v = v.get_attr(seg).ok()?;
+        if v.is_undefined() {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+/// Renders a simple template (see [`simple_holes`]) without compiling it.
+fn render_simple(s: &str, ctx: &minijinja::Value) -> Option<String> {
+    use std::fmt::Write;
+    let (holes, tail) = simple_holes(s)?;
+    let mut out = String::with_capacity(s.len());
+    for (literal, name) in holes {
+        out.push_str(literal);
+        write!(out, "{}", lookup(ctx, name)?).ok()?;
+    }
+    out.push_str(tail);
+    Some(out)
+}
+
+const KEYWORDS: &[&str] = &[
+    "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
+];
+
+fn is_dotted_name(s: &str) -> bool {
+    s.split('.').all(|part| {
+        let mut chars = part.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !KEYWORDS.contains(&part)
+    })
 }
 
 /// Checks a bare expression (`when`, `assert`).
@@ -372,10 +450,23 @@ pub fn render_value(
     Ok(match value {
         Value::String(s) if is_template(s) => {
             if let Some(expr) = whole_expression(s) {
-                let v = env
-                    .compile_expression(expr)
-                    .and_then(|e| e.eval(ctx))
-                    .map_err(fail)?;
+                let simple = is_dotted_name(expr).then(|| lookup(ctx, expr)).flatten();
+                let v = match simple {
+                    Some(v) => v,
+                    None => env
+                        .compile_expression(expr)
+                        .and_then(|e| e.eval(ctx))
+                        .map_err(fail)?,
+                };
+                // Strict mode fails on printing an undefined value, not on evaluating one: a whole
+                // value would otherwise turn into null without a word.
+                if v.is_undefined() {
+                    return Err(Diagnostic::new(
+                        Code::TemplateRender,
+                        At::node(pointer),
+                        format!("template fails to render: `{expr}` is undefined"),
+                    ));
+                }
                 match shape(&v) {
                     Some(j) => j,
                     None => serde_json::to_value(&v).map_err(|e| {
@@ -386,6 +477,8 @@ pub fn render_value(
                         )
                     })?,
                 }
+            } else if let Some(text) = render_simple(s, ctx) {
+                Value::String(text)
             } else {
                 Value::String(env.render_str(s, ctx).map_err(fail)?)
             }
@@ -425,4 +518,91 @@ pub fn expression_roots(env: &minijinja::Environment<'_>, expr: &str) -> HashSet
     env.compile_expression(expr)
         .map(|e| e.undeclared_variables(false))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path must find exactly what minijinja finds, and step aside for everything else.
+    #[test]
+    fn simple_names_agree_with_minijinja() {
+        let env = environment();
+        for t in [
+            "{{ params.database }}",
+            "postgres://app@db/{{ params.db }}?x={{ steps.a.outputs.key }}",
+            "{{steps.a.outputs.key}}{{ run.id }}",
+            "{{ secrets.pg }}",
+            "}} {{ env.HOME }}",
+        ] {
+            let fast = simple_names(t).unwrap_or_else(|| panic!("{t} should take the fast path"));
+            let full = env.template_from_str(t).unwrap().undeclared_variables(true);
+            assert_eq!(fast, full, "{t}");
+        }
+        for t in [
+            "{{ params.x | upper }}",
+            "{{ a + b }}",
+            "{{- params.x -}}",
+            "{% if x %}y{% endif %}",
+            "{{ not }}",
+            "{{ params.x ",
+            "{{ a[0] }}",
+            "{{ true }}",
+            "{# c #}{{ a }}",
+            "{{ a }}\n",
+        ] {
+            assert!(simple_names(t).is_none(), "{t} must go to minijinja");
+        }
+    }
+
+    /// The render fast path must produce what minijinja produces, for every kind of value.
+    #[test]
+    fn simple_render_agrees_with_minijinja() {
+        let env = environment();
+        let ctx = minijinja::context! {
+            params => minijinja::context! {
+                s => "orders", n => 42, f => 1.5, t => true, nothing => (), list => vec![1, 2], map => minijinja::context! { a => 1 },
+                quote => "it's <b>&\"", unicode => "żółw",
+            },
+        };
+        let whole =
+            |t: &str| render_value(&env, &Value::String(t.into()), "", &ctx, &|_| None).unwrap();
+        for name in [
+            "s", "n", "f", "t", "nothing", "list", "map", "quote", "unicode",
+        ] {
+            let t = format!("x {{{{ params.{name} }}}} y {{{{params.{name}}}}}");
+            let fast = render_simple(&t, &ctx).unwrap();
+            let full = env.render_str(&t, &ctx).unwrap();
+            assert_eq!(fast, full, "{t}");
+            let w = format!("{{{{ params.{name} }}}}");
+            let full = env
+                .compile_expression(&format!("params.{name}"))
+                .unwrap()
+                .eval(&ctx)
+                .unwrap();
+            assert_eq!(whole(&w), serde_json::to_value(&full).unwrap(), "{w}");
+        }
+        // Undefined names leave the fast path, so the strict renderer reports them.
+        assert!(render_simple("{{ params.missing }}", &ctx).is_none());
+        assert!(
+            render_value(
+                &env,
+                &Value::String("a {{ params.missing }}".into()),
+                "/x",
+                &ctx,
+                &|_| None
+            )
+            .is_err()
+        );
+        assert!(
+            render_value(
+                &env,
+                &Value::String("{{ params.missing }}".into()),
+                "/x",
+                &ctx,
+                &|_| None
+            )
+            .is_err()
+        );
+    }
 }

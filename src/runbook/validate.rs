@@ -16,56 +16,79 @@ use crate::actions::{Action, Effect, Output, outputs_of};
 use crate::diagnostics::{At, Code, Diagnostic, did_you_mean, ptr};
 
 pub fn validate(doc: &Value) -> Result<ValidRunbook, Vec<Diagnostic>> {
-    let schema_errors = schema::check(doc);
-    let rb: Runbook = match serde_path_to_error::deserialize(doc) {
-        Ok(rb) => rb,
-        Err(e) => {
-            if !schema_errors.is_empty() {
-                return Err(schema_errors);
+    // The schema check and the semantic checks only read the document: run them side by side. They
+    // meet at the end, where a semantic message that repeats a schema error is dropped.
+    std::thread::scope(|scope| {
+        let schema_errors = scope.spawn(|| schema::check(doc));
+        let typed: Result<Runbook, _> = serde_path_to_error::deserialize(doc);
+        let checked = typed.as_ref().ok().map(|rb| {
+            let mut cx = Checker {
+                out: Vec::new(),
+                unless_schema: Vec::new(),
+                env: templates::environment(),
+            };
+            let valid = cx.runbook(rb);
+            (valid, cx)
+        });
+        let schema_errors = schema_errors
+            .join()
+            .expect("the schema check does not panic");
+        let (valid, cx) = match (typed, checked) {
+            (Ok(_), Some(c)) => c,
+            (Err(_), _) if !schema_errors.is_empty() => return Err(schema_errors),
+            (Err(e), _) => {
+                // The schema is generated from these types, so this is rare: report it where serde stopped.
+                let pointer: String = e
+                    .path()
+                    .iter()
+                    .map(|s| format!("/{}", crate::diagnostics::escape_segment(&s.to_string())))
+                    .collect();
+                return Err(vec![Diagnostic::new(
+                    Code::InvalidValue,
+                    At::node(pointer),
+                    e.into_inner().to_string(),
+                )]);
             }
-            // The schema is generated from these types, so this is rare: report it where serde stopped.
-            let pointer: String = e
-                .path()
-                .iter()
-                .map(|s| format!("/{}", crate::diagnostics::escape_segment(&s.to_string())))
-                .collect();
-            return Err(vec![Diagnostic::new(
-                Code::InvalidValue,
-                At::node(pointer),
-                e.into_inner().to_string(),
-            )]);
+            (Ok(_), None) => unreachable!("checked whenever typing succeeds"),
+        };
+        // Order does not matter here: diagnostics are printed sorted by position.
+        let mut merged = schema_errors.clone();
+        merged.extend(cx.out);
+        merged.extend(
+            cx.unless_schema
+                .into_iter()
+                .filter(|(under, _)| !schema_reported(&schema_errors, under))
+                .map(|(_, d)| d),
+        );
+        match valid {
+            Some(v) if merged.is_empty() => Ok(v),
+            _ => Err(merged),
         }
-    };
-    let mut cx = Checker {
-        out: Vec::new(),
-        schema_errors: &schema_errors,
-        env: templates::environment(),
-    };
-    let valid = cx.runbook(&rb);
-    let mut all = schema_errors.clone();
-    all.extend(cx.out);
-    match valid {
-        Some(v) if all.is_empty() => Ok(v),
-        _ => Err(all),
-    }
+    })
 }
 
-struct Checker<'a> {
+struct Checker {
     out: Vec<Diagnostic>,
-    schema_errors: &'a [Diagnostic],
+    /// Diagnostics to drop when the schema reported something at or under the pointer beside them
+    /// (a second, overlapping message would only be noise).
+    unless_schema: Vec<(String, Diagnostic)>,
     env: minijinja::Environment<'static>,
 }
 
-impl Checker<'_> {
-    /// Whether the schema already reported something at or under `pointer` (so a second,
-    /// overlapping message would only be noise).
-    fn schema_reported(&self, pointer: &str) -> bool {
-        self.schema_errors.iter().any(|d| match &d.at {
-            At::Node { pointer: p, .. } | At::Text { pointer: p, .. } => {
-                p == pointer || p.starts_with(&format!("{pointer}/"))
-            }
-            _ => false,
-        })
+/// Whether the schema reported something at or under `pointer`.
+fn schema_reported(schema_errors: &[Diagnostic], pointer: &str) -> bool {
+    schema_errors.iter().any(|d| match &d.at {
+        At::Node { pointer: p, .. } | At::Text { pointer: p, .. } => {
+            p == pointer
+                || (p.starts_with(pointer) && p.as_bytes().get(pointer.len()) == Some(&b'/'))
+        }
+        _ => false,
+    })
+}
+
+impl Checker {
+    fn unless_schema(&mut self, under: impl Into<String>, d: Diagnostic) {
+        self.unless_schema.push((under.into(), d));
     }
 
     fn duration(
@@ -81,13 +104,12 @@ impl Checker<'_> {
         match duration::parse(s) {
             Ok(v) => Some(v),
             Err(why) => {
-                if !self.schema_reported(pointer) {
-                    self.out.push(Diagnostic::new(
-                        Code::InvalidDuration,
-                        At::node(pointer),
-                        format!("invalid duration: {why}"),
-                    ));
-                }
+                let d = Diagnostic::new(
+                    Code::InvalidDuration,
+                    At::node(pointer),
+                    format!("invalid duration: {why}"),
+                );
+                self.unless_schema(pointer, d);
                 None
             }
         }
@@ -131,9 +153,9 @@ impl Checker<'_> {
         };
         let version = match version {
             Ok(v) => Some(v),
-            Err(_) if self.schema_reported("/metadata/version") => None,
             Err(why) => {
-                self.out.push(
+                self.unless_schema(
+                    "/metadata/version",
                     Diagnostic::new(
                         Code::InvalidVersion,
                         At::node("/metadata/version"),
@@ -399,47 +421,41 @@ impl Checker<'_> {
         let action = match Action::parse(name, with) {
             Ok(Some(a)) => a,
             Ok(None) => {
-                if !self.schema_reported(&ptr(at, "action")) {
-                    self.out.push(
-                        Diagnostic::new(
-                            Code::UnknownAction,
-                            At::node(ptr(at, "action")),
-                            format!("unknown action `{name}`"),
-                        )
-                        .help(
-                            did_you_mean(name, crate::actions::NAMES.iter().copied())
-                                .unwrap_or_else(|| "`lifeboat actions` lists them all".into()),
-                        ),
-                    );
-                }
+                self.unless_schema(
+                    ptr(at, "action"),
+                    Diagnostic::new(
+                        Code::UnknownAction,
+                        At::node(ptr(at, "action")),
+                        format!("unknown action `{name}`"),
+                    )
+                    .help(
+                        did_you_mean(name, crate::actions::NAMES.iter().copied())
+                            .unwrap_or_else(|| "`lifeboat actions` lists them all".into()),
+                    ),
+                );
                 return None;
             }
             Err(e) => {
-                if !self.schema_reported(&with_at) {
-                    self.out.push(Diagnostic::new(
+                self.unless_schema(
+                    &with_at,
+                    Diagnostic::new(
                         Code::InvalidValue,
                         At::node(format!("{with_at}{}", e.field)),
                         format!("in `with` of `{name}`: {}", e.message),
-                    ));
-                }
+                    ),
+                );
                 return None;
             }
         };
         for p in action.check() {
             let pointer = format!("{with_at}{}", p.field);
-            if self.schema_reported(&pointer) {
-                continue;
-            }
             let at = if p.field.is_empty() {
                 At::key(&pointer)
             } else {
                 At::node(&pointer)
             };
-            self.out.push(Diagnostic::new(
-                p.code,
-                at,
-                format!("in `with` of `{name}`: {}", p.message),
-            ));
+            let d = Diagnostic::new(p.code, at, format!("in `with` of `{name}`: {}", p.message));
+            self.unless_schema(pointer, d);
         }
         for u in action.connections() {
             if crate::actions::is_template(u.name) {
