@@ -79,6 +79,42 @@ fn measure(text: &str) -> (Duration, Duration) {
     (t1 - t0, t1.elapsed())
 }
 
+/// Where the time of one large case goes. The YAML parse is serde-saphyr's alone, measured apart
+/// with the options lifeboat uses; "validate" includes its own parse.
+fn phases(text: &str) {
+    let mut rows = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let options = serde_saphyr::options! { strict_booleans: true, with_snippet: false, emit_comments: false };
+        let v: serde_json::Value = serde_saphyr::from_str_with_options(text, options).unwrap();
+        let yaml = t.elapsed();
+        drop(v);
+        let t = Instant::now();
+        let rb = lifeboat::runbook::load_str("bench.yaml", text)
+            .result
+            .unwrap();
+        let validate = t.elapsed();
+        let t = Instant::now();
+        let params = lifeboat::runbook::params::resolve(&rb, &[], true).unwrap();
+        let plan = lifeboat::plan::build(&rb, &params).unwrap();
+        let build = t.elapsed();
+        let t = Instant::now();
+        std::hint::black_box(lifeboat::plan::render_json(&plan));
+        let json = t.elapsed();
+        rows.push((validate + build + json, yaml, validate, build, json));
+    }
+    rows.sort_by_key(|r| r.0);
+    let (_, yaml, validate, build, json) = rows[rows.len() / 2];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "\nrandom 10000, median: validate {:.1} ms (of which the YAML parse alone {:.1} ms), plan {:.1} ms, JSON render {:.1} ms",
+        ms(validate),
+        ms(yaml),
+        ms(build),
+        ms(json)
+    );
+}
+
 fn main() {
     // Schema compilation is one-time per process; do it before timing.
     let _ = lifeboat::runbook::load_str("warm.yaml", &generate(Shape::Chain, 2, 1));
@@ -110,4 +146,5 @@ fn main() {
             );
         }
     }
+    phases(&generate(Shape::Random, 10_000, 42));
 }
