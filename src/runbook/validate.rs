@@ -33,36 +33,36 @@ pub fn validate(doc: &Value) -> Result<ValidRunbook, Vec<Diagnostic>> {
         let schema_errors = schema_errors
             .join()
             .expect("the schema check does not panic");
-        let (valid, cx) = match (typed, checked) {
-            (Ok(_), Some(c)) => c,
-            (Err(_), _) if !schema_errors.is_empty() => return Err(schema_errors),
-            (Err(e), _) => {
-                // The schema is generated from these types, so this is rare: report it where serde stopped.
-                let pointer: String = e
-                    .path()
-                    .iter()
-                    .map(|s| format!("/{}", crate::diagnostics::escape_segment(&s.to_string())))
-                    .collect();
-                return Err(vec![Diagnostic::new(
-                    Code::InvalidValue,
-                    At::node(pointer),
-                    e.into_inner().to_string(),
-                )]);
+        let Some((valid, cx)) = checked else {
+            if !schema_errors.is_empty() {
+                return Err(schema_errors);
             }
-            (Ok(_), None) => unreachable!("checked whenever typing succeeds"),
+            // The schema is generated from these types, so this is rare: report it where serde stopped.
+            let e = typed.expect_err("only a typing failure leaves nothing checked");
+            let pointer: String = e
+                .path()
+                .iter()
+                .map(|s| format!("/{}", crate::diagnostics::escape_segment(&s.to_string())))
+                .collect();
+            return Err(vec![Diagnostic::new(
+                Code::InvalidValue,
+                At::node(pointer),
+                e.into_inner().to_string(),
+            )]);
         };
         // Order does not matter here: diagnostics are printed sorted by position.
-        let mut merged = schema_errors.clone();
-        merged.extend(cx.out);
-        merged.extend(
-            cx.unless_schema
-                .into_iter()
-                .filter(|(under, _)| !schema_reported(&schema_errors, under))
-                .map(|(_, d)| d),
-        );
+        let soft: Vec<Diagnostic> = cx
+            .unless_schema
+            .into_iter()
+            .filter(|(under, _)| !schema_reported(&schema_errors, under))
+            .map(|(_, d)| d)
+            .collect();
+        let mut all = schema_errors;
+        all.extend(cx.out);
+        all.extend(soft);
         match valid {
-            Some(v) if merged.is_empty() => Ok(v),
-            _ => Err(merged),
+            Some(v) if all.is_empty() => Ok(v),
+            _ => Err(all),
         }
     })
 }
