@@ -11,6 +11,9 @@
 pub mod actions;
 pub mod cli;
 pub mod diagnostics;
+pub mod engine;
 pub mod exit;
 pub mod plan;
 pub mod runbook;
+pub mod runlog;
+pub mod store;

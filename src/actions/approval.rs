@@ -22,7 +22,10 @@ impl ActionSpec for Approval {
     const OUTPUTS: &'static [Output] = &[
         out("approved_by", "the operator who approved"),
         out("approved_at", "when, RFC 3339"),
+        out("via", "prompt, command, or yes_flag (`--yes`: nobody was asked)"),
     ];
+    // The engine runs approval gates itself: they need the run's log and its operator.
+    const RUNNABLE: bool = true;
 
     fn effect(&self) -> Effect {
         Effect::ReadOnly

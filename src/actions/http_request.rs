@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, DescribeContext, Effect, Output, out};
+use super::{ActionError, ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, out};
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "UPPERCASE")]
@@ -45,6 +45,43 @@ impl ActionSpec for HttpRequest {
         out("body", "the response body as text"),
         out("json", "the body parsed as JSON, when it is JSON"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let method = reqwest::Method::from_bytes(method_name(self.method).as_bytes()).expect("a known method");
+            let mut req = cx.http.request(method, &self.url);
+            let mut has_key = false;
+            for (k, v) in &self.headers {
+                has_key |= k.eq_ignore_ascii_case("idempotency-key");
+                req = req.header(k, v);
+            }
+            // The attempt key lets a server that supports it drop a repeated request.
+            if !has_key && !matches!(self.method, Method::Get | Method::Head) {
+                req = req.header("Idempotency-Key", cx.attempt_key);
+            }
+            if let Some(body) = &self.body {
+                req = match body {
+                    serde_json::Value::String(s) => req.body(s.clone()),
+                    other => req.header("content-type", "application/json").body(other.to_string()),
+                };
+            }
+            let resp = send(req, &self.url).await?;
+            let status = resp.status().as_u16();
+            let headers: serde_json::Map<String, serde_json::Value> = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+                .collect();
+            let body = read_body(resp).await?;
+            let ok = if self.expect_status.is_empty() { (200..300).contains(&status) } else { self.expect_status.contains(&status) };
+            if !ok {
+                return Err(status_error(status, &self.url, &body));
+            }
+            let json = serde_json::from_str::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null);
+            Ok(serde_json::json!({"status": status, "headers": headers, "body": body, "json": json}))
+        })
+    }
 
     fn effect(&self) -> Effect {
         match self.method {
@@ -56,7 +93,7 @@ impl ActionSpec for HttpRequest {
         self.method == Method::Delete
     }
     fn describe(&self, _: &dyn DescribeContext) -> String {
-        let method = serde_json::to_value(self.method).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let method = method_name(self.method);
         let expect = if self.expect_status.is_empty() {
             "2xx".to_string()
         } else {
@@ -64,6 +101,49 @@ impl ActionSpec for HttpRequest {
         };
         format!("{method} {} and expect {expect}", self.url)
     }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+    }
+}
+
+/// Bodies beyond this are cut: outputs go into the run log.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Sends a request; no answer at all (refused, reset, timed out) is worth another attempt.
+pub(super) async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ActionError> {
+    req.send().await.map_err(|e| {
+        let shown = crate::plan::redact_url(url);
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why = format!("{why}: {s}");
+            source = s.source();
+        }
+        // reqwest's messages repeat the URL, which may carry a credential.
+        let why = why.replace(url, &shown);
+        ActionError::transient(format!("no answer from {shown}: {why}"))
+    })
+}
+
+pub(super) async fn read_body(resp: reqwest::Response) -> Result<String, ActionError> {
+    let bytes = resp.bytes().await.map_err(|e| ActionError::transient(format!("reading the answer: {e}")))?;
+    let cut = &bytes[..bytes.len().min(MAX_BODY)];
+    Ok(String::from_utf8_lossy(cut).into_owned())
+}
+
+/// 5xx, 429 and 408 say "not now"; any other unexpected status says "no".
+pub(super) fn status_error(status: u16, url: &str, body: &str) -> ActionError {
+    let snippet: String = body.chars().take(300).collect();
+    let msg = format!("{} answered {status}{}{}", crate::plan::redact_url(url), if snippet.is_empty() { "" } else { ": " }, snippet.trim());
+    if status >= 500 || status == 429 || status == 408 { ActionError::transient(msg) } else { ActionError::permanent(msg) }
 }
 
 #[cfg(test)]

@@ -83,6 +83,38 @@ pub trait DescribeContext {
     fn connection(&self, name: &str) -> String;
 }
 
+/// What a running action may use besides its inputs.
+pub struct Exec<'a> {
+    pub run_id: &'a str,
+    pub step: &'a str,
+    /// Unique per attempt and stable across a crash (it is in the run log before the attempt
+    /// starts): actions pass it to the systems they touch as an idempotency key where they can.
+    pub attempt_key: &'a str,
+    pub http: &'a reqwest::Client,
+    /// Evaluates an expression over `outputs` (and the run's params and step outputs).
+    pub eval: &'a (dyn Fn(&str, &serde_json::Value) -> Result<bool, String> + Send + Sync),
+}
+
+/// Why an attempt failed, and whether trying again could help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionError {
+    pub message: String,
+    /// A timeout, a refused connection, a 503: another attempt may succeed. Only these are retried.
+    pub transient: bool,
+}
+
+impl ActionError {
+    pub fn transient(message: impl Into<String>) -> ActionError {
+        ActionError { message: message.into(), transient: true }
+    }
+    pub fn permanent(message: impl Into<String>) -> ActionError {
+        ActionError { message: message.into(), transient: false }
+    }
+}
+
+pub type ActionResult = Result<serde_json::Value, ActionError>;
+pub type ActionFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ActionResult> + Send + 'a>>;
+
 /// Implemented by each action's `with` type.
 pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     /// `family.verb`, the name used in `action:`.
@@ -103,6 +135,19 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     }
     /// The dry run: exactly what the step would do, in words.
     fn describe(&self, cx: &dyn DescribeContext) -> String;
+
+    /// Whether this version of lifeboat can run the action. `run` refuses a runbook with any
+    /// step it cannot run before anything starts, rather than failing halfway through.
+    const RUNNABLE: bool = false;
+    /// Whether running it twice has the effect of running it once, so an attempt interrupted by
+    /// a crash can be run again without asking the operator.
+    fn idempotent(&self) -> bool {
+        self.effect() == Effect::ReadOnly
+    }
+    /// Runs one attempt; returns the outputs as a JSON object. Dropping the future cancels it.
+    fn execute<'a>(&'a self, _cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async { Err(ActionError::permanent(format!("`{}` cannot run in this version of lifeboat", Self::NAME))) })
+    }
 }
 
 /// An action's static facts, for documentation and checks that do not need a `with`.
@@ -195,6 +240,15 @@ macro_rules! actions {
             }
             pub fn describe(&self, cx: &dyn DescribeContext) -> String {
                 match self { $(Action::$variant(a) => a.describe(cx),)* }
+            }
+            pub fn runnable(&self) -> bool {
+                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::RUNNABLE,)* }
+            }
+            pub fn idempotent(&self) -> bool {
+                match self { $(Action::$variant(a) => a.idempotent(),)* }
+            }
+            pub fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+                match self { $(Action::$variant(a) => a.execute(cx),)* }
             }
         }
 

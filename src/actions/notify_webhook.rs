@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, DescribeContext, Effect, Output, out};
+use super::{ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, out};
 
 /// Post `{"text": ...}` (Slack-compatible JSON) to a webhook URL.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -22,6 +22,32 @@ impl ActionSpec for NotifyWebhook {
     const NAME: &'static str = "notify.webhook";
     const SUMMARY: &'static str = "Post a message to a Slack-compatible webhook";
     const OUTPUTS: &'static [Output] = &[out("status", "the webhook's HTTP status")];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let mut payload = serde_json::json!({"text": self.text});
+            if let Some(c) = &self.channel {
+                payload["channel"] = c.clone().into();
+            }
+            if let Some(u) = &self.username {
+                payload["username"] = u.clone().into();
+            }
+            let req = cx
+                .http
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", cx.attempt_key)
+                .body(payload.to_string());
+            let resp = super::http_request::send(req, &self.url).await?;
+            let status = resp.status().as_u16();
+            let body = super::http_request::read_body(resp).await?;
+            if !(200..300).contains(&status) {
+                return Err(super::http_request::status_error(status, &self.url, &body));
+            }
+            Ok(serde_json::json!({"status": status}))
+        })
+    }
 
     fn effect(&self) -> Effect {
         Effect::Changes

@@ -3,7 +3,10 @@
 
 mod actions;
 mod explain;
+mod history;
 mod plan;
+mod report;
+mod run;
 mod validate;
 
 use std::io::IsTerminal;
@@ -44,6 +47,61 @@ enum Command {
         params: Vec<String>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+    },
+    /// Run a runbook. Prints the run id first; progress goes to stderr.
+    Run {
+        file: PathBuf,
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[command(flatten)]
+        driving: run::Driving,
+    },
+    /// Continue a stopped, failed or crashed run; steps recorded as done are not run again.
+    Resume {
+        run: String,
+        #[command(flatten)]
+        driving: run::Driving,
+    },
+    /// Approve a step a run is waiting on (an approval gate, or re-running an interrupted step).
+    Approve {
+        run: String,
+        step: String,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
+        state: PathBuf,
+        /// Who approves (recorded); defaults to $LIFEBOAT_OPERATOR, then $USER.
+        #[arg(long, env = "LIFEBOAT_OPERATOR")]
+        operator: Option<String>,
+    },
+    /// List runs, newest first.
+    Runs {
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: its steps, attempts, timings and outputs.
+    Show {
+        run: String,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's log; `--json` prints its lines exactly as stored.
+    Log {
+        run: String,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a run log's hash chain: exit 0 intact, 1 tampered (naming the first bad line).
+    Verify {
+        run: String,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Print the runbook JSON Schema.
     Schema,
@@ -100,6 +158,13 @@ pub fn main() -> Exit {
             params,
             format,
         } => plan::run(&file, &params, format),
+        Command::Run { file, params, driving } => run::run(&file, &params, &driving),
+        Command::Resume { run, driving } => run::resume(&run, &driving),
+        Command::Approve { run, step, state, operator } => run::approve(&run, &step, &state, operator),
+        Command::Runs { state, json } => history::runs(&state, json),
+        Command::Show { run, state, json } => history::show(&state, &run, json),
+        Command::Log { run, state, json } => history::log(&state, &run, json),
+        Command::Verify { run, state, json } => history::verify(&state, &run, json),
         Command::Schema => {
             println!(
                 "{}",

@@ -183,7 +183,9 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
     let mut skip_reason: Vec<Option<String>> = vec![None; rb.steps.len()];
     for &i in &order {
         let s = &rb.steps[i];
-        if let Some(dep) = s.needs.iter().find(|&&d| status[d] == StepStatus::Skipped) {
+        if s.on_skipped_needs == crate::runbook::OnSkippedNeeds::Skip
+            && let Some(dep) = s.needs.iter().find(|&&d| status[d] == StepStatus::Skipped)
+        {
             status[i] = StepStatus::Skipped;
             skip_reason[i] = Some(format!("needs `{}`, which is skipped", rb.steps[*dep].id));
             continue;

@@ -300,6 +300,10 @@ pub struct Step {
     pub retry: Option<Retry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
+    /// What to do when a step this one needs is skipped: `skip` this one too (the default), or
+    /// `run` it anyway (a notification, a cleanup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_skipped_needs: Option<OnSkippedNeeds>,
     /// Run when the run is rolled back after this step completed; undoes what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensate: Option<Compensation>,
@@ -307,6 +311,14 @@ pub struct Step {
 
 pub fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSkippedNeeds {
+    #[default]
+    Skip,
+    Run,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]

@@ -27,7 +27,36 @@ pub fn environment() -> minijinja::Environment<'static> {
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_fuel(Some(100_000));
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_filter("b64encode", b64encode);
+    env.add_filter("b64decode", b64decode);
     env
+}
+
+/// `{{ x | b64encode }}`: standard base64 of the value's UTF-8 text (basic-auth headers).
+fn b64encode(value: String) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(value)
+}
+
+fn b64decode(value: String) -> Result<String, minijinja::Error> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))?;
+    String::from_utf8(bytes).map_err(|_| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "decoded bytes are not UTF-8")
+    })
+}
+
+/// The names a template string reads, by their first segment (`secrets`, `steps`, ...).
+pub fn template_roots(env: &minijinja::Environment<'_>, template: &str) -> HashSet<String> {
+    match whole_expression(template) {
+        Some(expr) => expression_roots(env, expr),
+        None => env
+            .template_from_str(template)
+            .map(|t| t.undeclared_variables(false))
+            .unwrap_or_default(),
+    }
 }
 
 /// Reachability along `needs`, answered per question: a bitset per step would be quadratic in

@@ -387,6 +387,7 @@ impl Checker {
                     timeout,
                     retry,
                     on_failure: s.on_failure.unwrap_or_default(),
+                    on_skipped_needs: s.on_skipped_needs.unwrap_or_default(),
                     compensate,
                 });
             }

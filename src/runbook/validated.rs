@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use super::{ConnectionKind, OnFailure, Param};
+use super::{ConnectionKind, OnFailure, OnSkippedNeeds, Param};
 use crate::actions::Action;
 
 #[derive(Debug, Clone)]
@@ -55,6 +55,7 @@ pub struct ValidStep {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub on_failure: OnFailure,
+    pub on_skipped_needs: OnSkippedNeeds,
     pub compensate: Option<ValidCompensation>,
 }
 
@@ -88,17 +89,34 @@ impl RetryPolicy {
         jitter: true,
     };
 
-    /// The longest total the delays between attempts can add (jitter only shortens them).
+    /// The longest total the delays between attempts can add. Jitter adds up to the delay
+    /// itself (backon's rule), and no delay exceeds `max_delay`.
     pub fn worst_case_delays(&self) -> Duration {
         let mut total = Duration::ZERO;
         let mut d = self.delay;
         for _ in 1..self.attempts {
-            total += d.min(self.max_delay);
+            let longest = if self.jitter { d * 2 } else { d };
+            total += longest.min(self.max_delay);
             d = Duration::from_secs_f64(
                 (d.as_secs_f64() * self.factor).min(self.max_delay.as_secs_f64()),
             );
         }
         total
+    }
+
+    /// The delays between attempts, as the engine sleeps them.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        use backon::BackoffBuilder;
+        let mut b = backon::ExponentialBuilder::new()
+            .with_min_delay(self.delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(self.factor as f32)
+            .with_max_times(self.attempts.saturating_sub(1) as usize);
+        if self.jitter {
+            b = b.with_jitter();
+        }
+        let max = self.max_delay;
+        b.build().map(move |d| d.min(max))
     }
 }
 

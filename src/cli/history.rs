@@ -1,0 +1,218 @@
+//! `lifeboat runs`, `show`, `log`, `verify`: reading runs back. None of these change anything.
+
+use std::path::Path;
+
+use super::report::{describe, ms_text};
+use crate::engine::{self, RunState, StepState};
+use crate::exit::Exit;
+use crate::runlog;
+use crate::store::Store;
+
+fn open(state: &Path) -> Result<Store, Exit> {
+    if !state.join("runs").is_dir() {
+        eprintln!("error: no state folder at {} (runs are recorded where `lifeboat run` ran, or under --state)", state.display());
+        return Err(Exit::Invalid);
+    }
+    Store::open(state).map_err(|e| {
+        eprintln!("error: {}: {e}", state.display());
+        Exit::Failed
+    })
+}
+
+fn read(store: &Store, run: &str) -> Result<(crate::store::RunFiles, Vec<u8>), Exit> {
+    let files = store.run(run).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    let text = std::fs::read(&files.log).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", files.log.display());
+        Exit::Failed
+    })?;
+    Ok((files, text))
+}
+
+/// A run's state from its log; steps come from the events themselves.
+fn state_of(text: &[u8]) -> Result<(RunState, Vec<engine::Recorded>), String> {
+    let events = engine::parse_log(&String::from_utf8_lossy(text))?;
+    let mut ids: Vec<&str> = Vec::new();
+    for r in &events {
+        if let Some(s) = r.event.step()
+            && !ids.contains(&s)
+        {
+            ids.push(s);
+        }
+    }
+    let st = RunState::replay(ids, &events);
+    Ok((st, events))
+}
+
+pub(super) fn runs(state: &Path, json: bool) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let ids = match store.runs() {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Failed;
+        }
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        let Ok((_, text)) = read(&store, &id) else { continue };
+        let row = match state_of(&text) {
+            Ok((st, _)) if !st.run.is_empty() => serde_json::json!({
+                "id": id,
+                "runbook": st.runbook,
+                "version": st.version,
+                "status": st.status.as_str(),
+                "started_at": st.started_at,
+                "finished_at": st.finished_at,
+                "operator": st.operator,
+            }),
+            // Killed before its first line was durable: nothing ran.
+            Ok(_) => serde_json::json!({"id": id, "runbook": null, "version": null, "status": "never_started", "started_at": null, "finished_at": null}),
+            Err(e) => serde_json::json!({"id": id, "runbook": null, "version": null, "status": "unreadable", "error": e, "started_at": null, "finished_at": null}),
+        };
+        rows.push(row);
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else if rows.is_empty() {
+        eprintln!("no runs in {}", state.display());
+    } else {
+        for r in rows {
+            println!(
+                "{}  {:<22} {:<20} {:<10} {}",
+                r["id"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+                r["runbook"].as_str().unwrap_or("-"),
+                r["version"].as_str().unwrap_or("-"),
+                r["started_at"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    Exit::Success
+}
+
+pub(super) fn show(state: &Path, run: &str, json: bool) -> Exit {
+    let result = (|| {
+        let store = open(state)?;
+        let (_, text) = read(&store, run)?;
+        state_of(&text).map_err(|e| {
+            eprintln!("error: {e}");
+            Exit::Failed
+        })
+    })();
+    let (st, _) = match result {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st).expect("state serializes"));
+        return Exit::Success;
+    }
+    println!("run       {}", st.run);
+    println!("runbook   {} {}", st.runbook, st.version);
+    println!("status    {}", st.status.as_str());
+    println!("operator  {}", st.operator);
+    println!("started   {}", st.started_at);
+    println!("finished  {}", st.finished_at.as_deref().unwrap_or("-"));
+    if let Some(s) = &st.summary {
+        println!("summary   {s}");
+    }
+    println!();
+    for (id, r) in &st.steps {
+        let (word, detail) = match &r.state {
+            StepState::Pending => ("pending", String::new()),
+            StepState::Running { attempt } => ("running", format!("attempt {attempt}")),
+            StepState::Retrying { attempt } => ("retrying", format!("after attempt {attempt}")),
+            StepState::Succeeded { attempt } => ("succeeded", format!("attempt {attempt}")),
+            StepState::Failed { continued } => ("failed", if *continued { "run went on".into() } else { String::new() }),
+            StepState::Skipped { reason, .. } => ("skipped", reason.clone()),
+            StepState::WaitingApproval => ("waiting", "for approval".into()),
+            StepState::Interrupted { attempt } => ("interrupted", format!("attempt {attempt}")),
+            StepState::Compensated => ("compensated", String::new()),
+        };
+        let took = r.elapsed_ms.map(ms_text).unwrap_or_default();
+        println!("  {id:<24} {word:<12} {took:>8}  {detail}");
+        if let Some(e) = &r.last_error
+            && !matches!(r.state, StepState::Succeeded { .. })
+        {
+            println!("  {:<24} error: {e}", "");
+        }
+        if let Some(o) = &r.outputs {
+            let text = o.to_string();
+            let shown: String = text.chars().take(200).collect();
+            let more = if text.chars().count() > 200 { "…" } else { "" };
+            println!("  {:<24} outputs: {shown}{more}", "");
+        }
+    }
+    Exit::Success
+}
+
+pub(super) fn log(state: &Path, run: &str, json: bool) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let (_, text) = match read(&store, run) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    if json {
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(&text);
+        return Exit::Success;
+    }
+    match engine::parse_log(&String::from_utf8_lossy(&text)) {
+        Ok(events) => {
+            for r in events {
+                println!("{:>4} {} {}", r.seq, r.ts, describe(&r.event));
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e} (`lifeboat verify {run}` says whether it was tampered with)");
+            Exit::Failed
+        }
+    }
+}
+
+pub(super) fn verify(state: &Path, run: &str, json: bool) -> Exit {
+    let store = match open(state) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let (files, text) = match read(&store, run) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let head = match runlog::read_head(&files.head) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: run {run}: the head anchor is unreadable: {e}");
+            return Exit::Failed;
+        }
+    };
+    let v = runlog::verify(&text, head.as_ref());
+    if json {
+        println!("{}", serde_json::to_string(&v).expect("verdict serializes"));
+    }
+    match &v.first_bad {
+        None => {
+            let note = if v.unanchored > 0 {
+                format!("; the last {} lines were written by a process that has not stopped cleanly (running, or crashed: `lifeboat resume {run}`)", v.unanchored)
+            } else {
+                String::new()
+            };
+            eprintln!("run {run}: intact, {} lines, last hash {}{note}", v.lines, v.last_hash);
+            Exit::Success
+        }
+        Some((line, why)) => {
+            eprintln!("run {run}: TAMPERED: line {line}: {why}");
+            Exit::Failed
+        }
+    }
+}

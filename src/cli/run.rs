@@ -1,0 +1,491 @@
+//! `lifeboat run`, `resume` and `approve`: everything that drives or changes a run.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::report::{HumanSink, JsonSink};
+use super::{DiagnosticFormat, parse_params, validate::print};
+use crate::engine::context::RunScope;
+use crate::engine::{self, Emitter, Engine, Event, Masker, NoPrompter, Prompter, RunState, RunStatus, Sink, StepState};
+use crate::exit::Exit;
+use crate::runbook::{ValidRunbook, load_file, params};
+use crate::runlog::{self, LogWriter};
+use crate::store::{self, Holder, LockError, LockSet, LockState, Store};
+
+/// What `run` and `resume` share on the command line.
+#[derive(Debug, clap::Args)]
+pub struct Driving {
+    /// The state store: a folder.
+    #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
+    pub state: PathBuf,
+    /// Answer approval gates (and re-runs of interrupted steps) with yes, without asking. For
+    /// drills and tests; every such approval is recorded as given by --yes.
+    #[arg(long)]
+    pub yes: bool,
+    /// Never prompt, even on a terminal: stop at the first unanswered gate and exit 3.
+    #[arg(long)]
+    pub non_interactive: bool,
+    /// Steps run at the same time, at most.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_parallel: u16,
+    /// A deadline for this process's part of the run, e.g. `45m`. Running steps are cancelled
+    /// and the run rolls back when it passes.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// After Ctrl-C or SIGTERM, how long running steps may take to finish before they are cancelled.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub grace: String,
+    /// Stream events as JSON lines on stdout instead of the run id.
+    #[arg(long)]
+    pub json: bool,
+    /// Who is running this (recorded); defaults to $LIFEBOAT_OPERATOR, then $USER.
+    #[arg(long, env = "LIFEBOAT_OPERATOR")]
+    pub operator: Option<String>,
+}
+
+pub fn operator(given: Option<String>) -> String {
+    given
+        .filter(|o| !o.is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| format!("uid {}", unsafe_uid()))
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+fn duration_arg(flag: &str, text: &str) -> Result<Duration, Exit> {
+    crate::runbook::duration::parse(text).map_err(|e| {
+        eprintln!("error: --{flag} {text}: {e}");
+        Exit::Invalid
+    })
+}
+
+fn open_store(dir: &Path) -> Result<Store, Exit> {
+    Store::open(dir).map_err(|e| {
+        eprintln!("error: cannot use the state folder {}: {e}", dir.display());
+        Exit::Failed
+    })
+}
+
+/// The engine's non-negotiables that do not depend on the runbook.
+struct Prepared {
+    opts: engine::Options,
+    sink: Arc<dyn Sink>,
+    prompter: Arc<dyn Prompter>,
+    http: reqwest::Client,
+}
+
+fn prepare(d: &Driving) -> Result<Prepared, Exit> {
+    let timeout = d.timeout.as_deref().map(|t| duration_arg("timeout", t)).transpose()?;
+    let grace = duration_arg("grace", &d.grace)?;
+    let interactive = !d.non_interactive && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let (sink, prompter): (Arc<dyn Sink>, Arc<dyn Prompter>) = if d.json {
+        (Arc::new(JsonSink), Arc::new(NoPrompter))
+    } else {
+        let human = HumanSink::new(std::io::stderr().is_terminal());
+        let prompter: Arc<dyn Prompter> = if interactive { Arc::new(human.prompter()) } else { Arc::new(NoPrompter) };
+        (Arc::new(human), prompter)
+    };
+    // One TLS provider for the whole process: ring (see DEPENDENCIES.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot set up the HTTP client: {e}");
+            Exit::Failed
+        })?;
+    Ok(Prepared {
+        opts: engine::Options {
+            max_parallel: d.max_parallel as usize,
+            yes: d.yes,
+            timeout,
+            grace,
+            operator: operator(d.operator.clone()),
+        },
+        sink,
+        prompter,
+        http,
+    })
+}
+
+/// Refuses a runbook with a step this version cannot run, before anything starts.
+fn check_runnable(rb: &ValidRunbook) -> Result<(), Exit> {
+    let mut missing = Vec::new();
+    for s in &rb.steps {
+        if !s.action.runnable() {
+            missing.push(format!("step `{}` uses `{}`", s.id, s.action.name()));
+        }
+        if let Some(c) = &s.compensate
+            && !c.action.runnable()
+        {
+            missing.push(format!("the compensate of `{}` uses `{}`", s.id, c.action.name()));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("error: this version of lifeboat cannot run this runbook; nothing was started:");
+    for m in missing {
+        eprintln!("  - {m}, which it cannot run yet (see docs/roadmap.md)");
+    }
+    Err(Exit::Invalid)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+fn lock_error(e: LockError) -> Exit {
+    eprintln!("error: {e}");
+    match e {
+        LockError::Held { .. } | LockError::Paused { .. } => Exit::LockHeld,
+        LockError::Io { .. } => Exit::Failed,
+    }
+}
+
+fn holder(run: &str) -> Holder {
+    Holder {
+        run: run.to_string(),
+        pid: std::process::id(),
+        host: store::hostname(),
+        since: runlog::now_rfc3339(),
+        state: LockState::Held,
+    }
+}
+
+pub(super) fn run(file: &Path, given: &[String], d: &Driving) -> Exit {
+    match run_inner(file, given, d) {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
+    let given = parse_params(given)?;
+    let loaded = load_file(file);
+    let rb = match loaded.result {
+        Ok(rb) => rb,
+        Err(diags) => {
+            print(&loaded.source, diags, DiagnosticFormat::Human);
+            return Err(Exit::Invalid);
+        }
+    };
+    let values = params::resolve(&rb, &given, true).map_err(|diags| {
+        print(&loaded.source, diags, DiagnosticFormat::Human);
+        Exit::Invalid
+    })?;
+    check_runnable(&rb)?;
+    let secrets = engine::secrets::resolve(&rb).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    let p = prepare(d)?;
+    let store = open_store(&d.state)?;
+    let run_id = store::new_run_id();
+    let locks = store.acquire(&rb.locks, &holder(&run_id)).map_err(lock_error)?;
+    let text = loaded.source.text.as_bytes().to_vec();
+    let files = store.create_run(&run_id, &text).map_err(|e| {
+        eprintln!("error: cannot create the run in {}: {e}", d.state.display());
+        Exit::Failed
+    })?;
+    let _driver = store.drive(&run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Failed
+    })?;
+    let writer = LogWriter::open(&files.log, 0, runlog::GENESIS.to_string()).map_err(|e| {
+        eprintln!("error: cannot create the run log: {e}");
+        Exit::Failed
+    })?;
+    let masker = Arc::new(Masker::new(&secrets));
+    let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
+    let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, p.sink.clone()));
+    let started = Event::RunStarted {
+        run: run_id.clone(),
+        runbook: rb.name.clone(),
+        version: rb.version.to_string(),
+        file: file.display().to_string(),
+        file_sha256: runlog::sha256_hex(&text),
+        params: values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        operator: p.opts.operator.clone(),
+        host: store::hostname(),
+        pid: std::process::id(),
+        lifeboat: env!("CARGO_PKG_VERSION").into(),
+        locks: rb.locks.clone(),
+        max_parallel: p.opts.max_parallel,
+        timeout_ms: p.opts.timeout.map(|t| t.as_millis() as u64),
+        yes: d.yes,
+    };
+    let rt = runtime();
+    let result = rt.block_on(async {
+        emitter.emit_durable(started).await?;
+        for (lock, from_run, from_pid) in &locks.taken_over {
+            emitter.emit(Event::LockTakenOver { lock: lock.clone(), from_run: from_run.clone(), from_pid: *from_pid })?;
+        }
+        Ok::<_, engine::EngineError>(())
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        return Err(Exit::Failed);
+    }
+    // The id comes once the run exists on disk: a script that has it can always resume it.
+    if !d.json {
+        println!("{run_id}");
+    }
+    let started_at = emitter.state().started_at.clone();
+    let scope = RunScope::new(&values, &secrets, run_map(&run_id, &started_at, &p.opts.operator, &rb));
+    Ok(drive(rt, &rb, emitter, scope, masker, p, run_id, files, locks))
+}
+
+fn run_map(id: &str, started_at: &str, operator: &str, rb: &ValidRunbook) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), id.into());
+    m.insert("started_at".into(), started_at.into());
+    m.insert("operator".into(), operator.into());
+    m.insert("runbook".into(), rb.name.clone().into());
+    m.insert("version".into(), rb.version.to_string().into());
+    m
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    rt: tokio::runtime::Runtime,
+    rb: &ValidRunbook,
+    emitter: Arc<Emitter>,
+    scope: RunScope,
+    masker: Arc<Masker>,
+    p: Prepared,
+    run_id: String,
+    files: store::RunFiles,
+    locks: LockSet,
+) -> Exit {
+    let engine = Engine::new(Arc::new(rb.clone()), emitter.clone(), scope, masker, p.http, p.opts, p.prompter, run_id.clone());
+    let result = rt.block_on(engine.drive());
+    let (last, hash) = emitter.writer().last();
+    // Anchor the end of the log outside it, so that a rewritten last line shows.
+    if let Err(e) = runlog::write_head(&files.head, &runlog::Head { seq: last, hash: hash.clone() }) {
+        eprintln!("warning: cannot write the log's head anchor: {e}");
+    }
+    drop(rt);
+    match result {
+        Ok(status) => {
+            match status {
+                RunStatus::WaitingForApproval | RunStatus::Interrupted => locks.pause(),
+                _ => locks.release(),
+            }
+            eprintln!("run {run_id} {}; log hash {hash}", status.as_str());
+            status.exit()
+        }
+        Err(e) => {
+            // Locks stay with the run: its state is whatever the log says, and resume decides.
+            locks.pause();
+            eprintln!("error: run {run_id} stopped: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+/// Reads a run's log for resume/approve: refuses a tampered one, repairs a torn last line.
+fn load_run(store: &Store, run_id: &str) -> Result<(store::RunFiles, ValidRunbook, Vec<engine::Recorded>, runlog::Verdict), Exit> {
+    let files = store.run(run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    let mut text = std::fs::read(&files.log).map_err(|e| {
+        eprintln!("error: cannot read the run log: {e}");
+        Exit::Failed
+    })?;
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        // A crash during a write: that line was never acknowledged as durable, so nothing it
+        // announced was started.
+        let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        text.truncate(keep);
+        let f = std::fs::OpenOptions::new().write(true).open(&files.log).and_then(|f| {
+            f.set_len(keep as u64)?;
+            f.sync_all()
+        });
+        if let Err(e) = f {
+            eprintln!("error: cannot repair the run log's torn last line: {e}");
+            return Err(Exit::Failed);
+        }
+        eprintln!("note: removed the log's incomplete last line (written during a crash)");
+    }
+    let head = runlog::read_head(&files.head).ok().flatten();
+    let verdict = runlog::verify(&text, head.as_ref());
+    if let Some((line, why)) = &verdict.first_bad {
+        eprintln!("error: the run log of {run_id} fails verification at line {line}: {why}; refusing to continue it");
+        return Err(Exit::Failed);
+    }
+    let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Failed
+    })?;
+    let Some(first) = events.first() else {
+        eprintln!("error: run {run_id} stopped before it recorded anything, so nothing ran; start it again with `lifeboat run`");
+        return Err(Exit::Failed);
+    };
+    let Event::RunStarted { file_sha256, .. } = &first.event else {
+        eprintln!("error: run {run_id}'s log does not begin with run_started");
+        return Err(Exit::Failed);
+    };
+    let bytes = std::fs::read(&files.runbook).unwrap_or_default();
+    if &runlog::sha256_hex(&bytes) != file_sha256 {
+        eprintln!("error: the runbook stored with run {run_id} is not the one it started with; refusing to continue it");
+        return Err(Exit::Failed);
+    }
+    let loaded = load_file(&files.runbook);
+    let rb = match loaded.result {
+        Ok(rb) => rb,
+        Err(diags) => {
+            print(&loaded.source, diags, DiagnosticFormat::Human);
+            return Err(Exit::Invalid);
+        }
+    };
+    Ok((files, rb, events, verdict))
+}
+
+pub(super) fn resume(run_id: &str, d: &Driving) -> Exit {
+    match resume_inner(run_id, d) {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
+    let store = open_store(&d.state)?;
+    store.run(run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    let _driver = store.drive(run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::LockHeld
+    })?;
+    let (files, rb, events, verdict) = load_run(&store, run_id)?;
+    let state = RunState::replay(rb.steps.iter().map(|s| s.id.as_str()), &events);
+    if state.status == RunStatus::Succeeded {
+        eprintln!("run {run_id} already succeeded; nothing to resume");
+        return Ok(Exit::Success);
+    }
+    check_runnable(&rb)?;
+    let values: IndexMap<String, serde_json::Value> = state.params.clone().into_iter().collect();
+    let secrets = engine::secrets::resolve(&rb).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    let p = prepare(d)?;
+    let locks = store.acquire(&rb.locks, &holder(run_id)).map_err(lock_error)?;
+    let writer = LogWriter::open(&files.log, verdict.lines, verdict.last_hash.clone()).map_err(|e| {
+        eprintln!("error: cannot open the run log: {e}");
+        Exit::Failed
+    })?;
+    let masker = Arc::new(Masker::new(&secrets));
+    let started_at = state.started_at.clone();
+    let cut_short: Vec<(String, u32)> = state
+        .steps
+        .iter()
+        .filter_map(|(id, r)| match r.state {
+            StepState::Running { attempt } => Some((id.clone(), attempt)),
+            _ => None,
+        })
+        .collect();
+    let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, p.sink.clone()));
+    let rt = runtime();
+    let result = rt.block_on(async {
+        emitter
+            .emit_durable(Event::RunResumed {
+                operator: p.opts.operator.clone(),
+                host: store::hostname(),
+                pid: std::process::id(),
+                yes: d.yes,
+            })
+            .await?;
+        for (lock, from_run, from_pid) in &locks.taken_over {
+            emitter.emit(Event::LockTakenOver { lock: lock.clone(), from_run: from_run.clone(), from_pid: *from_pid })?;
+        }
+        for (step, attempt) in cut_short {
+            emitter.emit(Event::StepInterrupted {
+                step,
+                attempt,
+                reason: "the process running it stopped before recording how it ended".into(),
+            })?;
+        }
+        emitter.flush().await
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        return Err(Exit::Failed);
+    }
+    if !d.json {
+        println!("{run_id}");
+    }
+    let scope = RunScope::new(&values, &secrets, run_map(run_id, &started_at, &p.opts.operator, &rb));
+    Ok(drive(rt, &rb, emitter, scope, masker, p, run_id.to_string(), files, locks))
+}
+
+pub(super) fn approve(run_id: &str, step: &str, state_dir: &Path, who: Option<String>) -> Exit {
+    match approve_inner(run_id, step, state_dir, who) {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+fn approve_inner(run_id: &str, step: &str, state_dir: &Path, who: Option<String>) -> Result<Exit, Exit> {
+    let store = open_store(state_dir)?;
+    store.run(run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    let _driver = store.drive(run_id).map_err(|e| {
+        eprintln!("error: {e}; answer its prompt, or stop it first");
+        Exit::LockHeld
+    })?;
+    let (files, rb, events, verdict) = load_run(&store, run_id)?;
+    let state = RunState::replay(rb.steps.iter().map(|s| s.id.as_str()), &events);
+    let Some(rec) = state.steps.get(step) else {
+        let known: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
+        eprintln!(
+            "error: run {run_id} has no step `{step}`{}",
+            crate::diagnostics::did_you_mean(step, known.iter().copied()).map(|h| format!("; {h}")).unwrap_or_default()
+        );
+        return Err(Exit::Invalid);
+    };
+    let waiting = matches!(rec.state, StepState::WaitingApproval | StepState::Interrupted { .. });
+    if !waiting {
+        let what = serde_json::to_value(&rec.state).ok().and_then(|v| v["state"].as_str().map(String::from)).unwrap_or_default();
+        eprintln!("error: step `{step}` of run {run_id} is not waiting for an approval (it is {what})");
+        return Err(Exit::Invalid);
+    }
+    let by = operator(who);
+    let i = rb.step_index(step).expect("the state has the runbook's steps");
+    if let crate::actions::Action::Approval(a) = &rb.steps[i].action
+        && !a.approvers.is_empty()
+        && !a.approvers.contains(&by)
+    {
+        eprintln!("error: `{step}` may be approved only by {}; you are `{by}` (set --operator or $LIFEBOAT_OPERATOR)", a.approvers.join(" or "));
+        return Err(Exit::Invalid);
+    }
+    let writer = LogWriter::open(&files.log, verdict.lines, verdict.last_hash).map_err(|e| {
+        eprintln!("error: cannot open the run log: {e}");
+        Exit::Failed
+    })?;
+    let ev = Event::ApprovalGranted { step: step.into(), by: by.clone(), via: engine::ApprovalVia::Command };
+    let appended = writer.append(&ev.to_map()).and_then(|(seq, _)| writer.durable_blocking(seq));
+    if let Err(e) = appended {
+        eprintln!("error: {e}");
+        return Err(Exit::Failed);
+    }
+    let (seq, hash) = writer.last();
+    drop(writer);
+    if let Err(e) = runlog::write_head(&files.head, &runlog::Head { seq, hash }) {
+        eprintln!("warning: cannot write the log's head anchor: {e}");
+    }
+    eprintln!("approved `{step}` of run {run_id} as {by}; `lifeboat resume {run_id}` continues it");
+    Ok(Exit::Success)
+}

@@ -1,0 +1,139 @@
+//! Running a validated runbook: the DAG on tokio, attempts with retries and timeouts, approval
+//! gates, rollback through `compensate`, and resumption from the run log.
+//!
+//! Invariants:
+//! - The engine never prints. Everything it does is an [`Event`]: written to the run log, folded
+//!   into [`RunState`], and handed to a [`Sink`] (the CLI's reporter), in that order, under one lock.
+//! - An event is durable before the side effect it announces starts: a step's attempt begins only
+//!   after its `step_started` line is fsynced.
+//! - No event leaves the engine unmasked: the [`Masker`] scrubs each one before anything sees it.
+
+pub mod context;
+pub mod event;
+mod inputs;
+mod run;
+pub mod secrets;
+pub mod state;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use event::{ApprovalVia, Event, Recorded, RunStatus, parse_log};
+pub use run::Engine;
+pub use secrets::Masker;
+pub use state::{RunState, StepState};
+
+use crate::runlog::LogWriter;
+
+/// How a run behaves, from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_parallel: usize,
+    /// Answer approval gates (and re-runs of interrupted steps) without asking; recorded as such.
+    pub yes: bool,
+    /// The whole run's deadline, per process.
+    pub timeout: Option<Duration>,
+    /// After the first SIGINT/SIGTERM, how long running steps may take to finish before they are
+    /// cancelled.
+    pub grace: Duration,
+    pub operator: String,
+}
+
+/// A question for the operator.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub step: String,
+    pub message: String,
+    /// What runs once it is answered yes.
+    pub next: Vec<String>,
+}
+
+/// Asks the operator. `None`: nobody can be asked here (no terminal, `--non-interactive`).
+pub trait Prompter: Send + Sync {
+    fn ask(&self, q: Question) -> Pin<Box<dyn Future<Output = Option<bool>> + Send>>;
+}
+
+/// A prompter for runs without a terminal.
+pub struct NoPrompter;
+
+impl Prompter for NoPrompter {
+    fn ask(&self, _: Question) -> Pin<Box<dyn Future<Output = Option<bool>> + Send>> {
+        Box::pin(async { None })
+    }
+}
+
+/// Receives every event once it is in the log.
+pub trait Sink: Send + Sync {
+    fn event(&self, seq: u64, ts: &str, event: &Event);
+}
+
+/// A fatal problem: the run cannot go on and cannot record why.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Log(String),
+}
+
+/// Writes events: mask, append, fold, report — one at a time, in one order for all four.
+pub struct Emitter {
+    writer: LogWriter,
+    masker: Arc<Masker>,
+    state: Mutex<RunState>,
+    sink: Arc<dyn Sink>,
+}
+
+impl Emitter {
+    pub fn new(writer: LogWriter, masker: Arc<Masker>, state: RunState, sink: Arc<dyn Sink>) -> Emitter {
+        Emitter {
+            writer,
+            masker,
+            state: Mutex::new(state),
+            sink,
+        }
+    }
+
+    /// Appends an event; returns its seq. It is written but not yet durable.
+    pub fn emit(&self, event: Event) -> Result<u64, EngineError> {
+        let mut map = event.to_map();
+        let event = if self.masker.is_empty() {
+            event
+        } else {
+            let mut v = serde_json::Value::Object(map);
+            self.masker.scrub_value(&mut v);
+            let serde_json::Value::Object(m) = v else {
+                unreachable!("scrubbing keeps an object an object")
+            };
+            map = m;
+            // Fold what was written, not what was meant: a resumed run must see the same.
+            serde_json::from_value(serde_json::Value::Object(map.clone()))
+                .map_err(|e| EngineError::Log(format!("a masked event no longer parses: {e}")))?
+        };
+        let mut st = self.state.lock().expect("state lock");
+        let (seq, ts) = self.writer.append(&map).map_err(EngineError::Log)?;
+        st.apply(seq, &ts, &event);
+        self.sink.event(seq, &ts, &event);
+        Ok(seq)
+    }
+
+    /// Appends an event and waits until it is on disk.
+    pub async fn emit_durable(&self, event: Event) -> Result<u64, EngineError> {
+        let seq = self.emit(event)?;
+        self.writer.durable(seq).await.map_err(EngineError::Log)?;
+        Ok(seq)
+    }
+
+    pub async fn flush(&self) -> Result<(), EngineError> {
+        let (last, _) = self.writer.last();
+        self.writer.durable(last).await.map_err(EngineError::Log)
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.state.lock().expect("state lock")
+    }
+
+    pub fn writer(&self) -> &LogWriter {
+        &self.writer
+    }
+}

@@ -1,0 +1,713 @@
+//! The run loop: start what is ready, collect what finished, stop cleanly, roll back on failure.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::context::RunScope;
+use super::event::{ApprovalVia, Event, RunStatus};
+use super::inputs;
+use super::state::{CompensationRecord, StepState};
+use super::{Emitter, EngineError, Masker, Options, Prompter, Question};
+use crate::actions::{Action, ActionError, Exec};
+use crate::runbook::{OnFailure, OnSkippedNeeds, RetryPolicy, ValidRunbook};
+
+/// One run, driven by this process.
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    rb: Arc<ValidRunbook>,
+    emitter: Arc<Emitter>,
+    scope: RunScope,
+    masker: Arc<Masker>,
+    env: minijinja::Environment<'static>,
+    http: reqwest::Client,
+    opts: Options,
+    prompter: Arc<dyn Prompter>,
+    run_id: String,
+    /// Gates nobody could answer in this process: left for `lifeboat approve`.
+    unanswered: std::sync::Mutex<HashSet<usize>>,
+}
+
+/// How one step's attempts ended.
+enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+/// What a task of the run loop reports.
+enum Done {
+    Step(usize, Result<Outcome, EngineError>),
+    Answer(usize, Option<bool>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Failure,
+    Signal,
+    Timeout,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rb: Arc<ValidRunbook>,
+        emitter: Arc<Emitter>,
+        scope: RunScope,
+        masker: Arc<Masker>,
+        http: reqwest::Client,
+        opts: Options,
+        prompter: Arc<dyn Prompter>,
+        run_id: String,
+    ) -> Engine {
+        Engine {
+            shared: Arc::new(Shared {
+                rb,
+                emitter,
+                scope,
+                masker,
+                env: crate::runbook::templates::environment(),
+                http,
+                opts,
+                prompter,
+                run_id,
+                unanswered: Default::default(),
+            }),
+        }
+    }
+
+    /// Drives the run until it succeeds, fails (after its rollback), waits, or is interrupted.
+    pub async fn drive(&self) -> Result<RunStatus, EngineError> {
+        let sh = &self.shared;
+        // Outputs of steps that finished before this process (resume) are visible to templates.
+        {
+            let st = sh.emitter.state();
+            for (id, rec) in &st.steps {
+                if let (StepState::Succeeded { .. }, Some(o)) = (&rec.state, &rec.outputs) {
+                    sh.scope.steps.set(id, o);
+                }
+            }
+        }
+        if sh.emitter.state().rollback == Some(false) {
+            // A rollback was cut short: finish it, and the run stays failed.
+            let summary = self.rollback("continuing the rollback cut short by a crash").await?;
+            return self.finish(RunStatus::Failed, summary, vec![]).await;
+        }
+
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut running: HashMap<usize, AbortHandle> = HashMap::new();
+        let mut asking: HashMap<usize, AbortHandle> = HashMap::new();
+        let mut stop: Option<Stop> = None;
+        let mut failure: Option<String> = None;
+        let mut signals = Signals::new();
+        let deadline = sh.opts.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut grace_end: Option<tokio::time::Instant> = None;
+
+        loop {
+            if stop.is_none()
+                && let Some(why) = self.start_ready(&mut tasks, &mut running, &mut asking).await?
+            {
+                stop = Some(Stop::Failure);
+                failure = Some(why);
+            }
+            if running.is_empty() && (asking.is_empty() || stop.is_some()) {
+                break;
+            }
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+            tokio::select! {
+                done = tasks.join_next() => {
+                    let Some(done) = done else { continue };
+                    match done {
+                        Ok(Done::Step(i, result)) => {
+                            running.remove(&i);
+                            if let Outcome::Failed = result? {
+                                let st = sh.emitter.state();
+                                let rec = &st.steps[i];
+                                if rec.state == (StepState::Failed { continued: false }) && stop.is_none() {
+                                    stop = Some(Stop::Failure);
+                                    failure = Some(format!("step `{}` failed: {}", sh.rb.steps[i].id, rec.last_error.clone().unwrap_or_default()));
+                                }
+                            }
+                        }
+                        Ok(Done::Answer(i, answer)) => {
+                            asking.remove(&i);
+                            self.answered(i, answer)?;
+                            if let Some(false) = answer
+                                && stop.is_none()
+                            {
+                                stop = Some(Stop::Failure);
+                                failure = Some(format!("the operator declined `{}`", sh.rb.steps[i].id));
+                            }
+                        }
+                        // Cancelled tasks were recorded when they were cancelled.
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => return Err(EngineError::Log(format!("a step task crashed: {e}"))),
+                    }
+                }
+                sig = signals.recv() => {
+                    if stop == Some(Stop::Signal) || grace_end.is_some() {
+                        self.cancel(&mut tasks, &mut running, &mut asking, &format!("cancelled by a second {sig}")).await?;
+                    } else {
+                        stop = Some(Stop::Signal);
+                        failure = Some(format!("interrupted by {sig}"));
+                        grace_end = Some(tokio::time::Instant::now() + sh.opts.grace);
+                        for (_, h) in asking.drain() {
+                            h.abort();
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop != Some(Stop::Timeout) => {
+                    let t = crate::runbook::duration::format(sh.opts.timeout.unwrap_or_default());
+                    stop = Some(Stop::Timeout);
+                    failure = Some(format!("the run's timeout of {t} passed"));
+                    self.cancel(&mut tasks, &mut running, &mut asking, &format!("the run's timeout of {t} passed")).await?;
+                }
+                _ = tokio::time::sleep_until(grace_end.unwrap_or(far)), if grace_end.is_some() && !running.is_empty() => {
+                    self.cancel(&mut tasks, &mut running, &mut asking, "still running when the grace period after the interrupt ended").await?;
+                }
+            }
+        }
+
+        match stop {
+            Some(Stop::Signal) => {
+                let summary = failure.unwrap_or_default() + "; `lifeboat resume` continues it";
+                self.finish(RunStatus::Interrupted, summary, vec![]).await
+            }
+            Some(Stop::Failure) | Some(Stop::Timeout) => {
+                let why = failure.unwrap_or_else(|| "a step failed".into());
+                let rolled = self.rollback(&why).await?;
+                self.finish(RunStatus::Failed, format!("{why}{rolled}"), vec![]).await
+            }
+            None => {
+                let (waiting, failed_continued, total) = {
+                    let st = sh.emitter.state();
+                    let unanswered = sh.unanswered.lock().expect("unanswered lock");
+                    let waiting: Vec<String> = st
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, (_, r))| unanswered.contains(i) || matches!(r.state, StepState::WaitingApproval | StepState::Interrupted { .. }))
+                        .map(|(_, (id, _))| id.clone())
+                        .collect();
+                    let failed = st.steps.values().filter(|r| matches!(r.state, StepState::Failed { continued: true })).count();
+                    (waiting, failed, st.steps.len())
+                };
+                if !waiting.is_empty() {
+                    let how: Vec<String> = waiting.iter().map(|w| format!("`lifeboat approve {} {w}`", sh.run_id)).collect();
+                    let summary = format!(
+                        "waiting for approval of {}; approve with {}, then `lifeboat resume {}`",
+                        waiting.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", "),
+                        how.join(" and "),
+                        sh.run_id
+                    );
+                    self.finish(RunStatus::WaitingForApproval, summary, waiting).await
+                } else {
+                    let summary = if failed_continued > 0 {
+                        format!("{total} steps done; {failed_continued} failed and the run went on (on_failure: continue)")
+                    } else {
+                        format!("{total} steps done")
+                    };
+                    self.finish(RunStatus::Succeeded, summary, vec![]).await
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, status: RunStatus, summary: String, waiting: Vec<String>) -> Result<RunStatus, EngineError> {
+        self.shared
+            .emitter
+            .emit_durable(Event::RunFinished { status, summary, waiting })
+            .await?;
+        Ok(status)
+    }
+
+    /// Starts every step that can start; decides skips and gates on the way. Repeats until
+    /// nothing changes, since a skip can make its dependents decidable. Returns why the run must
+    /// stop, when a step failed without running (its `when` could not be evaluated).
+    async fn start_ready(
+        &self,
+        tasks: &mut JoinSet<Done>,
+        running: &mut HashMap<usize, AbortHandle>,
+        asking: &mut HashMap<usize, AbortHandle>,
+    ) -> Result<Option<String>, EngineError> {
+        let sh = &self.shared;
+        loop {
+            let mut changed = false;
+            for (i, step) in sh.rb.steps.iter().enumerate() {
+                if running.contains_key(&i)
+                    || asking.contains_key(&i)
+                    || sh.unanswered.lock().expect("unanswered lock").contains(&i)
+                {
+                    continue;
+                }
+                let (state, grant, attempts) = {
+                    let st = sh.emitter.state();
+                    let rec = &st.steps[i];
+                    (rec.state.clone(), rec.grant.clone(), rec.attempts)
+                };
+                let is_gate = matches!(step.action, Action::Approval(_));
+                let interrupted = matches!(state, StepState::Interrupted { .. });
+                if !matches!(state, StepState::Pending | StepState::WaitingApproval) && !interrupted {
+                    continue;
+                }
+                // Needs: all done, or a reason to skip.
+                let mut blocked = false;
+                let mut skip_for: Option<String> = None;
+                {
+                    let st = sh.emitter.state();
+                    for &n in &step.needs {
+                        match &st.steps[n].state {
+                            StepState::Succeeded { .. } | StepState::Failed { continued: true } => {}
+                            StepState::Skipped { .. } if step.on_skipped_needs == OnSkippedNeeds::Run => {}
+                            StepState::Skipped { .. } => {
+                                skip_for.get_or_insert_with(|| sh.rb.steps[n].id.clone());
+                            }
+                            _ => blocked = true,
+                        }
+                    }
+                }
+                if blocked {
+                    continue;
+                }
+                if let Some(need) = skip_for {
+                    sh.emitter.emit(Event::StepSkipped {
+                        step: step.id.clone(),
+                        reason: format!("needs `{need}`, which was skipped"),
+                        need: Some(need),
+                    })?;
+                    changed = true;
+                    continue;
+                }
+                // `when` is decided once, when the step first becomes ready.
+                if !interrupted && attempts == 0 && let Some(when) = &step.when {
+                    match self.eval(when, None) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            sh.emitter.emit(Event::StepSkipped {
+                                step: step.id.clone(),
+                                reason: format!("`when: {when}` is false"),
+                                need: None,
+                            })?;
+                            changed = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            let error = format!("`when` fails to evaluate: {e}");
+                            sh.emitter.emit(Event::StepFailed {
+                                step: step.id.clone(),
+                                attempt: 0,
+                                error: error.clone(),
+                                elapsed_ms: 0,
+                                continued: step.on_failure == OnFailure::Continue,
+                            })?;
+                            changed = true;
+                            if step.on_failure == OnFailure::Abort {
+                                return Ok(Some(format!("step `{}` failed: {error}", step.id)));
+                            }
+                            continue;
+                        }
+                    }
+                }
+                // A gate: an approval step, or a step cut short whose effect is unknown.
+                let needs_answer = is_gate || (interrupted && !step.action.idempotent());
+                if needs_answer && grant.is_none() {
+                    let next = self.dependents(i);
+                    let (message, rerun) = match (&step.action, interrupted) {
+                        (Action::Approval(a), _) => (a.message.clone(), None),
+                        (_, _) => (
+                            format!("Step `{}` was cut short while running; it may or may not have taken effect. Run it again?", step.id),
+                            Some(format!("attempt {attempts} was interrupted")),
+                        ),
+                    };
+                    let already_asked = state == StepState::WaitingApproval;
+                    if !already_asked || sh.opts.yes {
+                        sh.emitter.emit(Event::ApprovalRequested { step: step.id.clone(), message: message.clone(), next: next.clone(), rerun })?;
+                    }
+                    if sh.opts.yes {
+                        sh.emitter.emit(Event::ApprovalGranted { step: step.id.clone(), by: sh.opts.operator.clone(), via: ApprovalVia::YesFlag })?;
+                        changed = true;
+                    } else {
+                        let q = Question { step: step.id.clone(), message, next };
+                        let fut = sh.prompter.ask(q);
+                        let h = tasks.spawn(async move { Done::Answer(i, fut.await) });
+                        asking.insert(i, h);
+                    }
+                    continue;
+                }
+                if is_gate {
+                    let g = grant.expect("checked above");
+                    sh.emitter.emit(Event::StepSucceeded {
+                        step: step.id.clone(),
+                        attempt: attempts.max(1),
+                        outputs: serde_json::json!({"approved_by": g.by, "approved_at": g.ts, "via": g.via}),
+                        elapsed_ms: 0,
+                    })?;
+                    self.publish(i);
+                    changed = true;
+                    continue;
+                }
+                if running.len() >= sh.opts.max_parallel {
+                    return Ok(None);
+                }
+                let shared = sh.clone();
+                let h = tasks.spawn(async move {
+                    let r = step_attempts(&shared, i, attempts + 1).await;
+                    if let Ok(Outcome::Succeeded) = r {
+                        publish(&shared, i);
+                    }
+                    Done::Step(i, r)
+                });
+                running.insert(i, h);
+                changed = true;
+            }
+            if !changed {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// An operator's answer to a prompt. `None` leaves the gate waiting for `lifeboat approve`.
+    fn answered(&self, i: usize, answer: Option<bool>) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        let step = sh.rb.steps[i].id.clone();
+        match answer {
+            Some(true) => {
+                sh.emitter.emit(Event::ApprovalGranted { step, by: sh.opts.operator.clone(), via: ApprovalVia::Prompt })?;
+            }
+            Some(false) => {
+                sh.emitter.emit(Event::ApprovalDenied { step: step.clone(), by: sh.opts.operator.clone() })?;
+                sh.emitter.emit(Event::StepFailed {
+                    step,
+                    attempt: 0,
+                    error: format!("declined by {}", sh.opts.operator),
+                    elapsed_ms: 0,
+                    continued: false,
+                })?;
+            }
+            None => {
+                sh.unanswered.lock().expect("unanswered lock").insert(i);
+            }
+        }
+        Ok(())
+    }
+
+    async fn cancel(
+        &self,
+        tasks: &mut JoinSet<Done>,
+        running: &mut HashMap<usize, AbortHandle>,
+        asking: &mut HashMap<usize, AbortHandle>,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        for (_, h) in asking.drain() {
+            h.abort();
+        }
+        let ids: Vec<usize> = running.keys().copied().collect();
+        for (_, h) in running.drain() {
+            h.abort();
+        }
+        // Wait until the aborted tasks are gone (their processes signalled) before recording.
+        while tasks.join_next().await.is_some() {}
+        let sh = &self.shared;
+        for i in ids {
+            let attempt = match sh.emitter.state().steps[i].state {
+                StepState::Running { attempt } | StepState::Retrying { attempt } => attempt,
+                _ => continue,
+            };
+            sh.emitter.emit(Event::StepInterrupted { step: sh.rb.steps[i].id.clone(), attempt, reason: reason.to_string() })?;
+        }
+        Ok(())
+    }
+
+    /// Runs the `compensate` of every completed step that has one, newest completion first.
+    /// Returns a clause for the run's summary.
+    async fn rollback(&self, reason: &str) -> Result<String, EngineError> {
+        let sh = &self.shared;
+        let order: Vec<usize> = {
+            let st = sh.emitter.state();
+            if st.rollback == Some(false) {
+                st.rollback_steps
+                    .iter()
+                    .filter(|id| !matches!(st.steps[id.as_str()].compensation, Some(CompensationRecord::Succeeded) | Some(CompensationRecord::Failed { .. })))
+                    .filter_map(|id| sh.rb.step_index(id))
+                    .collect()
+            } else {
+                st.completed_in_order()
+                    .into_iter()
+                    .rev()
+                    .filter_map(|id| sh.rb.step_index(id))
+                    .filter(|&i| sh.rb.steps[i].compensate.is_some())
+                    .collect()
+            }
+        };
+        if sh.emitter.state().rollback != Some(false) {
+            if order.is_empty() {
+                return Ok(String::new());
+            }
+            sh.emitter.emit_durable(Event::RollbackStarted {
+                reason: reason.to_string(),
+                steps: order.iter().map(|&i| sh.rb.steps[i].id.clone()).collect(),
+            }).await?;
+        }
+        let mut compensated = Vec::new();
+        let mut failed = Vec::new();
+        for i in order {
+            let id = sh.rb.steps[i].id.clone();
+            let first = match sh.emitter.state().steps[i].compensation {
+                Some(CompensationRecord::Running { attempt }) => attempt + 1,
+                _ => 1,
+            };
+            match compensation_attempts(sh, i, first).await? {
+                Outcome::Succeeded => compensated.push(id),
+                Outcome::Failed => failed.push(id),
+            }
+        }
+        sh.emitter.emit_durable(Event::RollbackFinished { compensated: compensated.clone(), failed: failed.clone() }).await?;
+        Ok(match (compensated.len(), failed.len()) {
+            (c, 0) => format!("; rolled back ({c} compensated)"),
+            (c, f) => format!("; rollback incomplete: {c} compensated, {f} failed ({}): check by hand", failed.join(", ")),
+        })
+    }
+
+    fn dependents(&self, i: usize) -> Vec<String> {
+        self.shared
+            .rb
+            .steps
+            .iter()
+            .filter(|s| s.needs.contains(&i))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    fn publish(&self, i: usize) {
+        publish(&self.shared, i);
+    }
+
+    fn eval(&self, expr: &str, outputs: Option<&Value>) -> Result<bool, String> {
+        eval(&self.shared, expr, outputs)
+    }
+}
+
+/// Makes a finished step's outputs visible to the templates of the steps after it.
+fn publish(sh: &Shared, i: usize) {
+    let st = sh.emitter.state();
+    if let Some(o) = &st.steps[i].outputs {
+        sh.scope.steps.set(&sh.rb.steps[i].id, o);
+    }
+}
+
+fn eval(sh: &Shared, expr: &str, outputs: Option<&Value>) -> Result<bool, String> {
+    let ctx = sh.scope.context(None, outputs, None);
+    sh.env
+        .compile_expression(expr)
+        .and_then(|e| e.eval(&ctx))
+        .map(|v| v.is_true())
+        .map_err(|e| e.detail().map_or_else(|| e.kind().to_string(), String::from))
+}
+
+/// What differs between a step's attempts and its compensation's.
+struct Attempted<'a> {
+    id: &'a str,
+    action: &'a Action,
+    with: &'a Value,
+    assert: Option<&'a str>,
+    timeout: Duration,
+    retry: RetryPolicy,
+    compensation: bool,
+    continued: bool,
+}
+
+async fn step_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome, EngineError> {
+    let s = &sh.rb.steps[i];
+    attempts(
+        sh,
+        Attempted {
+            id: &s.id,
+            action: &s.action,
+            with: &s.with,
+            assert: s.assert.as_deref(),
+            timeout: s.timeout,
+            retry: s.retry,
+            compensation: false,
+            continued: s.on_failure == OnFailure::Continue,
+        },
+        first,
+    )
+    .await
+}
+
+async fn compensation_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome, EngineError> {
+    let s = &sh.rb.steps[i];
+    let c = s.compensate.as_ref().expect("only steps with compensate are rolled back");
+    attempts(
+        sh,
+        Attempted {
+            id: &s.id,
+            action: &c.action,
+            with: &c.with,
+            assert: None,
+            timeout: c.timeout,
+            retry: c.retry,
+            compensation: true,
+            continued: false,
+        },
+        first,
+    )
+    .await
+}
+
+/// Runs attempts until one succeeds, the error is not transient, or the policy is spent.
+async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outcome, EngineError> {
+    let mut delays = a.retry.delays();
+    let mut attempt = first;
+    let step_started = Instant::now();
+    loop {
+        let key = if a.compensation {
+            format!("{}/{}/compensate/{attempt}", sh.run_id, a.id)
+        } else {
+            format!("{}/{}/{attempt}", sh.run_id, a.id)
+        };
+        let t0 = Instant::now();
+        let result: Result<Value, AttemptError> = async {
+            let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let ctx = sh.scope.context(Some(&key), None, Some(&touched));
+            let rendered = inputs::render(&sh.env, a.with, &ctx, &touched, &sh.masker).map_err(ActionError::permanent)?;
+            let typed = match Action::parse(a.action.name(), &rendered.real) {
+                Ok(Some(t)) => t,
+                Ok(None) => unreachable!("a validated action exists"),
+                Err(e) => {
+                    return Err(ActionError::permanent(format!(
+                        "after rendering, `with{}` does not fit `{}`: {}",
+                        e.field,
+                        a.action.name(),
+                        e.message
+                    ))
+                    .into());
+                }
+            };
+            let started = if a.compensation {
+                Event::CompensationStarted { step: a.id.into(), attempt, attempt_key: key.clone(), action: a.action.name().into(), inputs: rendered.recorded }
+            } else {
+                Event::StepStarted { step: a.id.into(), attempt, attempt_key: key.clone(), action: a.action.name().into(), inputs: rendered.recorded }
+            };
+            // The record of the attempt is on disk before the attempt touches anything.
+            sh.emitter.emit_durable(started).await.map_err(AttemptError::Log)?;
+            let eval = |expr: &str, outputs: &Value| eval(sh, expr, Some(outputs));
+            let exec = Exec { run_id: &sh.run_id, step: a.id, attempt_key: &key, http: &sh.http, eval: &eval };
+            let outputs = match tokio::time::timeout(a.timeout, typed.execute(&exec)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(ActionError::transient(format!(
+                        "timed out after {}",
+                        crate::runbook::duration::format(a.timeout)
+                    ))
+                    .into());
+                }
+            };
+            if let Some(expr) = a.assert {
+                match eval(expr, &outputs) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let shown: String = outputs.to_string().chars().take(300).collect();
+                        let msg = format!("assert `{expr}` is false; outputs: {shown}");
+                        // Asserting on a read-only step is how a runbook polls: try again.
+                        return Err(if a.action.effect() == crate::actions::Effect::ReadOnly {
+                            ActionError::transient(msg)
+                        } else {
+                            ActionError::permanent(msg)
+                        }
+                        .into());
+                    }
+                    Err(e) => return Err(ActionError::permanent(format!("assert fails to evaluate: {e}")).into()),
+                }
+            }
+            Ok(outputs)
+        }
+        .await;
+        let elapsed_ms = t0.elapsed().as_millis() as u64;
+        match result {
+            Ok(outputs) => {
+                let ev = if a.compensation {
+                    Event::CompensationSucceeded { step: a.id.into(), attempt, outputs, elapsed_ms }
+                } else {
+                    Event::StepSucceeded { step: a.id.into(), attempt, outputs, elapsed_ms: step_started.elapsed().as_millis() as u64 }
+                };
+                // Not waited for: the next step's `step_started` shares its sync.
+                sh.emitter.emit(ev)?;
+                return Ok(Outcome::Succeeded);
+            }
+            Err(AttemptError::Log(e)) => return Err(e),
+            Err(AttemptError::Action(e)) => {
+                let next = if e.transient { delays.next() } else { None };
+                if let Some(delay) = next {
+                    let retry_in_ms = Some(delay.as_millis() as u64);
+                    let ev = if a.compensation {
+                        Event::CompensationAttemptFailed { step: a.id.into(), attempt, error: e.message, transient: true, retry_in_ms, elapsed_ms }
+                    } else {
+                        Event::StepAttemptFailed { step: a.id.into(), attempt, error: e.message, transient: true, retry_in_ms, elapsed_ms }
+                    };
+                    sh.emitter.emit(ev)?;
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                    continue;
+                }
+                let ev = if a.compensation {
+                    Event::CompensationFailed { step: a.id.into(), attempt, error: e.message, elapsed_ms }
+                } else {
+                    Event::StepFailed { step: a.id.into(), attempt, error: e.message, elapsed_ms: step_started.elapsed().as_millis() as u64, continued: a.continued }
+                };
+                sh.emitter.emit(ev)?;
+                return Ok(Outcome::Failed);
+            }
+        }
+    }
+}
+
+enum AttemptError {
+    Action(ActionError),
+    /// The run log cannot be written: nothing may start.
+    Log(EngineError),
+}
+
+impl From<ActionError> for AttemptError {
+    fn from(e: ActionError) -> Self {
+        AttemptError::Action(e)
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        let int = async {
+            match &mut self.int {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let term = async {
+            match &mut self.term {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = int => "SIGINT",
+            _ = term => "SIGTERM",
+        }
+    }
+}
+

@@ -1,0 +1,335 @@
+//! A run's state, folded from its events. The live engine and `resume` use this same fold, so
+//! what a resumed run believes is exactly what the log says, never what a process remembered.
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::event::{ApprovalVia, Event, RunStatus};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running { attempt: u32 },
+    /// An attempt failed and another will follow.
+    Retrying { attempt: u32 },
+    Succeeded { attempt: u32 },
+    Failed { continued: bool },
+    Skipped { reason: String, need: Option<String> },
+    /// An approval gate that has been asked and not answered.
+    WaitingApproval,
+    /// Started, end unknown.
+    Interrupted { attempt: u32 },
+    /// Succeeded, then undone by its `compensate`.
+    Compensated,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    pub by: String,
+    pub via: ApprovalVia,
+    pub ts: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub state: StepState,
+    /// The highest attempt number started; attempt numbers keep counting across resumes.
+    pub attempts: u32,
+    pub first_started: Option<String>,
+    pub finished: Option<String>,
+    pub elapsed_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub outputs: Option<Value>,
+    /// Position among completed steps; rollback runs in reverse of it.
+    pub completed_order: Option<u64>,
+    pub compensation: Option<CompensationRecord>,
+    /// An approval not yet used: for an approval gate, or to run an interrupted step again.
+    pub grant: Option<Grant>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompensationRecord {
+    Running { attempt: u32 },
+    Succeeded,
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunState {
+    pub run: String,
+    pub runbook: String,
+    pub version: String,
+    pub file: String,
+    pub file_sha256: String,
+    pub params: Map<String, Value>,
+    pub operator: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: RunStatus,
+    pub summary: Option<String>,
+    pub yes: bool,
+    pub max_parallel: usize,
+    pub timeout_ms: Option<u64>,
+    pub steps: IndexMap<String, StepRecord>,
+    /// `Some(false)` while a rollback is under way, `Some(true)` once it finished.
+    pub rollback: Option<bool>,
+    pub rollback_steps: Vec<String>,
+    pub last_seq: u64,
+    completions: u64,
+}
+
+impl RunState {
+    /// An empty state for the steps of a runbook, before `run_started`.
+    pub fn new<'a>(steps: impl IntoIterator<Item = &'a str>) -> RunState {
+        RunState {
+            run: String::new(),
+            runbook: String::new(),
+            version: String::new(),
+            file: String::new(),
+            file_sha256: String::new(),
+            params: Map::new(),
+            operator: String::new(),
+            started_at: String::new(),
+            finished_at: None,
+            status: RunStatus::Running,
+            summary: None,
+            yes: false,
+            max_parallel: 0,
+            timeout_ms: None,
+            steps: steps
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.to_string(),
+                        StepRecord {
+                            state: StepState::Pending,
+                            attempts: 0,
+                            first_started: None,
+                            finished: None,
+                            elapsed_ms: None,
+                            last_error: None,
+                            outputs: None,
+                            completed_order: None,
+                            compensation: None,
+                            grant: None,
+                        },
+                    )
+                })
+                .collect(),
+            rollback: None,
+            rollback_steps: Vec::new(),
+            last_seq: 0,
+            completions: 0,
+        }
+    }
+
+    fn step(&mut self, id: &str) -> Option<&mut StepRecord> {
+        self.steps.get_mut(id)
+    }
+
+    pub fn apply(&mut self, seq: u64, ts: &str, event: &Event) {
+        self.last_seq = seq;
+        match event {
+            Event::RunStarted {
+                run,
+                runbook,
+                version,
+                file,
+                file_sha256,
+                params,
+                operator,
+                yes,
+                max_parallel,
+                timeout_ms,
+                ..
+            } => {
+                self.run = run.clone();
+                self.runbook = runbook.clone();
+                self.version = version.clone();
+                self.file = file.clone();
+                self.file_sha256 = file_sha256.clone();
+                self.params = params.clone();
+                self.operator = operator.clone();
+                self.started_at = ts.to_string();
+                self.yes = *yes;
+                self.max_parallel = *max_parallel;
+                self.timeout_ms = *timeout_ms;
+                self.status = RunStatus::Running;
+            }
+            Event::RunResumed { yes, .. } => {
+                self.status = RunStatus::Running;
+                self.finished_at = None;
+                self.summary = None;
+                self.yes = *yes;
+                // A resumed run continues a cut-short rollback; otherwise it tries again what did
+                // not succeed, and what was undone.
+                if self.rollback != Some(false) {
+                    self.rollback = None;
+                    self.rollback_steps.clear();
+                    for s in self.steps.values_mut() {
+                        let again = match &s.state {
+                            StepState::Failed { .. }
+                            | StepState::Compensated
+                            | StepState::Retrying { .. }
+                            | StepState::WaitingApproval => true,
+                            StepState::Skipped { need, .. } => need.is_some(),
+                            _ => false,
+                        };
+                        if again {
+                            s.state = StepState::Pending;
+                            s.compensation = None;
+                        }
+                    }
+                }
+            }
+            Event::LockTakenOver { .. } => {}
+            Event::StepStarted { step, attempt, .. } => {
+                if let Some(s) = self.step(step) {
+                    s.state = StepState::Running { attempt: *attempt };
+                    s.attempts = s.attempts.max(*attempt);
+                    s.first_started.get_or_insert_with(|| ts.to_string());
+                    s.finished = None;
+                    // An approval to run an interrupted step again is spent by running it.
+                    s.grant = None;
+                }
+            }
+            Event::StepAttemptFailed {
+                step,
+                attempt,
+                error,
+                ..
+            } => {
+                if let Some(s) = self.step(step) {
+                    s.state = StepState::Retrying { attempt: *attempt };
+                    s.last_error = Some(error.clone());
+                }
+            }
+            Event::StepSucceeded {
+                step,
+                attempt,
+                outputs,
+                elapsed_ms,
+            } => {
+                self.completions += 1;
+                let order = self.completions;
+                if let Some(s) = self.step(step) {
+                    s.state = StepState::Succeeded { attempt: *attempt };
+                    s.outputs = Some(outputs.clone());
+                    s.finished = Some(ts.to_string());
+                    s.elapsed_ms = Some(*elapsed_ms);
+                    s.completed_order = Some(order);
+                    s.compensation = None;
+                    s.first_started.get_or_insert_with(|| ts.to_string());
+                }
+            }
+            Event::StepFailed {
+                step,
+                error,
+                elapsed_ms,
+                continued,
+                ..
+            } => {
+                if let Some(s) = self.step(step) {
+                    s.state = StepState::Failed {
+                        continued: *continued,
+                    };
+                    s.last_error = Some(error.clone());
+                    s.finished = Some(ts.to_string());
+                    s.elapsed_ms = Some(*elapsed_ms);
+                }
+            }
+            Event::StepSkipped { step, reason, need } => {
+                if let Some(s) = self.step(step) {
+                    s.state = StepState::Skipped {
+                        reason: reason.clone(),
+                        need: need.clone(),
+                    };
+                    s.finished = Some(ts.to_string());
+                }
+            }
+            Event::StepInterrupted { step, attempt, .. } => {
+                if let Some(s) = self.step(step) {
+                    s.state = StepState::Interrupted { attempt: *attempt };
+                }
+            }
+            Event::ApprovalRequested { step, rerun, .. } => {
+                if let Some(s) = self.step(step)
+                    && rerun.is_none()
+                {
+                    s.state = StepState::WaitingApproval;
+                }
+            }
+            Event::ApprovalGranted { step, by, via } => {
+                if let Some(s) = self.step(step) {
+                    s.grant = Some(Grant {
+                        by: by.clone(),
+                        via: *via,
+                        ts: ts.to_string(),
+                    });
+                }
+            }
+            Event::ApprovalDenied { .. } => {}
+            Event::RollbackStarted { steps, .. } => {
+                self.rollback = Some(false);
+                self.rollback_steps = steps.clone();
+            }
+            Event::CompensationStarted { step, attempt, .. } => {
+                if let Some(s) = self.step(step) {
+                    s.compensation = Some(CompensationRecord::Running { attempt: *attempt });
+                }
+            }
+            Event::CompensationAttemptFailed { .. } => {}
+            Event::CompensationSucceeded { step, .. } => {
+                if let Some(s) = self.step(step) {
+                    s.compensation = Some(CompensationRecord::Succeeded);
+                    s.state = StepState::Compensated;
+                    s.outputs = None;
+                }
+            }
+            Event::CompensationFailed { step, error, .. } => {
+                if let Some(s) = self.step(step) {
+                    s.compensation = Some(CompensationRecord::Failed {
+                        error: error.clone(),
+                    });
+                }
+            }
+            Event::RollbackFinished { .. } => {
+                self.rollback = Some(true);
+            }
+            Event::RunFinished {
+                status, summary, ..
+            } => {
+                self.status = *status;
+                self.summary = Some(summary.clone());
+                self.finished_at = Some(ts.to_string());
+            }
+        }
+    }
+
+    /// Steps in order of completion, for the rollback.
+    pub fn completed_in_order(&self) -> Vec<&str> {
+        let mut done: Vec<(u64, &str)> = self
+            .steps
+            .iter()
+            .filter(|(_, s)| matches!(s.state, StepState::Succeeded { .. }))
+            .filter_map(|(id, s)| Some((s.completed_order?, id.as_str())))
+            .collect();
+        done.sort();
+        done.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Rebuilds a state from a log's events.
+    pub fn replay<'a>(
+        steps: impl IntoIterator<Item = &'a str>,
+        events: &[super::event::Recorded],
+    ) -> RunState {
+        let mut st = RunState::new(steps);
+        for r in events {
+            st.apply(r.seq, &r.ts, &r.event);
+        }
+        st
+    }
+}

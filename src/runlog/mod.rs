@@ -1,0 +1,90 @@
+//! The run log (SPEC §4): append-only JSON Lines, one event per line, each line chained to the one
+//! before by SHA-256. This module knows lines and hashes, not what the events mean.
+//!
+//! A line is `{"seq":N,"ts":"…","event":"…",…fields…,"prev":"<hex>","hash":"<hex>"}` where
+//! `prev` is the SHA-256 of the whole previous line (64 zeros for the first) and `hash` is the
+//! SHA-256 of the line's own text with the `,"hash":"…"` member cut out. Both are checked on the
+//! exact bytes, never on re-serialized JSON, so the check cannot depend on how a parser formats
+//! numbers.
+
+mod verify;
+mod writer;
+
+pub use verify::{Head, Verdict, read_head, verify, write_head};
+pub use writer::{LogWriter, WriterStats};
+
+use sha2::{Digest, Sha256};
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const HASH_MEMBER: &str = ",\"hash\":\"";
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest.iter() {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Builds one line (without the newline) from an event's JSON object.
+pub fn format_line(
+    seq: u64,
+    ts: &str,
+    event: &serde_json::Map<String, serde_json::Value>,
+    prev: &str,
+) -> String {
+    let mut obj = serde_json::Map::with_capacity(event.len() + 4);
+    obj.insert("seq".into(), seq.into());
+    obj.insert("ts".into(), ts.into());
+    for (k, v) in event {
+        obj.insert(k.clone(), v.clone());
+    }
+    obj.insert("prev".into(), prev.into());
+    let mut body = serde_json::to_string(&obj).expect("a JSON map serializes");
+    let hash = sha256_hex(body.as_bytes());
+    body.pop(); // the closing brace
+    body.push_str(HASH_MEMBER);
+    body.push_str(&hash);
+    body.push_str("\"}");
+    body
+}
+
+/// Splits a line into the text its hash covers and the hash it claims.
+fn split_hash(line: &str) -> Option<(String, &str)> {
+    let rest = line.strip_suffix("\"}")?;
+    let at = rest.rfind(HASH_MEMBER)?;
+    let claimed = &rest[at + HASH_MEMBER.len()..];
+    if claimed.len() != 64 || !claimed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut covered = rest[..at].to_string();
+    covered.push('}');
+    Some((covered, claimed))
+}
+
+/// The current time as the log writes it: RFC 3339, UTC, milliseconds.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_hashes_what_it_says() {
+        let mut ev = serde_json::Map::new();
+        ev.insert("event".into(), "run_started".into());
+        ev.insert("note".into(), "ünïcode \"quoted\"".into());
+        let line = format_line(1, "2026-11-21T00:00:00.000Z", &ev, GENESIS);
+        let (covered, claimed) = split_hash(&line).unwrap();
+        assert_eq!(sha256_hex(covered.as_bytes()), claimed);
+        assert!(!covered.contains("\"hash\""));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["prev"], GENESIS);
+        assert_eq!(v["hash"], claimed);
+    }
+}
