@@ -58,22 +58,40 @@ pub fn resolve(rb: &ValidRunbook) -> Result<Secrets, String> {
     Ok(Secrets { values })
 }
 
+/// A piece of a secret at least this long is masked wherever it appears: a shell that splits
+/// an unquoted secret at `&` or a space prints pieces, not the whole.
+pub const FRAGMENT: usize = 6;
+
 /// Replaces secret text with `***`. Shared by every task of a run; it only grows.
 #[derive(Default)]
 pub struct Masker {
     /// Longest first, so a longer form is replaced before a shorter one inside it.
     patterns: RwLock<Vec<String>>,
+    /// The secrets and their derived forms, whose pieces are masked too.
+    sources: Vec<String>,
+    /// Every FRAGMENT-byte window of `sources`: where a match may start.
+    grams: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Masker {
     pub fn new(secrets: &Secrets) -> Masker {
-        let m = Masker::default();
         let env = crate::runbook::templates::environment();
+        let mut sources = Vec::new();
         for v in secrets.values.values() {
-            m.add(v);
-            for form in derived_forms(&env, v) {
-                m.add(&form);
-            }
+            sources.push(v.clone());
+            sources.extend(derived_forms(&env, v));
+        }
+        let grams = sources
+            .iter()
+            .flat_map(|s| s.as_bytes().windows(FRAGMENT).map(<[u8]>::to_vec))
+            .collect();
+        let m = Masker {
+            patterns: RwLock::default(),
+            sources: sources.clone(),
+            grams,
+        };
+        for s in &sources {
+            m.add(s);
         }
         m
     }
@@ -104,7 +122,52 @@ impl Masker {
                 out = out.replace(pat.as_str(), MASK);
             }
         }
-        out
+        drop(p);
+        self.scrub_fragments(&out).unwrap_or(out)
+    }
+
+    /// Masks the longest piece of a secret (or of a derived form) starting at each place where a
+    /// FRAGMENT-long window matches one. `None` when there is nothing to mask.
+    fn scrub_fragments(&self, text: &str) -> Option<String> {
+        let bytes = text.as_bytes();
+        if self.grams.is_empty() || bytes.len() < FRAGMENT {
+            return None;
+        }
+        let piece_of_a_source = |piece: &str| self.sources.iter().any(|s| s.contains(piece));
+        let mut out = String::new();
+        let mut copied = 0;
+        let mut i = 0;
+        while i + FRAGMENT <= bytes.len() {
+            if !text.is_char_boundary(i) || !self.grams.contains(&bytes[i..i + FRAGMENT]) {
+                i += 1;
+                continue;
+            }
+            let mut j = i + FRAGMENT;
+            while j < bytes.len() {
+                let mut next = j + 1;
+                while next < bytes.len() && !text.is_char_boundary(next) {
+                    next += 1;
+                }
+                if piece_of_a_source(&text[i..next]) {
+                    j = next;
+                } else {
+                    break;
+                }
+            }
+            if !text.is_char_boundary(j) || !piece_of_a_source(&text[i..j]) {
+                i += 1;
+                continue;
+            }
+            out.push_str(&text[copied..i]);
+            out.push_str(MASK);
+            copied = j;
+            i = j;
+        }
+        if copied == 0 {
+            return None;
+        }
+        out.push_str(&text[copied..]);
+        Some(out)
     }
 
     /// Scrubs every string (and object key) inside a JSON value.
@@ -141,12 +204,13 @@ impl Masker {
 /// (a script that base64-encodes its input, a server that echoes a URL-encoded query).
 fn derived_forms(env: &minijinja::Environment<'_>, secret: &str) -> Vec<String> {
     const FILTERS: &[&str] = &[
-        "upper", "lower", "title", "capitalize", "trim", "b64encode", "urlencode", "tojson",
+        "upper", "lower", "title", "capitalize", "trim", "reverse", "b64encode", "urlencode", "tojson",
     ];
     let ctx = minijinja::context! { s => secret };
     let mut forms = Vec::new();
     for f in FILTERS {
         if let Ok(out) = env.render_str(&format!("{{{{ s | {f} }}}}"), &ctx) {
+            forms.push(out.trim_matches('"').to_string());
             forms.push(out);
         }
     }
@@ -198,6 +262,15 @@ mod tests {
         assert_eq!(m.scrub("x cdef y"), "x *** y");
         m.add("ab");
         assert_eq!(m.scrub("ab"), "ab", "too short to mask in free text");
+    }
+
+    #[test]
+    fn pieces_of_a_secret_are_masked() {
+        let m = masker("Pa55/word+with?odd&chars");
+        assert_eq!(m.scrub("raw Pa55/word+with?odd\nsh: chars: not found"), "raw ***\nsh: chars: not found");
+        assert_eq!(m.scrub("slice 5/word+with? end"), "slice *** end");
+        assert_eq!(m.scrub("short 5/wor stays"), "short 5/wor stays");
+        assert_eq!(m.scrub("ünïcödé Pa55/wo ünï"), "ünïcödé *** ünï");
     }
 
     #[test]

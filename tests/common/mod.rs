@@ -41,3 +41,4 @@ pub fn rendered(path: &Path) -> String {
         .map(|(_, d)| lifeboat::diagnostics::render(&loaded.source, d, false))
         .collect()
 }
+pub mod sandbox;

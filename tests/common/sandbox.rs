@@ -1,0 +1,106 @@
+//! A scratch folder with its own state store, and the real `lifeboat` binary run in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// The run id: the first line `run` prints.
+    pub fn run_id(&self) -> String {
+        self.stdout.lines().next().unwrap_or_default().trim().to_string()
+    }
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Ran {
+        Ran {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("LIFEBOAT_OPERATOR")
+            .env("USER", "tester")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn lifeboat(&self, args: &[&str]) -> Ran {
+        self.lifeboat_env(args, &[])
+    }
+
+    pub fn lifeboat_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap().into()
+    }
+
+    pub fn log_path(&self, run: &str) -> PathBuf {
+        self.dir.path().join(".lifeboat/runs").join(run).join("log.jsonl")
+    }
+
+    /// The run's events, as JSON objects.
+    pub fn events(&self, run: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.log_path(run))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// `event` names in order, with their step when they have one: `step_started:a`.
+    pub fn trace(&self, run: &str) -> Vec<String> {
+        self.events(run)
+            .iter()
+            .map(|e| match e.get("step").and_then(|s| s.as_str()) {
+                Some(s) => format!("{}:{s}", e["event"].as_str().unwrap()),
+                None => e["event"].as_str().unwrap().to_string(),
+            })
+            .collect()
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+}
+
+pub fn runbook(name: &str, rest: &str) -> String {
+    format!("apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {{name: {name}, version: 1.0.0}}\n{rest}")
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
