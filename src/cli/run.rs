@@ -197,10 +197,6 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         eprintln!("error: cannot create the run in {}: {e}", d.state.display());
         Exit::Failed
     })?;
-    let _driver = store.drive(&run_id).map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Failed
-    })?;
     let writer = LogWriter::open(&files.log, 0, runlog::GENESIS.to_string()).map_err(|e| {
         eprintln!("error: cannot create the run log: {e}");
         Exit::Failed
@@ -236,6 +232,14 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         eprintln!("error: {e}");
         return Err(Exit::Failed);
     }
+    let files = store.publish_run(&run_id).map_err(|e| {
+        eprintln!("error: cannot record the run in {}: {e}", d.state.display());
+        Exit::Failed
+    })?;
+    let _driver = store.drive(&run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Failed
+    })?;
     // The id comes once the run exists on disk: a script that has it can always resume it.
     if !d.json {
         println!("{run_id}");

@@ -95,14 +95,23 @@ impl Store {
         }
     }
 
-    /// Creates a run's folder with its copy of the runbook, durably.
+    /// Creates a run's folder, hidden, with its copy of the runbook. The caller writes the
+    /// first log line there and then [`Store::publish_run`]s it: a run exists only once its
+    /// `run_started` is durable, so a crash in between leaves nothing to resume.
     pub fn create_run(&self, run: &str, runbook: &[u8]) -> std::io::Result<RunFiles> {
-        let f = self.files(run);
+        let f = self.files(&format!(".new-{run}"));
         std::fs::create_dir(&f.dir)?;
         let mut file = File::create(&f.runbook)?;
         file.write_all(runbook)?;
         file.sync_all()?;
         File::open(&f.dir)?.sync_all()?;
+        Ok(f)
+    }
+
+    /// Makes a created run visible under its id, durably.
+    pub fn publish_run(&self, run: &str) -> std::io::Result<RunFiles> {
+        let f = self.files(run);
+        std::fs::rename(self.files(&format!(".new-{run}")).dir, &f.dir)?;
         File::open(self.root.join("runs"))?.sync_all()?;
         Ok(f)
     }
@@ -129,6 +138,7 @@ impl Store {
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join("log.jsonl").is_file())
             .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         Ok(ids)
