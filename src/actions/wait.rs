@@ -113,7 +113,11 @@ impl ActionSpec for Wait {
                 crate::runbook::duration::parse(text).map_err(ActionError::permanent)
             };
             if let Some(d) = &self.duration {
-                tokio::time::sleep(parse(d)?).await;
+                let d = parse(d)?;
+                // tokio's timer ticks in milliseconds: even a zero sleep would wait for a tick.
+                if !d.is_zero() {
+                    tokio::time::sleep(d).await;
+                }
                 return Ok(waited(0, serde_json::Value::Null));
             }
             let (Some(until), Some(probe)) = (&self.until, &self.check) else {

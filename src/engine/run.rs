@@ -32,6 +32,13 @@ struct Shared {
     run_id: String,
     /// Gates nobody could answer in this process: left for `lifeboat approve`.
     unanswered: std::sync::Mutex<HashSet<usize>>,
+    /// Steps not yet settled, in file order.
+    open: std::sync::Mutex<Vec<usize>>,
+}
+
+/// Whether a step is done with for this process: its dependents may be decided.
+fn settled(s: &StepState) -> bool {
+    matches!(s, StepState::Succeeded { .. } | StepState::Failed { .. } | StepState::Skipped { .. } | StepState::Compensated)
 }
 
 /// How one step's attempts ended.
@@ -65,6 +72,7 @@ impl Engine {
         prompter: Arc<dyn Prompter>,
         run_id: String,
     ) -> Engine {
+        let n = rb.steps.len();
         Engine {
             shared: Arc::new(Shared {
                 rb,
@@ -77,6 +85,7 @@ impl Engine {
                 prompter,
                 run_id,
                 unanswered: Default::default(),
+                open: std::sync::Mutex::new((0..n).collect()),
             }),
         }
     }
@@ -238,13 +247,22 @@ impl Engine {
         let sh = &self.shared;
         loop {
             let mut changed = false;
-            for (i, step) in sh.rb.steps.iter().enumerate() {
-                if running.contains_key(&i)
-                    || asking.contains_key(&i)
-                    || sh.unanswered.lock().expect("unanswered lock").contains(&i)
-                {
-                    continue;
-                }
+            // One pass over the steps not yet settled, under one lock: the steps whose needs
+            // are all settled. Settled steps leave `open` for good, so a long chain does not
+            // rescan its finished head at every step.
+            let candidates: Vec<usize> = {
+                let st = sh.emitter.state();
+                let unanswered = sh.unanswered.lock().expect("unanswered lock");
+                let mut open = sh.open.lock().expect("open lock");
+                open.retain(|&i| !settled(&st.steps[i].state));
+                open.iter()
+                    .copied()
+                    .filter(|i| !running.contains_key(i) && !asking.contains_key(i) && !unanswered.contains(i))
+                    .filter(|&i| sh.rb.steps[i].needs.iter().all(|&n| settled(&st.steps[n].state)))
+                    .collect()
+            };
+            for i in candidates {
+                let step = &sh.rb.steps[i];
                 let (state, grant, attempts) = {
                     let st = sh.emitter.state();
                     let rec = &st.steps[i];

@@ -7,20 +7,19 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use super::{format_line, now_rfc3339, sha256_hex};
 
 pub struct LogWriter {
     shared: Arc<Shared>,
     durable: tokio::sync::watch::Receiver<u64>,
-    syncer: Option<JoinHandle<()>>,
+    /// A second handle on the file, for syncing without holding the append lock.
+    sync_file: File,
 }
 
 struct Shared {
     state: Mutex<State>,
-    wake: Condvar,
     durable: tokio::sync::watch::Sender<u64>,
     fsyncs: AtomicU64,
 }
@@ -31,10 +30,9 @@ struct State {
     prev: String,
     /// Highest seq written to the file.
     written: u64,
-    /// Highest seq someone is waiting to see durable.
-    wanted: u64,
+    /// Someone is syncing now: later waiters wait for that sync, then sync what is left.
+    syncing: bool,
     failed: Option<String>,
-    closing: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,22 +62,16 @@ impl LogWriter {
                 next_seq: last_seq + 1,
                 prev,
                 written: last_seq,
-                wanted: last_seq,
+                syncing: false,
                 failed: None,
-                closing: false,
             }),
-            wake: Condvar::new(),
             durable: tx,
             fsyncs: AtomicU64::new(0),
         });
-        let for_thread = shared.clone();
-        let syncer = std::thread::Builder::new()
-            .name("runlog-sync".into())
-            .spawn(move || sync_loop(&for_thread, &sync_file))?;
         Ok(LogWriter {
             shared,
             durable: rx,
-            syncer: Some(syncer),
+            sync_file,
         })
     }
 
@@ -110,26 +102,62 @@ impl LogWriter {
         Ok((seq, ts))
     }
 
-    /// Waits until every line up to `seq` is on disk.
+    /// Waits until every line up to `seq` is on disk. The first waiter syncs, on its own thread
+    /// (no hand-off to a sync thread and back); whoever comes while it syncs waits for it and,
+    /// if that sync did not cover them, one of them syncs everything written meanwhile: one
+    /// fsync for a whole group of steps.
     pub async fn durable(&self, seq: u64) -> Result<(), String> {
-        if *self.durable.borrow() >= seq {
-            return Ok(());
-        }
-        {
-            let mut st = self.shared.state.lock().expect("log state lock");
-            if let Some(e) = &st.failed {
-                return Err(e.clone());
-            }
-            st.wanted = st.wanted.max(seq);
-        }
-        self.shared.wake.notify_one();
         let mut rx = self.durable.clone();
-        let waited = rx.wait_for(|d| *d >= seq).await;
-        let st = self.shared.state.lock().expect("log state lock");
-        match (&st.failed, waited) {
-            (Some(e), _) => Err(e.clone()),
-            (None, Ok(_)) => Ok(()),
-            (None, Err(_)) => Err("the run log's sync thread stopped".into()),
+        loop {
+            if *rx.borrow_and_update() >= seq {
+                return self.check();
+            }
+            let target = {
+                let mut st = self.shared.state.lock().expect("log state lock");
+                if let Some(e) = &st.failed {
+                    return Err(e.clone());
+                }
+                if st.syncing {
+                    None
+                } else {
+                    st.syncing = true;
+                    Some(st.written)
+                }
+            };
+            match target {
+                None => {
+                    if rx.changed().await.is_err() {
+                        return Err("the run log was closed".into());
+                    }
+                }
+                Some(target) => {
+                    let result = blocking(|| self.sync_file.sync_data());
+                    self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    let mut st = self.shared.state.lock().expect("log state lock");
+                    st.syncing = false;
+                    match result {
+                        Ok(()) => {
+                            drop(st);
+                            self.shared.durable.send_replace(target);
+                        }
+                        Err(e) => {
+                            let msg = format!("cannot sync the run log to disk: {e}");
+                            st.failed = Some(msg.clone());
+                            drop(st);
+                            // Wake every waiter so it sees the failure instead of waiting forever.
+                            self.shared.durable.send_replace(u64::MAX);
+                            return Err(msg);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match &self.shared.state.lock().expect("log state lock").failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
     }
 
@@ -157,46 +185,21 @@ impl LogWriter {
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        {
-            let mut st = self.shared.state.lock().expect("log state lock");
-            st.closing = true;
-            st.wanted = st.written;
-        }
-        self.shared.wake.notify_one();
-        if let Some(t) = self.syncer.take() {
-            let _ = t.join();
+        // Whatever was written and not yet synced (a last `step_succeeded`) is synced on close.
+        let st = self.shared.state.lock().expect("log state lock");
+        if st.failed.is_none() && *self.durable.borrow() < st.written {
+            let _ = self.sync_file.sync_data();
         }
     }
 }
 
-fn sync_loop(shared: &Shared, file: &File) {
-    let mut synced = *shared.durable.borrow();
-    loop {
-        let target = {
-            let mut st = shared.state.lock().expect("log state lock");
-            while st.wanted <= synced && !st.closing {
-                st = shared.wake.wait(st).expect("log state lock");
-            }
-            if st.closing && st.written <= synced {
-                return;
-            }
-            // Everything written so far, not just what was asked for: later lines share this sync.
-            st.written
-        };
-        let result = file.sync_data();
-        shared.fsyncs.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                synced = target;
-                shared.durable.send_replace(target);
-            }
-            Err(e) => {
-                shared.state.lock().expect("log state lock").failed =
-                    Some(format!("cannot sync the run log to disk: {e}"));
-                // Wake every waiter so it sees the failure instead of waiting forever.
-                shared.durable.send_replace(u64::MAX);
-                return;
-            }
+/// Runs a blocking call from async code: on a multi-threaded runtime the worker hands its other
+/// tasks off first; elsewhere (a current-thread runtime, no runtime) it just blocks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
         }
+        _ => f(),
     }
 }

@@ -1,0 +1,117 @@
+//! Per-step engine overhead with the durable run log on: 1,000 sequential no-op steps (a chain)
+//! and 1,000 independent ones, against the cost of one fsync on the same disk. Prints a table;
+//! asserts nothing. Target (issue 3): sequential steps within 1.5 fsync of the floor per step,
+//! and parallel steps sharing fsyncs (group commit).
+//!
+//!     cargo bench --bench engine_overhead
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lifeboat::engine::context::RunScope;
+use lifeboat::engine::secrets::Secrets;
+use lifeboat::engine::{Emitter, Engine, Event, Masker, NoPrompter, Options, RunState, Sink};
+use lifeboat::runlog::{GENESIS, LogWriter};
+
+struct Null;
+impl Sink for Null {
+    fn event(&self, _: u64, _: &str, _: &Event) {}
+}
+
+fn runbook(n: usize, chain: bool) -> String {
+    let mut s = String::from("apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: bench, version: 1.0.0}\nsteps:\n");
+    for i in 0..n {
+        let needs = if chain && i > 0 { format!(", needs: [s{}]", i - 1) } else { String::new() };
+        s.push_str(&format!("  - {{id: s{i}, action: wait{needs}, with: {{for: 0s}}}}\n"));
+    }
+    s
+}
+
+/// Median time of one append + fdatasync of a run-log-sized line.
+fn fsync_floor(dir: &std::path::Path) -> Duration {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+    let line = [b'x'; 300];
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        f.write_all(&line).unwrap();
+        f.sync_data().unwrap();
+        times.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    times.sort();
+    times[times.len() / 2]
+}
+
+struct Result {
+    total: Duration,
+    lines: u64,
+    fsyncs: u64,
+}
+
+fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
+    let rb = lifeboat::runbook::load_str("bench.yaml", text).result.expect("the bench runbook is valid");
+    let n = rb.steps.len();
+    let run_dir = dir.join(format!("run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let writer = LogWriter::open(&run_dir.join("log.jsonl"), 0, GENESIS.to_string()).unwrap();
+    let masker = Arc::new(Masker::new(&Secrets::default()));
+    let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
+    let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, Arc::new(Null)));
+    let scope = RunScope::new(&Default::default(), &Secrets::default(), serde_json::Map::new());
+    let opts = Options {
+        max_parallel,
+        yes: true,
+        timeout: None,
+        grace: Duration::from_secs(1),
+        operator: "bench".into(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let engine = Engine::new(Arc::new(rb), emitter.clone(), scope, masker, reqwest::Client::new(), opts, Arc::new(NoPrompter), "bench".into());
+    let t = Instant::now();
+    let status = rt.block_on(engine.drive()).unwrap();
+    let total = t.elapsed();
+    assert_eq!(status, lifeboat::engine::RunStatus::Succeeded);
+    let stats = emitter.writer().stats();
+    assert_eq!(stats.lines as usize, 2 * n + 1);
+    let _ = std::fs::remove_dir_all(&run_dir);
+    Result { total, lines: stats.lines, fsyncs: stats.fsyncs }
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("engine-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let floor = fsync_floor(&dir);
+    println!("one append + fdatasync on this disk (median of 300): {:.2} ms", ms(floor));
+    println!();
+    println!("{:<28} {:>6} {:>10} {:>12} {:>8} {:>13} {:>16}", "shape", "steps", "total", "per step", "fsyncs", "fsyncs/step", "per step/fsync");
+    for (name, chain, par) in [("sequential (chain)", true, 8), ("parallel, --max-parallel 8", false, 8), ("parallel, --max-parallel 1000", false, 1000)] {
+        let text = runbook(1000, chain);
+        let mut runs: Vec<Result> = (0..3).map(|_| run_once(&dir, &text, par)).collect();
+        runs.sort_by_key(|r| r.total);
+        let r = &runs[1];
+        let per = r.total / 1000;
+        println!(
+            "{:<28} {:>6} {:>8.0}ms {:>10.3}ms {:>8} {:>13.3} {:>16.2}",
+            name,
+            1000,
+            ms(r.total),
+            ms(per),
+            r.fsyncs,
+            r.fsyncs as f64 / 1000.0,
+            per.as_secs_f64() / floor.as_secs_f64()
+        );
+        let _ = r.lines;
+    }
+    println!();
+    println!("per step/fsync: a step's time in units of one fsync. Sequential steps each need one durable");
+    println!("`step_started` before they start, so 1.0 is the floor; parallel steps share syncs.");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
