@@ -20,10 +20,18 @@ impl Sink for Null {
 }
 
 fn runbook(n: usize, chain: bool) -> String {
-    let mut s = String::from("apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: bench, version: 1.0.0}\nsteps:\n");
+    let mut s = String::from(
+        "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: bench, version: 1.0.0}\nsteps:\n",
+    );
     for i in 0..n {
-        let needs = if chain && i > 0 { format!(", needs: [s{}]", i - 1) } else { String::new() };
-        s.push_str(&format!("  - {{id: s{i}, action: wait{needs}, with: {{for: 0s}}}}\n"));
+        let needs = if chain && i > 0 {
+            format!(", needs: [s{}]", i - 1)
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "  - {{id: s{i}, action: wait{needs}, with: {{for: 0s}}}}\n"
+        ));
     }
     s
 }
@@ -31,7 +39,11 @@ fn runbook(n: usize, chain: bool) -> String {
 /// Median time of one append + fdatasync of a run-log-sized line.
 fn fsync_floor(dir: &std::path::Path) -> Duration {
     let path = dir.join("fsync-probe");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
     let line = [b'x'; 300];
     let mut times = Vec::new();
     for _ in 0..300 {
@@ -52,7 +64,9 @@ struct Result {
 }
 
 fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
-    let rb = lifeboat::runbook::load_str("bench.yaml", text).result.expect("the bench runbook is valid");
+    let rb = lifeboat::runbook::load_str("bench.yaml", text)
+        .result
+        .expect("the bench runbook is valid");
     let n = rb.steps.len();
     let run_dir = dir.join(format!("run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -61,7 +75,11 @@ fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
     let masker = Arc::new(Masker::new(&Secrets::default()));
     let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
     let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, Arc::new(Null)));
-    let scope = RunScope::new(&Default::default(), &Secrets::default(), serde_json::Map::new());
+    let scope = RunScope::new(
+        &Default::default(),
+        &Secrets::default(),
+        serde_json::Map::new(),
+    );
     let opts = Options {
         max_parallel,
         yes: true,
@@ -69,8 +87,20 @@ fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
         grace: Duration::from_secs(1),
         operator: "bench".into(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let engine = Engine::new(Arc::new(rb), emitter.clone(), scope, masker, reqwest::Client::new(), opts, Arc::new(NoPrompter), "bench".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Engine::new(
+        Arc::new(rb),
+        emitter.clone(),
+        scope,
+        masker,
+        reqwest::Client::new(),
+        opts,
+        Arc::new(NoPrompter),
+        "bench".into(),
+    );
     let t = Instant::now();
     let status = rt.block_on(engine.drive()).unwrap();
     let total = t.elapsed();
@@ -78,7 +108,11 @@ fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
     let stats = emitter.writer().stats();
     assert_eq!(stats.lines as usize, 2 * n + 1);
     let _ = std::fs::remove_dir_all(&run_dir);
-    Result { total, lines: stats.lines, fsyncs: stats.fsyncs }
+    Result {
+        total,
+        lines: stats.lines,
+        fsyncs: stats.fsyncs,
+    }
 }
 
 fn main() {
@@ -86,10 +120,20 @@ fn main() {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("engine-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let floor = fsync_floor(&dir);
-    println!("one append + fdatasync on this disk (median of 300): {:.2} ms", ms(floor));
+    println!(
+        "one append + fdatasync on this disk (median of 300): {:.2} ms",
+        ms(floor)
+    );
     println!();
-    println!("{:<28} {:>6} {:>10} {:>12} {:>8} {:>13} {:>16}", "shape", "steps", "total", "per step", "fsyncs", "fsyncs/step", "per step/fsync");
-    for (name, chain, par) in [("sequential (chain)", true, 8), ("parallel, --max-parallel 8", false, 8), ("parallel, --max-parallel 1000", false, 1000)] {
+    println!(
+        "{:<28} {:>6} {:>10} {:>12} {:>8} {:>13} {:>16}",
+        "shape", "steps", "total", "per step", "fsyncs", "fsyncs/step", "per step/fsync"
+    );
+    for (name, chain, par) in [
+        ("sequential (chain)", true, 8),
+        ("parallel, --max-parallel 8", false, 8),
+        ("parallel, --max-parallel 1000", false, 1000),
+    ] {
         let text = runbook(1000, chain);
         let mut runs: Vec<Result> = (0..3).map(|_| run_once(&dir, &text, par)).collect();
         runs.sort_by_key(|r| r.total);
@@ -108,7 +152,9 @@ fn main() {
         let _ = r.lines;
     }
     println!();
-    println!("per step/fsync: a step's time in units of one fsync. Sequential steps each need one durable");
+    println!(
+        "per step/fsync: a step's time in units of one fsync. Sequential steps each need one durable"
+    );
     println!("`step_started` before they start, so 1.0 is the floor; parallel steps share syncs.");
 }
 

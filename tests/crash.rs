@@ -12,7 +12,11 @@ fn runs_killed_at_random_moments_resume_to_success_without_running_a_completed_s
         .output()
         .expect("python3 runs (scripts/setup-test-env installs it)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("15 runs of 30 steps"), "{stdout}");
     assert!(stdout.contains("; 0 problems;"), "{stdout}");
 }

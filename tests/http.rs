@@ -58,7 +58,12 @@ fn server() -> Server {
             reader.read_exact(&mut body).unwrap();
             let hits = {
                 let mut l = log.lock().unwrap();
-                l.push(Seen { method, path: path.clone(), headers, body: String::from_utf8_lossy(&body).into() });
+                l.push(Seen {
+                    method,
+                    path: path.clone(),
+                    headers,
+                    body: String::from_utf8_lossy(&body).into(),
+                });
                 l.iter().filter(|s| s.path == path).count()
             };
             let (status, body) = match path.as_str() {
@@ -82,7 +87,12 @@ fn server() -> Server {
 fn http_request_retries_5xx_parses_json_and_sends_an_idempotency_key() {
     let srv = server();
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("http", &format!(r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "http",
+            &format!(
+                r#"
 steps:
   - id: health
     action: http.request
@@ -97,29 +107,61 @@ steps:
       method: POST
       body: {{hits: "{{{{ steps.health.outputs.json.hits }}}}"}}
       expect_status: [201]
-"#, p = srv.port)));
+"#,
+                p = srv.port
+            ),
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let events = sb.events(&r.run_id());
-    let retried: Vec<_> = events.iter().filter(|e| e["event"] == "step_attempt_failed").collect();
+    let retried: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "step_attempt_failed")
+        .collect();
     assert_eq!(retried.len(), 2);
-    assert!(retried[0]["error"].as_str().unwrap().contains("answered 503"), "{}", retried[0]);
-    let created = events.iter().filter(|e| e["event"] == "step_succeeded").nth(1).unwrap();
+    assert!(
+        retried[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("answered 503"),
+        "{}",
+        retried[0]
+    );
+    let created = events
+        .iter()
+        .filter(|e| e["event"] == "step_succeeded")
+        .nth(1)
+        .unwrap();
     assert_eq!(created["outputs"]["status"], 201);
     assert_eq!(created["outputs"]["json"]["id"], 7);
     let seen = srv.seen.lock().unwrap();
     let post = seen.iter().find(|s| s.method == "POST").unwrap();
     assert_eq!(post.body, r#"{"hits":3}"#);
-    let key = post.headers.iter().find(|(k, _)| k == "idempotency-key").map(|(_, v)| v.clone()).unwrap();
+    let key = post
+        .headers
+        .iter()
+        .find(|(k, _)| k == "idempotency-key")
+        .map(|(_, v)| v.clone())
+        .unwrap();
     assert_eq!(key, format!("{}/create/1", r.run_id()));
 }
 
 #[test]
 fn an_unexpected_4xx_fails_at_once_and_a_closed_port_is_retried() {
     let srv = server();
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("http", &format!(r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "http",
+            &format!(
+                r#"
 steps:
   - id: nothing_there
     action: http.request
@@ -130,36 +172,72 @@ steps:
     action: http.request
     with: {{url: "http://127.0.0.1:{p}/missing"}}
     retry: {{attempts: 5, delay: 10ms}}
-"#, p = srv.port)));
+"#,
+                p = srv.port
+            ),
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let trace = sb.trace(&r.run_id());
-    assert_eq!(trace.iter().filter(|t| *t == "step_started:nothing_there").count(), 2, "{trace:?}");
-    assert_eq!(trace.iter().filter(|t| *t == "step_started:missing").count(), 1, "{trace:?}");
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|t| *t == "step_started:nothing_there")
+            .count(),
+        2,
+        "{trace:?}"
+    );
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|t| *t == "step_started:missing")
+            .count(),
+        1,
+        "{trace:?}"
+    );
     let events = sb.events(&r.run_id());
-    let failed = events.iter().find(|e| e["event"] == "step_failed" && e["step"] == "missing").unwrap();
-    assert!(failed["error"].as_str().unwrap().contains("answered 404: no such thing"), "{failed}");
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "step_failed" && e["step"] == "missing")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("answered 404: no such thing"),
+        "{failed}"
+    );
 }
 
 #[test]
 fn notify_webhook_posts_slack_compatible_json_and_masks_its_url_secret() {
     let srv = server();
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("notify", r##"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "notify",
+            r##"
 secrets:
   hook: {env: LB_HOOK_URL}
 steps:
   - id: tell
     action: notify.webhook
     with: {url: "{{ secrets.hook }}", text: "restore of {{ run.runbook }} done", channel: "#ops"}
-"##));
+"##,
+        ),
+    );
     let url = format!("http://127.0.0.1:{}/hook", srv.port);
     let r = sb.lifeboat_env(&["run", "r.yaml"], &[("LB_HOOK_URL", &url)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let seen = srv.seen.lock().unwrap();
     let hook = seen.iter().find(|s| s.path == "/hook").unwrap();
     let body: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
-    assert_eq!(body, serde_json::json!({"text": "restore of notify done", "channel": "#ops"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"text": "restore of notify done", "channel": "#ops"})
+    );
     let log = std::fs::read_to_string(sb.log_path(&r.run_id())).unwrap();
     assert!(!log.contains(&url), "the webhook URL is a credential");
 }
@@ -168,7 +246,12 @@ steps:
 fn wait_polls_a_read_only_action_until_its_condition_holds() {
     let srv = server();
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("wait", &format!(r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "wait",
+            &format!(
+                r#"
 steps:
   - id: until_ready
     action: wait
@@ -177,10 +260,18 @@ steps:
       every: 20ms
       check: {{action: http.request, with: {{url: "http://127.0.0.1:{p}/flaky"}}}}
     timeout: 10s
-"#, p = srv.port)));
+"#,
+                p = srv.port
+            ),
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let done = sb.events(&r.run_id()).into_iter().find(|e| e["event"] == "step_succeeded").unwrap();
+    let done = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_succeeded")
+        .unwrap();
     assert_eq!(done["outputs"]["polls"], 3, "{done}");
     assert_eq!(done["outputs"]["outputs"]["json"]["hits"], 3);
 }

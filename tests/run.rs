@@ -7,7 +7,11 @@ use common::sandbox::{Sandbox, runbook};
 #[test]
 fn a_run_succeeds_and_prints_its_id_first() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("ok", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "ok",
+            r#"
 steps:
   - id: first
     action: shell
@@ -17,7 +21,9 @@ steps:
     needs: [first]
     with: {script: "echo two >> side.txt; echo {{ steps.first.outputs.exit_code }}"}
     assert: "outputs.stdout | trim == '0'"
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let id = r.run_id();
@@ -25,7 +31,14 @@ steps:
     assert_eq!(sb.read("side.txt"), "one\ntwo\n");
     assert_eq!(
         sb.trace(&id),
-        ["run_started", "step_started:first", "step_succeeded:first", "step_started:second", "step_succeeded:second", "run_finished"]
+        [
+            "run_started",
+            "step_started:first",
+            "step_succeeded:first",
+            "step_started:second",
+            "step_succeeded:second",
+            "run_finished"
+        ]
     );
     let started = &sb.events(&id)[0];
     assert_eq!(started["runbook"], "ok");
@@ -50,7 +63,11 @@ steps:
 #[test]
 fn transient_failures_are_retried_with_backoff_and_permanent_ones_are_not() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("retry", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "retry",
+            r#"
 steps:
   - id: flaky
     action: shell
@@ -62,47 +79,83 @@ steps:
     needs: [flaky]
     with: {argv: [definitely-not-a-program-lifeboat]}
     retry: {attempts: 5, delay: 10ms}
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let id = r.run_id();
     let trace = sb.trace(&id);
-    assert_eq!(trace.iter().filter(|t| *t == "step_attempt_failed:flaky").count(), 2, "{trace:?}");
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|t| *t == "step_attempt_failed:flaky")
+            .count(),
+        2,
+        "{trace:?}"
+    );
     assert!(trace.contains(&"step_succeeded:flaky".to_string()));
     // Not found is not worth retrying: one attempt, then failed.
-    assert_eq!(trace.iter().filter(|t| *t == "step_started:missing").count(), 1, "{trace:?}");
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|t| *t == "step_started:missing")
+            .count(),
+        1,
+        "{trace:?}"
+    );
     let events = sb.events(&id);
-    let failed: Vec<_> = events.iter().filter(|e| e["event"] == "step_attempt_failed").collect();
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "step_attempt_failed")
+        .collect();
     assert_eq!(failed[0]["attempt"], 1);
     assert!(failed[0]["retry_in_ms"].as_u64().unwrap() >= 10);
     let last = events.last().unwrap();
     assert_eq!(last["status"], "failed");
-    assert!(last["summary"].as_str().unwrap().contains("missing"), "{last}");
+    assert!(
+        last["summary"].as_str().unwrap().contains("missing"),
+        "{last}"
+    );
 }
 
 #[test]
 fn a_timeout_kills_the_whole_process_group() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("slow", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "slow",
+            r#"
 steps:
   - id: slow
     action: shell
     # The background sleep is a grandchild: only a process-group kill reaches it.
     with: {script: "sleep 30 & echo $! > child.pid; wait"}
     timeout: 1s
-"#));
+"#,
+        ),
+    );
     let t0 = std::time::Instant::now();
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(t0.elapsed() < std::time::Duration::from_secs(20));
     let events = sb.events(&r.run_id());
     let failed = events.iter().find(|e| e["event"] == "step_failed").unwrap();
-    assert!(failed["error"].as_str().unwrap().contains("timed out after 1s"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{failed}"
+    );
     let pid: i32 = sb.read("child.pid").trim().parse().unwrap();
     let mut gone = false;
     for _ in 0..50 {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
         {
             gone = true;
             break;
@@ -115,7 +168,11 @@ steps:
 #[test]
 fn a_failure_rolls_back_completed_steps_in_reverse_order() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("rollback", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "rollback",
+            r#"
 steps:
   - id: stop_writers
     action: shell
@@ -138,13 +195,22 @@ steps:
     action: shell
     needs: [verify]
     with: {script: "echo never >> side.txt"}
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert_eq!(sb.read("side.txt"), "stop\nrestore\nundo-restore\nundo-stop\n");
+    assert_eq!(
+        sb.read("side.txt"),
+        "stop\nrestore\nundo-restore\nundo-stop\n"
+    );
     let id = r.run_id();
     let trace = sb.trace(&id);
-    let tail: Vec<&str> = trace.iter().skip_while(|t| *t != "step_failed:verify").map(String::as_str).collect();
+    let tail: Vec<&str> = trace
+        .iter()
+        .skip_while(|t| *t != "step_failed:verify")
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         tail,
         [
@@ -160,15 +226,25 @@ steps:
     );
     let events = sb.events(&id);
     let failed = events.iter().find(|e| e["event"] == "step_failed").unwrap();
-    assert!(failed["error"].as_str().unwrap().contains("counts wrong"), "{failed}");
-    let summary = events.last().unwrap()["summary"].as_str().unwrap().to_string();
+    assert!(
+        failed["error"].as_str().unwrap().contains("counts wrong"),
+        "{failed}"
+    );
+    let summary = events.last().unwrap()["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(summary.contains("rolled back (2 compensated)"), "{summary}");
 }
 
 #[test]
 fn when_skips_and_dependents_follow_unless_they_opt_in() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("when", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "when",
+            r#"
 params:
   region: {type: string, default: us-east-1}
 steps:
@@ -193,17 +269,27 @@ steps:
     action: shell
     needs: [best_effort]
     with: {script: "echo after >> side.txt"}
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut side: Vec<String> = sb.read("side.txt").lines().map(String::from).collect();
     side.sort();
     assert_eq!(side, ["after", "notify"]);
     let events = sb.events(&r.run_id());
-    let skipped: Vec<_> = events.iter().filter(|e| e["event"] == "step_skipped").collect();
+    let skipped: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "step_skipped")
+        .collect();
     assert_eq!(skipped.len(), 2);
     assert_eq!(skipped[1]["need"], "failover");
-    assert!(events.last().unwrap()["summary"].as_str().unwrap().contains("1 failed and the run went on"));
+    assert!(
+        events.last().unwrap()["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 failed and the run went on")
+    );
     let r = sb.lifeboat(&["run", "r.yaml", "-p", "region=eu-west-1"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let side = sb.read("side.txt");
@@ -214,7 +300,11 @@ steps:
 #[test]
 fn an_approval_gate_stops_with_exit_3_and_resume_continues_after_approve() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("gate", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "gate",
+            r#"
 steps:
   - id: restore
     action: shell
@@ -227,23 +317,44 @@ steps:
     action: shell
     needs: [go_ahead]
     with: {script: "echo restart >> side.txt"}
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let id = r.run_id();
-    assert!(r.stderr.contains(&format!("lifeboat approve {id} go_ahead")), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("lifeboat approve {id} go_ahead")),
+        "{}",
+        r.stderr
+    );
     assert_eq!(sb.read("side.txt"), "restore\n");
     // Another run of a different runbook is not blocked (no locks), and this one is still waiting.
     let bad = sb.lifeboat(&["approve", &id, "go_ahead"]);
     assert_eq!(bad.code, 2, "only ana may approve: {}", bad.stderr);
-    assert!(bad.stderr.contains("may be approved only by ana"), "{}", bad.stderr);
-    let ok = sb.lifeboat_env(&["approve", &id, "go_ahead"], &[("LIFEBOAT_OPERATOR", "ana")]);
+    assert!(
+        bad.stderr.contains("may be approved only by ana"),
+        "{}",
+        bad.stderr
+    );
+    let ok = sb.lifeboat_env(
+        &["approve", &id, "go_ahead"],
+        &[("LIFEBOAT_OPERATOR", "ana")],
+    );
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     let again = sb.lifeboat(&["resume", &id]);
     assert_eq!(again.code, 0, "{}", again.stderr);
-    assert_eq!(sb.read("side.txt"), "restore\nrestart\n", "restore must not run twice");
+    assert_eq!(
+        sb.read("side.txt"),
+        "restore\nrestart\n",
+        "restore must not run twice"
+    );
     let events = sb.events(&id);
-    let granted = events.iter().find(|e| e["event"] == "approval_granted").unwrap();
+    let granted = events
+        .iter()
+        .find(|e| e["event"] == "approval_granted")
+        .unwrap();
     assert_eq!(granted["by"], "ana");
     assert_eq!(granted["via"], "command");
     assert_eq!(sb.lifeboat(&["verify", &id]).code, 0);
@@ -255,7 +366,11 @@ steps:
 #[test]
 fn yes_answers_gates_and_is_recorded_as_such() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("gate", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "gate",
+            r#"
 steps:
   - id: go
     action: approval
@@ -264,25 +379,52 @@ steps:
     action: shell
     needs: [go]
     with: {script: "true"}
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let events = sb.events(&r.run_id());
     assert_eq!(events[0]["yes"], true);
-    let granted = events.iter().find(|e| e["event"] == "approval_granted").unwrap();
+    let granted = events
+        .iter()
+        .find(|e| e["event"] == "approval_granted")
+        .unwrap();
     assert_eq!(granted["via"], "yes_flag");
-    assert!(r.stderr.contains("by --yes, without asking"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("by --yes, without asking"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn json_streams_events_on_stdout() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("json", "steps:\n  - {id: a, action: wait, with: {for: 10ms}}\n"));
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "json",
+            "steps:\n  - {id: a, action: wait, with: {for: 10ms}}\n",
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let lines: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
-    assert_eq!(names, ["run_started", "step_started", "step_succeeded", "run_finished"]);
+    assert_eq!(
+        names,
+        [
+            "run_started",
+            "step_started",
+            "step_succeeded",
+            "run_finished"
+        ]
+    );
     assert_eq!(lines[0]["seq"], 1);
     assert_eq!(lines[2]["outputs"]["polls"], 0);
 }
@@ -291,8 +433,19 @@ fn json_streams_events_on_stdout() {
 fn a_held_lock_exits_4_and_names_the_holder_and_a_crashed_holder_is_taken_over() {
     let sb = Sandbox::new();
     sb.write("slow.yaml", &runbook("slow", "locks: [orders-db]\nsteps:\n  - {id: a, action: shell, with: {script: 'echo $$ > pgid; echo started > started; sleep 30'}}\n"));
-    sb.write("other.yaml", &runbook("other", "locks: [orders-db]\nsteps:\n  - {id: b, action: shell, with: {script: 'true'}}\n"));
-    let mut holder = sb.command(&["run", "slow.yaml"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    sb.write(
+        "other.yaml",
+        &runbook(
+            "other",
+            "locks: [orders-db]\nsteps:\n  - {id: b, action: shell, with: {script: 'true'}}\n",
+        ),
+    );
+    let mut holder = sb
+        .command(&["run", "slow.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     for _ in 0..100 {
         if sb.path("started").exists() {
             break;
@@ -301,8 +454,16 @@ fn a_held_lock_exits_4_and_names_the_holder_and_a_crashed_holder_is_taken_over()
     }
     let r = sb.lifeboat(&["run", "other.yaml"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
-    assert!(r.stderr.contains("lock `orders-db` is held by run"), "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("pid {}", holder.id())), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("lock `orders-db` is held by run"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("pid {}", holder.id())),
+        "{}",
+        r.stderr
+    );
     assert_eq!(r.stdout, "", "no run was created");
 
     // kill -9: the kernel drops the flock, so the holder is verifiably gone.
@@ -311,22 +472,42 @@ fn a_held_lock_exits_4_and_names_the_holder_and_a_crashed_holder_is_taken_over()
     kill_group(&sb);
     let r = sb.lifeboat(&["run", "other.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let took = sb.events(&r.run_id()).into_iter().find(|e| e["event"] == "lock_taken_over").unwrap();
+    let took = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "lock_taken_over")
+        .unwrap();
     assert_eq!(took["lock"], "orders-db");
 }
 
 #[test]
 fn a_run_waiting_for_approval_keeps_its_locks() {
     let sb = Sandbox::new();
-    sb.write("gate.yaml", &runbook("gate", "locks: [orders-db]\nsteps:\n  - {id: ok, action: approval, with: {message: go?}}\n"));
-    sb.write("other.yaml", &runbook("other", "locks: [orders-db]\nsteps:\n  - {id: b, action: shell, with: {script: 'true'}}\n"));
+    sb.write(
+        "gate.yaml",
+        &runbook(
+            "gate",
+            "locks: [orders-db]\nsteps:\n  - {id: ok, action: approval, with: {message: go?}}\n",
+        ),
+    );
+    sb.write(
+        "other.yaml",
+        &runbook(
+            "other",
+            "locks: [orders-db]\nsteps:\n  - {id: b, action: shell, with: {script: 'true'}}\n",
+        ),
+    );
     let first = sb.lifeboat(&["run", "gate.yaml"]);
     assert_eq!(first.code, 3);
     let r = sb.lifeboat(&["run", "other.yaml"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("stopped to wait"), "{}", r.stderr);
     assert_eq!(sb.lifeboat(&["resume", &first.run_id(), "--yes"]).code, 0);
-    assert_eq!(sb.lifeboat(&["run", "other.yaml"]).code, 0, "released once the run finished");
+    assert_eq!(
+        sb.lifeboat(&["run", "other.yaml"]).code,
+        0,
+        "released once the run finished"
+    );
 }
 
 /// SPEC §4: secret values never appear in the log, stdout or stderr, in any form the templates
@@ -335,7 +516,11 @@ fn a_run_waiting_for_approval_keeps_its_locks() {
 fn secrets_never_leak_in_any_form() {
     let sb = Sandbox::new();
     let secret = "Pa55/word+with?odd&chars";
-    sb.write("r.yaml", &runbook("secret", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "secret",
+            r#"
 secrets:
   token: {env: LB_TEST_TOKEN}
 steps:
@@ -358,7 +543,9 @@ steps:
     action: shell
     needs: [echo_forms]
     with: {script: "echo 'bad password {{ secrets.token | upper }}' >&2; exit 1"}
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat_env(&["run", "r.yaml"], &[("LB_TEST_TOKEN", secret)]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let id = r.run_id();
@@ -372,7 +559,7 @@ steps:
         secret[3..15].to_string(),
         secret.chars().rev().collect::<String>(),
         "UGE1NS93b3JkK3dpdGg/b2RkJmNoYXJz".to_string(), // base64
-        "Pa55%2Fword%2Bwith%3Fodd%26chars".to_string(),  // urlencoded
+        "Pa55%2Fword%2Bwith%3Fodd%26chars".to_string(), // urlencoded
     ];
     forms.push(secret[3..15].to_uppercase());
     for text in [&log, &r.stdout, &r.stderr, &show, &human_log] {
@@ -383,8 +570,17 @@ steps:
     assert!(log.contains("***"));
     // The step really got the secret: the masked stdout has one line per form.
     let events = sb.events(&id);
-    let out = events.iter().find(|e| e["event"] == "step_succeeded").unwrap();
-    assert!(out["outputs"]["stdout"].as_str().unwrap().contains("raw ***"), "{out}");
+    let out = events
+        .iter()
+        .find(|e| e["event"] == "step_succeeded")
+        .unwrap();
+    assert!(
+        out["outputs"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("raw ***"),
+        "{out}"
+    );
     assert_eq!(events[1]["inputs"]["script"], "***");
     assert_eq!(events[1]["inputs"]["env"]["TOKEN"], "***");
 }
@@ -395,19 +591,32 @@ fn a_missing_secret_or_an_unrunnable_action_stops_before_anything_runs() {
     sb.write("s.yaml", &runbook("s", "secrets:\n  pw: {env: LB_NOT_SET_ANYWHERE}\nsteps:\n  - {id: a, action: shell, with: {script: 'touch ran'}}\n"));
     let r = sb.lifeboat(&["run", "s.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("environment variable `LB_NOT_SET_ANYWHERE` is not set"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("environment variable `LB_NOT_SET_ANYWHERE` is not set"),
+        "{}",
+        r.stderr
+    );
     assert!(!sb.path("ran").exists());
     sb.write("pg.yaml", &runbook("pg", "connections:\n  db: {postgres: {url: 'postgres://127.0.0.1/x'}}\nsteps:\n  - {id: a, action: shell, with: {script: 'touch ran'}}\n  - {id: q, action: postgres.query, needs: [a], with: {connection: db, sql: 'select 1'}}\n"));
     let r = sb.lifeboat(&["run", "pg.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("step `q` uses `postgres.query`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("step `q` uses `postgres.query`"),
+        "{}",
+        r.stderr
+    );
     assert!(!sb.path("ran").exists());
 }
 
 #[test]
 fn sigint_stops_cleanly_with_exit_130_and_resume_finishes() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("int", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "int",
+            r#"
 steps:
   - id: long
     action: shell
@@ -416,8 +625,15 @@ steps:
     action: shell
     needs: [long]
     with: {script: "echo next >> side.txt"}
-"#));
-    let child = sb.command(&["run", "r.yaml", "--grace", "10s"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+"#,
+        ),
+    );
+    let child = sb
+        .command(&["run", "r.yaml", "--grace", "10s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     for _ in 0..100 {
         if sb.path("started").exists() {
             break;
@@ -440,7 +656,11 @@ steps:
 #[test]
 fn after_kill_9_resume_asks_before_rerunning_a_step_that_is_not_idempotent() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("crash", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "crash",
+            r#"
 steps:
   - id: write
     action: shell
@@ -449,8 +669,15 @@ steps:
     action: shell
     needs: [write]
     with: {script: "echo after >> side.txt"}
-"#));
-    let mut child = sb.command(&["run", "r.yaml"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+"#,
+        ),
+    );
+    let mut child = sb
+        .command(&["run", "r.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     for _ in 0..100 {
         if sb.path("started").exists() {
             break;
@@ -459,7 +686,11 @@ steps:
     }
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    let id = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().to_string();
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     // The shell step was in its own process group and survives the engine: end it like an
     // operator would before resuming.
     kill_group(&sb);
@@ -467,11 +698,19 @@ steps:
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("cut short"), "{}", r.stderr);
     let trace = sb.trace(&id);
-    assert!(trace.contains(&"step_interrupted:write".to_string()), "{trace:?}");
+    assert!(
+        trace.contains(&"step_interrupted:write".to_string()),
+        "{trace:?}"
+    );
     std::fs::write(sb.path("started"), "").unwrap();
     // The operator checked: run it again.
     assert_eq!(sb.lifeboat(&["approve", &id, "write"]).code, 0);
-    let mut resumed = sb.command(&["resume", &id]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut resumed = sb
+        .command(&["resume", &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     for _ in 0..100 {
         if sb.read("started").starts_with("started") {
             break;

@@ -105,15 +105,22 @@ pub struct ActionError {
 
 impl ActionError {
     pub fn transient(message: impl Into<String>) -> ActionError {
-        ActionError { message: message.into(), transient: true }
+        ActionError {
+            message: message.into(),
+            transient: true,
+        }
     }
     pub fn permanent(message: impl Into<String>) -> ActionError {
-        ActionError { message: message.into(), transient: false }
+        ActionError {
+            message: message.into(),
+            transient: false,
+        }
     }
 }
 
 pub type ActionResult = Result<serde_json::Value, ActionError>;
-pub type ActionFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ActionResult> + Send + 'a>>;
+pub type ActionFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = ActionResult> + Send + 'a>>;
 
 /// Implemented by each action's `with` type.
 pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
@@ -146,7 +153,12 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     }
     /// Runs one attempt; returns the outputs as a JSON object. Dropping the future cancels it.
     fn execute<'a>(&'a self, _cx: &'a Exec<'a>) -> ActionFuture<'a> {
-        Box::pin(async { Err(ActionError::permanent(format!("`{}` cannot run in this version of lifeboat", Self::NAME))) })
+        Box::pin(async {
+            Err(ActionError::permanent(format!(
+                "`{}` cannot run in this version of lifeboat",
+                Self::NAME
+            )))
+        })
     }
 }
 

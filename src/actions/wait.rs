@@ -76,7 +76,7 @@ impl ActionSpec for Wait {
                         "/check/action",
                         format!("`{}` changes things; `wait` may only poll read-only actions", probe.action),
                     )),
-                    Ok(a) if matches!(a, super::Action::Wait(_) | super::Action::Approval(_)) => {
+                    Ok(super::Action::Wait(_) | super::Action::Approval(_)) => {
                         out.push(WithProblem::new("/check/action", format!("`{}` cannot be polled", probe.action)))
                     }
                     Ok(a) => out.extend(a.check().into_iter().map(|p| WithProblem { field: format!("/check/with{}", p.field), ..p })),

@@ -10,7 +10,10 @@ use crate::store::Store;
 
 fn open(state: &Path) -> Result<Store, Exit> {
     if !state.join("runs").is_dir() {
-        eprintln!("error: no state folder at {} (runs are recorded where `lifeboat run` ran, or under --state)", state.display());
+        eprintln!(
+            "error: no state folder at {} (runs are recorded where `lifeboat run` ran, or under --state)",
+            state.display()
+        );
         return Err(Exit::Invalid);
     }
     Store::open(state).map_err(|e| {
@@ -60,7 +63,9 @@ pub(super) fn runs(state: &Path, json: bool) -> Exit {
     };
     let mut rows = Vec::new();
     for id in ids {
-        let Ok((_, text)) = read(&store, &id) else { continue };
+        let Ok((_, text)) = read(&store, &id) else {
+            continue;
+        };
         let row = match state_of(&text) {
             Ok((st, _)) if !st.run.is_empty() => serde_json::json!({
                 "id": id,
@@ -72,8 +77,12 @@ pub(super) fn runs(state: &Path, json: bool) -> Exit {
                 "operator": st.operator,
             }),
             // Killed before its first line was durable: nothing ran.
-            Ok(_) => serde_json::json!({"id": id, "runbook": null, "version": null, "status": "never_started", "started_at": null, "finished_at": null}),
-            Err(e) => serde_json::json!({"id": id, "runbook": null, "version": null, "status": "unreadable", "error": e, "started_at": null, "finished_at": null}),
+            Ok(_) => {
+                serde_json::json!({"id": id, "runbook": null, "version": null, "status": "never_started", "started_at": null, "finished_at": null})
+            }
+            Err(e) => {
+                serde_json::json!({"id": id, "runbook": null, "version": null, "status": "unreadable", "error": e, "started_at": null, "finished_at": null})
+            }
         };
         rows.push(row);
     }
@@ -110,7 +119,10 @@ pub(super) fn show(state: &Path, run: &str, json: bool) -> Exit {
         Err(e) => return e,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&st).expect("state serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&st).expect("state serializes")
+        );
         return Exit::Success;
     }
     println!("run       {}", st.run);
@@ -129,7 +141,14 @@ pub(super) fn show(state: &Path, run: &str, json: bool) -> Exit {
             StepState::Running { attempt } => ("running", format!("attempt {attempt}")),
             StepState::Retrying { attempt } => ("retrying", format!("after attempt {attempt}")),
             StepState::Succeeded { attempt } => ("succeeded", format!("attempt {attempt}")),
-            StepState::Failed { continued } => ("failed", if *continued { "run went on".into() } else { String::new() }),
+            StepState::Failed { continued } => (
+                "failed",
+                if *continued {
+                    "run went on".into()
+                } else {
+                    String::new()
+                },
+            ),
             StepState::Skipped { reason, .. } => ("skipped", reason.clone()),
             StepState::WaitingApproval => ("waiting", "for approval".into()),
             StepState::Interrupted { attempt } => ("interrupted", format!("attempt {attempt}")),
@@ -145,7 +164,11 @@ pub(super) fn show(state: &Path, run: &str, json: bool) -> Exit {
         if let Some(o) = &r.outputs {
             let text = o.to_string();
             let shown: String = text.chars().take(200).collect();
-            let more = if text.chars().count() > 200 { "…" } else { "" };
+            let more = if text.chars().count() > 200 {
+                "…"
+            } else {
+                ""
+            };
             println!("  {:<24} outputs: {shown}{more}", "");
         }
     }
@@ -203,11 +226,17 @@ pub(super) fn verify(state: &Path, run: &str, json: bool) -> Exit {
     match &v.first_bad {
         None => {
             let note = if v.unanchored > 0 {
-                format!("; the last {} lines were written by a process that has not stopped cleanly (running, or crashed: `lifeboat resume {run}`)", v.unanchored)
+                format!(
+                    "; the last {} lines were written by a process that has not stopped cleanly (running, or crashed: `lifeboat resume {run}`)",
+                    v.unanchored
+                )
             } else {
                 String::new()
             };
-            eprintln!("run {run}: intact, {} lines, last hash {}{note}", v.lines, v.last_hash);
+            eprintln!(
+                "run {run}: intact, {} lines, last hash {}{note}",
+                v.lines, v.last_hash
+            );
             Exit::Success
         }
         Some((line, why)) => {

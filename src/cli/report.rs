@@ -12,34 +12,92 @@ use crate::engine::{Event, Prompter, Question, Sink};
 /// One line, in words, for an event; shared by the live view and `lifeboat log`.
 pub fn describe(e: &Event) -> String {
     match e {
-        Event::RunStarted { run, runbook, version, operator, host, yes, .. } => {
+        Event::RunStarted {
+            run,
+            runbook,
+            version,
+            operator,
+            host,
+            yes,
+            ..
+        } => {
             let yes = if *yes { " with --yes" } else { "" };
             format!("run {run} of {runbook} {version} started by {operator} on {host}{yes}")
         }
-        Event::RunResumed { operator, host, yes, .. } => {
+        Event::RunResumed {
+            operator,
+            host,
+            yes,
+            ..
+        } => {
             let yes = if *yes { " with --yes" } else { "" };
             format!("resumed by {operator} on {host}{yes}")
         }
-        Event::LockTakenOver { lock, from_run, from_pid } => {
+        Event::LockTakenOver {
+            lock,
+            from_run,
+            from_pid,
+        } => {
             format!("lock `{lock}` taken over from run {from_run} (its process {from_pid} is gone)")
         }
-        Event::StepStarted { step, attempt, action, .. } => {
-            let a = if *attempt > 1 { format!(", attempt {attempt}") } else { String::new() };
+        Event::StepStarted {
+            step,
+            attempt,
+            action,
+            ..
+        } => {
+            let a = if *attempt > 1 {
+                format!(", attempt {attempt}")
+            } else {
+                String::new()
+            };
             format!("▶ {step} ({action}{a})")
         }
-        Event::StepAttemptFailed { step, attempt, error, retry_in_ms, .. } => {
-            let again = retry_in_ms.map(|ms| format!("; retrying in {}", ms_text(ms))).unwrap_or_default();
+        Event::StepAttemptFailed {
+            step,
+            attempt,
+            error,
+            retry_in_ms,
+            ..
+        } => {
+            let again = retry_in_ms
+                .map(|ms| format!("; retrying in {}", ms_text(ms)))
+                .unwrap_or_default();
             format!("↻ {step} attempt {attempt} failed: {error}{again}")
         }
-        Event::StepSucceeded { step, elapsed_ms, .. } => format!("✓ {step} ({})", ms_text(*elapsed_ms)),
-        Event::StepFailed { step, error, continued, .. } => {
-            let c = if *continued { " (on_failure: continue)" } else { "" };
+        Event::StepSucceeded {
+            step, elapsed_ms, ..
+        } => format!("✓ {step} ({})", ms_text(*elapsed_ms)),
+        Event::StepFailed {
+            step,
+            error,
+            continued,
+            ..
+        } => {
+            let c = if *continued {
+                " (on_failure: continue)"
+            } else {
+                ""
+            };
             format!("✗ {step} failed{c}: {error}")
         }
         Event::StepSkipped { step, reason, .. } => format!("- {step} skipped: {reason}"),
-        Event::StepInterrupted { step, attempt, reason } => format!("! {step} attempt {attempt} interrupted: {reason}"),
-        Event::ApprovalRequested { step, message, next, .. } => {
-            let then = if next.is_empty() { String::new() } else { format!(" (then: {})", next.join(", ")) };
+        Event::StepInterrupted {
+            step,
+            attempt,
+            reason,
+        } => format!("! {step} attempt {attempt} interrupted: {reason}"),
+        Event::ApprovalRequested {
+            step,
+            message,
+            next,
+            ..
+        } => {
+            let then = if next.is_empty() {
+                String::new()
+            } else {
+                format!(" (then: {})", next.join(", "))
+            };
             format!("? {step}: {message}{then}")
         }
         Event::ApprovalGranted { step, by, via } => {
@@ -51,21 +109,51 @@ pub fn describe(e: &Event) -> String {
             format!("✓ {step} approved by {by} {how}")
         }
         Event::ApprovalDenied { step, by } => format!("✗ {step} declined by {by}"),
-        Event::RollbackStarted { reason, steps } => format!("⟲ rolling back ({reason}): {}", steps.join(", ")),
-        Event::CompensationStarted { step, action, attempt, .. } => {
-            let a = if *attempt > 1 { format!(", attempt {attempt}") } else { String::new() };
+        Event::RollbackStarted { reason, steps } => {
+            format!("⟲ rolling back ({reason}): {}", steps.join(", "))
+        }
+        Event::CompensationStarted {
+            step,
+            action,
+            attempt,
+            ..
+        } => {
+            let a = if *attempt > 1 {
+                format!(", attempt {attempt}")
+            } else {
+                String::new()
+            };
             format!("⟲ compensating {step} ({action}{a})")
         }
-        Event::CompensationAttemptFailed { step, attempt, error, retry_in_ms, .. } => {
-            let again = retry_in_ms.map(|ms| format!("; retrying in {}", ms_text(ms))).unwrap_or_default();
+        Event::CompensationAttemptFailed {
+            step,
+            attempt,
+            error,
+            retry_in_ms,
+            ..
+        } => {
+            let again = retry_in_ms
+                .map(|ms| format!("; retrying in {}", ms_text(ms)))
+                .unwrap_or_default();
             format!("↻ compensation of {step} attempt {attempt} failed: {error}{again}")
         }
         Event::CompensationSucceeded { step, .. } => format!("✓ {step} compensated"),
-        Event::CompensationFailed { step, error, .. } => format!("✗ compensation of {step} failed: {error}"),
-        Event::RollbackFinished { compensated, failed } => {
-            format!("⟲ rollback finished: {} compensated, {} failed", compensated.len(), failed.len())
+        Event::CompensationFailed { step, error, .. } => {
+            format!("✗ compensation of {step} failed: {error}")
         }
-        Event::RunFinished { status, summary, .. } => format!("run {}: {summary}", status.as_str()),
+        Event::RollbackFinished {
+            compensated,
+            failed,
+        } => {
+            format!(
+                "⟲ rollback finished: {} compensated, {} failed",
+                compensated.len(),
+                failed.len()
+            )
+        }
+        Event::RunFinished {
+            status, summary, ..
+        } => format!("run {}: {summary}", status.as_str()),
     }
 }
 
@@ -120,8 +208,16 @@ impl Live {
             return;
         }
         for (step, (attempt, since)) in &self.running {
-            let a = if *attempt > 1 { format!(" attempt {attempt}") } else { String::new() };
-            let _ = writeln!(err, "  … {step}{a} {}", ms_text(since.elapsed().as_millis() as u64));
+            let a = if *attempt > 1 {
+                format!(" attempt {attempt}")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                err,
+                "  … {step}{a} {}",
+                ms_text(since.elapsed().as_millis() as u64)
+            );
         }
         self.footer = self.running.len();
     }
@@ -129,7 +225,12 @@ impl Live {
 
 impl HumanSink {
     pub fn new(live: bool) -> HumanSink {
-        let inner = Arc::new(Mutex::new(Live { live, running: IndexMap::new(), footer: 0, paused: false }));
+        let inner = Arc::new(Mutex::new(Live {
+            live,
+            running: IndexMap::new(),
+            footer: 0,
+            paused: false,
+        }));
         if live {
             let weak = Arc::downgrade(&inner);
             std::thread::spawn(move || {
@@ -151,7 +252,9 @@ impl HumanSink {
     }
 
     pub fn prompter(&self) -> TtyPrompter {
-        TtyPrompter { inner: self.inner.clone() }
+        TtyPrompter {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -159,7 +262,8 @@ impl Sink for HumanSink {
     fn event(&self, _seq: u64, ts: &str, event: &Event) {
         let mut l = self.inner.lock().expect("live lock");
         match event {
-            Event::StepStarted { step, attempt, .. } | Event::CompensationStarted { step, attempt, .. } => {
+            Event::StepStarted { step, attempt, .. }
+            | Event::CompensationStarted { step, attempt, .. } => {
                 l.running.insert(step.clone(), (*attempt, Instant::now()));
             }
             Event::StepAttemptFailed { .. } | Event::CompensationAttemptFailed { .. } => {}
@@ -183,7 +287,10 @@ pub struct TtyPrompter {
 }
 
 impl Prompter for TtyPrompter {
-    fn ask(&self, q: Question) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send>> {
+    fn ask(
+        &self,
+        q: Question,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bool>> + Send>> {
         let inner = self.inner.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
@@ -196,14 +303,25 @@ impl Prompter for TtyPrompter {
                     l.paused = true;
                     let mut err = std::io::stderr().lock();
                     l.clear(&mut err);
-                    let then = if q.next.is_empty() { String::new() } else { format!("\n  next: {}", q.next.join(", ")) };
-                    let _ = write!(err, "\n? {}: {}{then}\n  approve? [y/N] ", q.step, q.message);
+                    let then = if q.next.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n  next: {}", q.next.join(", "))
+                    };
+                    let _ = write!(
+                        err,
+                        "\n? {}: {}{then}\n  approve? [y/N] ",
+                        q.step, q.message
+                    );
                     let _ = err.flush();
                 }
                 let mut line = String::new();
                 let answer = match std::io::stdin().read_line(&mut line) {
                     Ok(0) | Err(_) => None,
-                    Ok(_) => Some(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")),
+                    Ok(_) => Some(matches!(
+                        line.trim().to_ascii_lowercase().as_str(),
+                        "y" | "yes"
+                    )),
                 };
                 inner.lock().expect("live lock").paused = false;
                 answer

@@ -10,7 +10,10 @@ use indexmap::IndexMap;
 use super::report::{HumanSink, JsonSink};
 use super::{DiagnosticFormat, parse_params, validate::print};
 use crate::engine::context::RunScope;
-use crate::engine::{self, Emitter, Engine, Event, Masker, NoPrompter, Prompter, RunState, RunStatus, Sink, StepState};
+use crate::engine::{
+    self, Emitter, Engine, Event, Masker, NoPrompter, Prompter, RunState, RunStatus, Sink,
+    StepState,
+};
 use crate::exit::Exit;
 use crate::runbook::{ValidRunbook, load_file, params};
 use crate::runlog::{self, LogWriter};
@@ -82,14 +85,23 @@ struct Prepared {
 }
 
 fn prepare(d: &Driving) -> Result<Prepared, Exit> {
-    let timeout = d.timeout.as_deref().map(|t| duration_arg("timeout", t)).transpose()?;
+    let timeout = d
+        .timeout
+        .as_deref()
+        .map(|t| duration_arg("timeout", t))
+        .transpose()?;
     let grace = duration_arg("grace", &d.grace)?;
-    let interactive = !d.non_interactive && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let interactive =
+        !d.non_interactive && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let (sink, prompter): (Arc<dyn Sink>, Arc<dyn Prompter>) = if d.json {
         (Arc::new(JsonSink), Arc::new(NoPrompter))
     } else {
         let human = HumanSink::new(std::io::stderr().is_terminal());
-        let prompter: Arc<dyn Prompter> = if interactive { Arc::new(human.prompter()) } else { Arc::new(NoPrompter) };
+        let prompter: Arc<dyn Prompter> = if interactive {
+            Arc::new(human.prompter())
+        } else {
+            Arc::new(NoPrompter)
+        };
         (Arc::new(human), prompter)
     };
     // One TLS provider for the whole process: ring (see DEPENDENCIES.md).
@@ -125,7 +137,11 @@ fn check_runnable(rb: &ValidRunbook) -> Result<(), Exit> {
         if let Some(c) = &s.compensate
             && !c.action.runnable()
         {
-            missing.push(format!("the compensate of `{}` uses `{}`", s.id, c.action.name()));
+            missing.push(format!(
+                "the compensate of `{}` uses `{}`",
+                s.id,
+                c.action.name()
+            ));
         }
     }
     if missing.is_empty() {
@@ -191,7 +207,9 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
     let p = prepare(d)?;
     let store = open_store(&d.state)?;
     let run_id = store::new_run_id();
-    let locks = store.acquire(&rb.locks, &holder(&run_id)).map_err(lock_error)?;
+    let locks = store
+        .acquire(&rb.locks, &holder(&run_id))
+        .map_err(lock_error)?;
     let text = loaded.source.text.as_bytes().to_vec();
     let files = store.create_run(&run_id, &text).map_err(|e| {
         eprintln!("error: cannot create the run in {}: {e}", d.state.display());
@@ -224,7 +242,11 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
     let result = rt.block_on(async {
         emitter.emit_durable(started).await?;
         for (lock, from_run, from_pid) in &locks.taken_over {
-            emitter.emit(Event::LockTakenOver { lock: lock.clone(), from_run: from_run.clone(), from_pid: *from_pid })?;
+            emitter.emit(Event::LockTakenOver {
+                lock: lock.clone(),
+                from_run: from_run.clone(),
+                from_pid: *from_pid,
+            })?;
         }
         Ok::<_, engine::EngineError>(())
     });
@@ -245,11 +267,22 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         println!("{run_id}");
     }
     let started_at = emitter.state().started_at.clone();
-    let scope = RunScope::new(&values, &secrets, run_map(&run_id, &started_at, &p.opts.operator, &rb));
-    Ok(drive(rt, &rb, emitter, scope, masker, p, run_id, files, locks))
+    let scope = RunScope::new(
+        &values,
+        &secrets,
+        run_map(&run_id, &started_at, &p.opts.operator, &rb),
+    );
+    Ok(drive(
+        rt, &rb, emitter, scope, masker, p, run_id, files, locks,
+    ))
 }
 
-fn run_map(id: &str, started_at: &str, operator: &str, rb: &ValidRunbook) -> serde_json::Map<String, serde_json::Value> {
+fn run_map(
+    id: &str,
+    started_at: &str,
+    operator: &str,
+    rb: &ValidRunbook,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     m.insert("id".into(), id.into());
     m.insert("started_at".into(), started_at.into());
@@ -271,11 +304,26 @@ fn drive(
     files: store::RunFiles,
     locks: LockSet,
 ) -> Exit {
-    let engine = Engine::new(Arc::new(rb.clone()), emitter.clone(), scope, masker, p.http, p.opts, p.prompter, run_id.clone());
+    let engine = Engine::new(
+        Arc::new(rb.clone()),
+        emitter.clone(),
+        scope,
+        masker,
+        p.http,
+        p.opts,
+        p.prompter,
+        run_id.clone(),
+    );
     let result = rt.block_on(engine.drive());
     let (last, hash) = emitter.writer().last();
     // Anchor the end of the log outside it, so that a rewritten last line shows.
-    if let Err(e) = runlog::write_head(&files.head, &runlog::Head { seq: last, hash: hash.clone() }) {
+    if let Err(e) = runlog::write_head(
+        &files.head,
+        &runlog::Head {
+            seq: last,
+            hash: hash.clone(),
+        },
+    ) {
         eprintln!("warning: cannot write the log's head anchor: {e}");
     }
     drop(rt);
@@ -298,7 +346,18 @@ fn drive(
 }
 
 /// Reads a run's log for resume/approve: refuses a tampered one, repairs a torn last line.
-fn load_run(store: &Store, run_id: &str) -> Result<(store::RunFiles, ValidRunbook, Vec<engine::Recorded>, runlog::Verdict), Exit> {
+fn load_run(
+    store: &Store,
+    run_id: &str,
+) -> Result<
+    (
+        store::RunFiles,
+        ValidRunbook,
+        Vec<engine::Recorded>,
+        runlog::Verdict,
+    ),
+    Exit,
+> {
     let files = store.run(run_id).map_err(|e| {
         eprintln!("error: {e}");
         Exit::Invalid
@@ -312,10 +371,13 @@ fn load_run(store: &Store, run_id: &str) -> Result<(store::RunFiles, ValidRunboo
         // announced was started.
         let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         text.truncate(keep);
-        let f = std::fs::OpenOptions::new().write(true).open(&files.log).and_then(|f| {
-            f.set_len(keep as u64)?;
-            f.sync_all()
-        });
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files.log)
+            .and_then(|f| {
+                f.set_len(keep as u64)?;
+                f.sync_all()
+            });
         if let Err(e) = f {
             eprintln!("error: cannot repair the run log's torn last line: {e}");
             return Err(Exit::Failed);
@@ -325,7 +387,9 @@ fn load_run(store: &Store, run_id: &str) -> Result<(store::RunFiles, ValidRunboo
     let head = runlog::read_head(&files.head).ok().flatten();
     let verdict = runlog::verify(&text, head.as_ref());
     if let Some((line, why)) = &verdict.first_bad {
-        eprintln!("error: the run log of {run_id} fails verification at line {line}: {why}; refusing to continue it");
+        eprintln!(
+            "error: the run log of {run_id} fails verification at line {line}: {why}; refusing to continue it"
+        );
         return Err(Exit::Failed);
     }
     let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(|e| {
@@ -333,7 +397,9 @@ fn load_run(store: &Store, run_id: &str) -> Result<(store::RunFiles, ValidRunboo
         Exit::Failed
     })?;
     let Some(first) = events.first() else {
-        eprintln!("error: run {run_id} stopped before it recorded anything, so nothing ran; start it again with `lifeboat run`");
+        eprintln!(
+            "error: run {run_id} stopped before it recorded anything, so nothing ran; start it again with `lifeboat run`"
+        );
         return Err(Exit::Failed);
     };
     let Event::RunStarted { file_sha256, .. } = &first.event else {
@@ -342,7 +408,9 @@ fn load_run(store: &Store, run_id: &str) -> Result<(store::RunFiles, ValidRunboo
     };
     let bytes = std::fs::read(&files.runbook).unwrap_or_default();
     if &runlog::sha256_hex(&bytes) != file_sha256 {
-        eprintln!("error: the runbook stored with run {run_id} is not the one it started with; refusing to continue it");
+        eprintln!(
+            "error: the runbook stored with run {run_id} is not the one it started with; refusing to continue it"
+        );
         return Err(Exit::Failed);
     }
     let loaded = load_file(&files.runbook);
@@ -385,11 +453,14 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
         Exit::Invalid
     })?;
     let p = prepare(d)?;
-    let locks = store.acquire(&rb.locks, &holder(run_id)).map_err(lock_error)?;
-    let writer = LogWriter::open(&files.log, verdict.lines, verdict.last_hash.clone()).map_err(|e| {
-        eprintln!("error: cannot open the run log: {e}");
-        Exit::Failed
-    })?;
+    let locks = store
+        .acquire(&rb.locks, &holder(run_id))
+        .map_err(lock_error)?;
+    let writer =
+        LogWriter::open(&files.log, verdict.lines, verdict.last_hash.clone()).map_err(|e| {
+            eprintln!("error: cannot open the run log: {e}");
+            Exit::Failed
+        })?;
     let masker = Arc::new(Masker::new(&secrets));
     let started_at = state.started_at.clone();
     let cut_short: Vec<(String, u32)> = state
@@ -412,7 +483,11 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
             })
             .await?;
         for (lock, from_run, from_pid) in &locks.taken_over {
-            emitter.emit(Event::LockTakenOver { lock: lock.clone(), from_run: from_run.clone(), from_pid: *from_pid })?;
+            emitter.emit(Event::LockTakenOver {
+                lock: lock.clone(),
+                from_run: from_run.clone(),
+                from_pid: *from_pid,
+            })?;
         }
         for (step, attempt) in cut_short {
             emitter.emit(Event::StepInterrupted {
@@ -430,8 +505,22 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
     if !d.json {
         println!("{run_id}");
     }
-    let scope = RunScope::new(&values, &secrets, run_map(run_id, &started_at, &p.opts.operator, &rb));
-    Ok(drive(rt, &rb, emitter, scope, masker, p, run_id.to_string(), files, locks))
+    let scope = RunScope::new(
+        &values,
+        &secrets,
+        run_map(run_id, &started_at, &p.opts.operator, &rb),
+    );
+    Ok(drive(
+        rt,
+        &rb,
+        emitter,
+        scope,
+        masker,
+        p,
+        run_id.to_string(),
+        files,
+        locks,
+    ))
 }
 
 pub(super) fn approve(run_id: &str, step: &str, state_dir: &Path, who: Option<String>) -> Exit {
@@ -440,7 +529,12 @@ pub(super) fn approve(run_id: &str, step: &str, state_dir: &Path, who: Option<St
     }
 }
 
-fn approve_inner(run_id: &str, step: &str, state_dir: &Path, who: Option<String>) -> Result<Exit, Exit> {
+fn approve_inner(
+    run_id: &str,
+    step: &str,
+    state_dir: &Path,
+    who: Option<String>,
+) -> Result<Exit, Exit> {
     let store = open_store(state_dir)?;
     store.run(run_id).map_err(|e| {
         eprintln!("error: {e}");
@@ -456,31 +550,52 @@ fn approve_inner(run_id: &str, step: &str, state_dir: &Path, who: Option<String>
         let known: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
         eprintln!(
             "error: run {run_id} has no step `{step}`{}",
-            crate::diagnostics::did_you_mean(step, known.iter().copied()).map(|h| format!("; {h}")).unwrap_or_default()
+            crate::diagnostics::did_you_mean(step, known.iter().copied())
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default()
         );
         return Err(Exit::Invalid);
     };
-    let waiting = matches!(rec.state, StepState::WaitingApproval | StepState::Interrupted { .. });
+    let waiting = matches!(
+        rec.state,
+        StepState::WaitingApproval | StepState::Interrupted { .. }
+    );
     if !waiting {
-        let what = serde_json::to_value(&rec.state).ok().and_then(|v| v["state"].as_str().map(String::from)).unwrap_or_default();
-        eprintln!("error: step `{step}` of run {run_id} is not waiting for an approval (it is {what})");
+        let what = serde_json::to_value(&rec.state)
+            .ok()
+            .and_then(|v| v["state"].as_str().map(String::from))
+            .unwrap_or_default();
+        eprintln!(
+            "error: step `{step}` of run {run_id} is not waiting for an approval (it is {what})"
+        );
         return Err(Exit::Invalid);
     }
     let by = operator(who);
-    let i = rb.step_index(step).expect("the state has the runbook's steps");
+    let i = rb
+        .step_index(step)
+        .expect("the state has the runbook's steps");
     if let crate::actions::Action::Approval(a) = &rb.steps[i].action
         && !a.approvers.is_empty()
         && !a.approvers.contains(&by)
     {
-        eprintln!("error: `{step}` may be approved only by {}; you are `{by}` (set --operator or $LIFEBOAT_OPERATOR)", a.approvers.join(" or "));
+        eprintln!(
+            "error: `{step}` may be approved only by {}; you are `{by}` (set --operator or $LIFEBOAT_OPERATOR)",
+            a.approvers.join(" or ")
+        );
         return Err(Exit::Invalid);
     }
     let writer = LogWriter::open(&files.log, verdict.lines, verdict.last_hash).map_err(|e| {
         eprintln!("error: cannot open the run log: {e}");
         Exit::Failed
     })?;
-    let ev = Event::ApprovalGranted { step: step.into(), by: by.clone(), via: engine::ApprovalVia::Command };
-    let appended = writer.append(&ev.to_map()).and_then(|(seq, _)| writer.durable_blocking(seq));
+    let ev = Event::ApprovalGranted {
+        step: step.into(),
+        by: by.clone(),
+        via: engine::ApprovalVia::Command,
+    };
+    let appended = writer
+        .append(&ev.to_map())
+        .and_then(|(seq, _)| writer.durable_blocking(seq));
     if let Err(e) = appended {
         eprintln!("error: {e}");
         return Err(Exit::Failed);

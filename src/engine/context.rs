@@ -17,7 +17,9 @@ pub struct StepOutputs {
 
 impl StepOutputs {
     pub fn set(&self, step: &str, outputs: &serde_json::Value) {
-        let entry = J::from(minijinja::value::Serde(serde_json::json!({ "outputs": outputs })));
+        let entry = J::from(minijinja::value::Serde(
+            serde_json::json!({ "outputs": outputs }),
+        ));
         self.map
             .write()
             .expect("outputs lock")
@@ -33,7 +35,12 @@ struct StepsView(Arc<StepOutputs>);
 
 impl Object for StepsView {
     fn get_value(self: &Arc<Self>, key: &J) -> Option<J> {
-        self.0.map.read().expect("outputs lock").get(key.as_str()?).cloned()
+        self.0
+            .map
+            .read()
+            .expect("outputs lock")
+            .get(key.as_str()?)
+            .cloned()
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         let keys: Vec<J> = self
@@ -141,6 +148,8 @@ impl RunScope {
         if let Some(o) = outputs {
             ctx.push(("outputs", J::from(minijinja::value::Serde(o))));
         }
-        ctx.into_iter().collect::<std::collections::BTreeMap<_, _>>().into()
+        ctx.into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into()
     }
 }

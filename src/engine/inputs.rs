@@ -43,8 +43,11 @@ fn walk(
     Ok(match template {
         Value::String(t) if is_template(t) => {
             touched.store(false, Ordering::SeqCst);
-            let real = templates::render_value(env, template, pointer, ctx, &|_| None).map_err(|d| d.message)?;
-            if touched.load(Ordering::SeqCst) || templates::template_roots(env, t).contains("secrets") {
+            let real = templates::render_value(env, template, pointer, ctx, &|_| None)
+                .map_err(|d| d.message)?;
+            if touched.load(Ordering::SeqCst)
+                || templates::template_roots(env, t).contains("secrets")
+            {
                 register(&real, masker);
                 *recorded = Value::String(MASK.into());
             } else {
@@ -53,19 +56,42 @@ fn walk(
             real
         }
         Value::Array(items) => {
-            let Value::Array(out) = recorded else { unreachable!("recorded mirrors the template") };
+            let Value::Array(out) = recorded else {
+                unreachable!("recorded mirrors the template")
+            };
             let mut real = Vec::with_capacity(items.len());
             for (i, (t, o)) in items.iter().zip(out.iter_mut()).enumerate() {
-                real.push(walk(env, t, &crate::diagnostics::ptr(pointer, i), ctx, touched, masker, o)?);
+                real.push(walk(
+                    env,
+                    t,
+                    &crate::diagnostics::ptr(pointer, i),
+                    ctx,
+                    touched,
+                    masker,
+                    o,
+                )?);
             }
             Value::Array(real)
         }
         Value::Object(map) => {
-            let Value::Object(out) = recorded else { unreachable!("recorded mirrors the template") };
+            let Value::Object(out) = recorded else {
+                unreachable!("recorded mirrors the template")
+            };
             let mut real = serde_json::Map::with_capacity(map.len());
             for (k, t) in map {
                 let o = out.get_mut(k).expect("recorded mirrors the template");
-                real.insert(k.clone(), walk(env, t, &crate::diagnostics::ptr(pointer, k), ctx, touched, masker, o)?);
+                real.insert(
+                    k.clone(),
+                    walk(
+                        env,
+                        t,
+                        &crate::diagnostics::ptr(pointer, k),
+                        ctx,
+                        touched,
+                        masker,
+                        o,
+                    )?,
+                );
             }
             Value::Object(real)
         }
@@ -108,7 +134,10 @@ mod tests {
             "argv": ["x", "{{ secrets.token | length }}"],
         });
         let r = render(&env, &with, &ctx, &touched, &masker).unwrap();
-        assert_eq!(r.recorded, json!({"script": "***", "env": {"WHO": "ops", "B": "***"}, "argv": ["x", "***"]}));
+        assert_eq!(
+            r.recorded,
+            json!({"script": "***", "env": {"WHO": "ops", "B": "***"}, "argv": ["x", "***"]})
+        );
         let sliced = r.real["script"].as_str().unwrap().to_string();
         assert_eq!(sliced, "echo C3S-R3P");
         assert_eq!(masker.scrub(&format!("out: {sliced}")), "out: ***");

@@ -85,7 +85,12 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    pub fn new(writer: LogWriter, masker: Arc<Masker>, state: RunState, sink: Arc<dyn Sink>) -> Emitter {
+    pub fn new(
+        writer: LogWriter,
+        masker: Arc<Masker>,
+        state: RunState,
+        sink: Arc<dyn Sink>,
+    ) -> Emitter {
         Emitter {
             writer,
             masker,

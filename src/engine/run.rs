@@ -38,7 +38,13 @@ struct Shared {
 
 /// Whether a step is done with for this process: its dependents may be decided.
 fn settled(s: &StepState) -> bool {
-    matches!(s, StepState::Succeeded { .. } | StepState::Failed { .. } | StepState::Skipped { .. } | StepState::Compensated)
+    matches!(
+        s,
+        StepState::Succeeded { .. }
+            | StepState::Failed { .. }
+            | StepState::Skipped { .. }
+            | StepState::Compensated
+    )
 }
 
 /// How one step's attempts ended.
@@ -104,7 +110,9 @@ impl Engine {
         }
         if sh.emitter.state().rollback == Some(false) {
             // A rollback was cut short: finish it, and the run stays failed.
-            let summary = self.rollback("continuing the rollback cut short by a crash").await?;
+            let summary = self
+                .rollback("continuing the rollback cut short by a crash")
+                .await?;
             return self.finish(RunStatus::Failed, summary, vec![]).await;
         }
 
@@ -119,7 +127,9 @@ impl Engine {
 
         loop {
             if stop.is_none()
-                && let Some(why) = self.start_ready(&mut tasks, &mut running, &mut asking).await?
+                && let Some(why) = self
+                    .start_ready(&mut tasks, &mut running, &mut asking)
+                    .await?
             {
                 stop = Some(Stop::Failure);
                 failure = Some(why);
@@ -190,7 +200,8 @@ impl Engine {
             Some(Stop::Failure) | Some(Stop::Timeout) => {
                 let why = failure.unwrap_or_else(|| "a step failed".into());
                 let rolled = self.rollback(&why).await?;
-                self.finish(RunStatus::Failed, format!("{why}{rolled}"), vec![]).await
+                self.finish(RunStatus::Failed, format!("{why}{rolled}"), vec![])
+                    .await
             }
             None => {
                 let (waiting, failed_continued, total) = {
@@ -200,24 +211,44 @@ impl Engine {
                         .steps
                         .iter()
                         .enumerate()
-                        .filter(|(i, (_, r))| unanswered.contains(i) || matches!(r.state, StepState::WaitingApproval | StepState::Interrupted { .. }))
+                        .filter(|(i, (_, r))| {
+                            unanswered.contains(i)
+                                || matches!(
+                                    r.state,
+                                    StepState::WaitingApproval | StepState::Interrupted { .. }
+                                )
+                        })
                         .map(|(_, (id, _))| id.clone())
                         .collect();
-                    let failed = st.steps.values().filter(|r| matches!(r.state, StepState::Failed { continued: true })).count();
+                    let failed = st
+                        .steps
+                        .values()
+                        .filter(|r| matches!(r.state, StepState::Failed { continued: true }))
+                        .count();
                     (waiting, failed, st.steps.len())
                 };
                 if !waiting.is_empty() {
-                    let how: Vec<String> = waiting.iter().map(|w| format!("`lifeboat approve {} {w}`", sh.run_id)).collect();
+                    let how: Vec<String> = waiting
+                        .iter()
+                        .map(|w| format!("`lifeboat approve {} {w}`", sh.run_id))
+                        .collect();
                     let summary = format!(
                         "waiting for approval of {}; approve with {}, then `lifeboat resume {}`",
-                        waiting.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", "),
+                        waiting
+                            .iter()
+                            .map(|w| format!("`{w}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         how.join(" and "),
                         sh.run_id
                     );
-                    self.finish(RunStatus::WaitingForApproval, summary, waiting).await
+                    self.finish(RunStatus::WaitingForApproval, summary, waiting)
+                        .await
                 } else {
                     let summary = if failed_continued > 0 {
-                        format!("{total} steps done; {failed_continued} failed and the run went on (on_failure: continue)")
+                        format!(
+                            "{total} steps done; {failed_continued} failed and the run went on (on_failure: continue)"
+                        )
                     } else {
                         format!("{total} steps done")
                     };
@@ -227,10 +258,19 @@ impl Engine {
         }
     }
 
-    async fn finish(&self, status: RunStatus, summary: String, waiting: Vec<String>) -> Result<RunStatus, EngineError> {
+    async fn finish(
+        &self,
+        status: RunStatus,
+        summary: String,
+        waiting: Vec<String>,
+    ) -> Result<RunStatus, EngineError> {
         self.shared
             .emitter
-            .emit_durable(Event::RunFinished { status, summary, waiting })
+            .emit_durable(Event::RunFinished {
+                status,
+                summary,
+                waiting,
+            })
             .await?;
         Ok(status)
     }
@@ -257,8 +297,17 @@ impl Engine {
                 open.retain(|&i| !settled(&st.steps[i].state));
                 open.iter()
                     .copied()
-                    .filter(|i| !running.contains_key(i) && !asking.contains_key(i) && !unanswered.contains(i))
-                    .filter(|&i| sh.rb.steps[i].needs.iter().all(|&n| settled(&st.steps[n].state)))
+                    .filter(|i| {
+                        !running.contains_key(i)
+                            && !asking.contains_key(i)
+                            && !unanswered.contains(i)
+                    })
+                    .filter(|&i| {
+                        sh.rb.steps[i]
+                            .needs
+                            .iter()
+                            .all(|&n| settled(&st.steps[n].state))
+                    })
                     .collect()
             };
             for i in candidates {
@@ -270,7 +319,8 @@ impl Engine {
                 };
                 let is_gate = matches!(step.action, Action::Approval(_));
                 let interrupted = matches!(state, StepState::Interrupted { .. });
-                if !matches!(state, StepState::Pending | StepState::WaitingApproval) && !interrupted {
+                if !matches!(state, StepState::Pending | StepState::WaitingApproval) && !interrupted
+                {
                     continue;
                 }
                 // Needs: all done, or a reason to skip.
@@ -280,8 +330,10 @@ impl Engine {
                     let st = sh.emitter.state();
                     for &n in &step.needs {
                         match &st.steps[n].state {
-                            StepState::Succeeded { .. } | StepState::Failed { continued: true } => {}
-                            StepState::Skipped { .. } if step.on_skipped_needs == OnSkippedNeeds::Run => {}
+                            StepState::Succeeded { .. } | StepState::Failed { continued: true } => {
+                            }
+                            StepState::Skipped { .. }
+                                if step.on_skipped_needs == OnSkippedNeeds::Run => {}
                             StepState::Skipped { .. } => {
                                 skip_for.get_or_insert_with(|| sh.rb.steps[n].id.clone());
                             }
@@ -302,7 +354,10 @@ impl Engine {
                     continue;
                 }
                 // `when` is decided once, when the step first becomes ready.
-                if !interrupted && attempts == 0 && let Some(when) = &step.when {
+                if !interrupted
+                    && attempts == 0
+                    && let Some(when) = &step.when
+                {
                     match self.eval(when, None) {
                         Ok(true) => {}
                         Ok(false) => {
@@ -336,21 +391,40 @@ impl Engine {
                 if needs_answer && grant.is_none() {
                     let next = self.dependents(i);
                     let (message, rerun) = match (&step.action, interrupted) {
-                        (Action::Approval(a), _) => (a.message.clone(), None),
+                        (Action::Approval(a), _) => (
+                            self.gate_message(i).unwrap_or_else(|| a.message.clone()),
+                            None,
+                        ),
                         (_, _) => (
-                            format!("Step `{}` was cut short while running; it may or may not have taken effect. Run it again?", step.id),
+                            format!(
+                                "Step `{}` was cut short while running; it may or may not have taken effect. Run it again?",
+                                step.id
+                            ),
                             Some(format!("attempt {attempts} was interrupted")),
                         ),
                     };
                     let already_asked = state == StepState::WaitingApproval;
                     if !already_asked || sh.opts.yes {
-                        sh.emitter.emit(Event::ApprovalRequested { step: step.id.clone(), message: message.clone(), next: next.clone(), rerun })?;
+                        sh.emitter.emit(Event::ApprovalRequested {
+                            step: step.id.clone(),
+                            message: message.clone(),
+                            next: next.clone(),
+                            rerun,
+                        })?;
                     }
                     if sh.opts.yes {
-                        sh.emitter.emit(Event::ApprovalGranted { step: step.id.clone(), by: sh.opts.operator.clone(), via: ApprovalVia::YesFlag })?;
+                        sh.emitter.emit(Event::ApprovalGranted {
+                            step: step.id.clone(),
+                            by: sh.opts.operator.clone(),
+                            via: ApprovalVia::YesFlag,
+                        })?;
                         changed = true;
                     } else {
-                        let q = Question { step: step.id.clone(), message, next };
+                        let q = Question {
+                            step: step.id.clone(),
+                            message,
+                            next,
+                        };
                         let fut = sh.prompter.ask(q);
                         let h = tasks.spawn(async move { Done::Answer(i, fut.await) });
                         asking.insert(i, h);
@@ -395,10 +469,17 @@ impl Engine {
         let step = sh.rb.steps[i].id.clone();
         match answer {
             Some(true) => {
-                sh.emitter.emit(Event::ApprovalGranted { step, by: sh.opts.operator.clone(), via: ApprovalVia::Prompt })?;
+                sh.emitter.emit(Event::ApprovalGranted {
+                    step,
+                    by: sh.opts.operator.clone(),
+                    via: ApprovalVia::Prompt,
+                })?;
             }
             Some(false) => {
-                sh.emitter.emit(Event::ApprovalDenied { step: step.clone(), by: sh.opts.operator.clone() })?;
+                sh.emitter.emit(Event::ApprovalDenied {
+                    step: step.clone(),
+                    by: sh.opts.operator.clone(),
+                })?;
                 sh.emitter.emit(Event::StepFailed {
                     step,
                     attempt: 0,
@@ -436,7 +517,11 @@ impl Engine {
                 StepState::Running { attempt } | StepState::Retrying { attempt } => attempt,
                 _ => continue,
             };
-            sh.emitter.emit(Event::StepInterrupted { step: sh.rb.steps[i].id.clone(), attempt, reason: reason.to_string() })?;
+            sh.emitter.emit(Event::StepInterrupted {
+                step: sh.rb.steps[i].id.clone(),
+                attempt,
+                reason: reason.to_string(),
+            })?;
         }
         Ok(())
     }
@@ -450,7 +535,13 @@ impl Engine {
             if st.rollback == Some(false) {
                 st.rollback_steps
                     .iter()
-                    .filter(|id| !matches!(st.steps[id.as_str()].compensation, Some(CompensationRecord::Succeeded) | Some(CompensationRecord::Failed { .. })))
+                    .filter(|id| {
+                        !matches!(
+                            st.steps[id.as_str()].compensation,
+                            Some(CompensationRecord::Succeeded)
+                                | Some(CompensationRecord::Failed { .. })
+                        )
+                    })
                     .filter_map(|id| sh.rb.step_index(id))
                     .collect()
             } else {
@@ -466,10 +557,12 @@ impl Engine {
             if order.is_empty() {
                 return Ok(String::new());
             }
-            sh.emitter.emit_durable(Event::RollbackStarted {
-                reason: reason.to_string(),
-                steps: order.iter().map(|&i| sh.rb.steps[i].id.clone()).collect(),
-            }).await?;
+            sh.emitter
+                .emit_durable(Event::RollbackStarted {
+                    reason: reason.to_string(),
+                    steps: order.iter().map(|&i| sh.rb.steps[i].id.clone()).collect(),
+                })
+                .await?;
         }
         let mut compensated = Vec::new();
         let mut failed = Vec::new();
@@ -484,11 +577,29 @@ impl Engine {
                 Outcome::Failed => failed.push(id),
             }
         }
-        sh.emitter.emit_durable(Event::RollbackFinished { compensated: compensated.clone(), failed: failed.clone() }).await?;
+        sh.emitter
+            .emit_durable(Event::RollbackFinished {
+                compensated: compensated.clone(),
+                failed: failed.clone(),
+            })
+            .await?;
         Ok(match (compensated.len(), failed.len()) {
             (c, 0) => format!("; rolled back ({c} compensated)"),
-            (c, f) => format!("; rollback incomplete: {c} compensated, {f} failed ({}): check by hand", failed.join(", ")),
+            (c, f) => format!(
+                "; rollback incomplete: {c} compensated, {f} failed ({}): check by hand",
+                failed.join(", ")
+            ),
         })
+    }
+
+    /// An approval's message with its templates rendered (secrets stay masked in the log).
+    fn gate_message(&self, i: usize) -> Option<String> {
+        let sh = &self.shared;
+        let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ctx = sh.scope.context(None, None, Some(&touched));
+        let rendered =
+            inputs::render(&sh.env, &sh.rb.steps[i].with, &ctx, &touched, &sh.masker).ok()?;
+        rendered.real.get("message")?.as_str().map(String::from)
     }
 
     fn dependents(&self, i: usize) -> Vec<String> {
@@ -524,7 +635,10 @@ fn eval(sh: &Shared, expr: &str, outputs: Option<&Value>) -> Result<bool, String
         .compile_expression(expr)
         .and_then(|e| e.eval(&ctx))
         .map(|v| v.is_true())
-        .map_err(|e| e.detail().map_or_else(|| e.kind().to_string(), String::from))
+        .map_err(|e| {
+            e.detail()
+                .map_or_else(|| e.kind().to_string(), String::from)
+        })
 }
 
 /// What differs between a step's attempts and its compensation's.
@@ -558,9 +672,16 @@ async fn step_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome
     .await
 }
 
-async fn compensation_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome, EngineError> {
+async fn compensation_attempts(
+    sh: &Arc<Shared>,
+    i: usize,
+    first: u32,
+) -> Result<Outcome, EngineError> {
     let s = &sh.rb.steps[i];
-    let c = s.compensate.as_ref().expect("only steps with compensate are rolled back");
+    let c = s
+        .compensate
+        .as_ref()
+        .expect("only steps with compensate are rolled back");
     attempts(
         sh,
         Attempted {
@@ -593,7 +714,8 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
         let result: Result<Value, AttemptError> = async {
             let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let ctx = sh.scope.context(Some(&key), None, Some(&touched));
-            let rendered = inputs::render(&sh.env, a.with, &ctx, &touched, &sh.masker).map_err(ActionError::permanent)?;
+            let rendered = inputs::render(&sh.env, a.with, &ctx, &touched, &sh.masker)
+                .map_err(ActionError::permanent)?;
             let typed = match Action::parse(a.action.name(), &rendered.real) {
                 Ok(Some(t)) => t,
                 Ok(None) => unreachable!("a validated action exists"),
@@ -608,14 +730,35 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 }
             };
             let started = if a.compensation {
-                Event::CompensationStarted { step: a.id.into(), attempt, attempt_key: key.clone(), action: a.action.name().into(), inputs: rendered.recorded }
+                Event::CompensationStarted {
+                    step: a.id.into(),
+                    attempt,
+                    attempt_key: key.clone(),
+                    action: a.action.name().into(),
+                    inputs: rendered.recorded,
+                }
             } else {
-                Event::StepStarted { step: a.id.into(), attempt, attempt_key: key.clone(), action: a.action.name().into(), inputs: rendered.recorded }
+                Event::StepStarted {
+                    step: a.id.into(),
+                    attempt,
+                    attempt_key: key.clone(),
+                    action: a.action.name().into(),
+                    inputs: rendered.recorded,
+                }
             };
             // The record of the attempt is on disk before the attempt touches anything.
-            sh.emitter.emit_durable(started).await.map_err(AttemptError::Log)?;
+            sh.emitter
+                .emit_durable(started)
+                .await
+                .map_err(AttemptError::Log)?;
             let eval = |expr: &str, outputs: &Value| eval(sh, expr, Some(outputs));
-            let exec = Exec { run_id: &sh.run_id, step: a.id, attempt_key: &key, http: &sh.http, eval: &eval };
+            let exec = Exec {
+                run_id: &sh.run_id,
+                step: a.id,
+                attempt_key: &key,
+                http: &sh.http,
+                eval: &eval,
+            };
             let outputs = match tokio::time::timeout(a.timeout, typed.execute(&exec)).await {
                 Ok(r) => r?,
                 Err(_) => {
@@ -640,7 +783,12 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                         }
                         .into());
                     }
-                    Err(e) => return Err(ActionError::permanent(format!("assert fails to evaluate: {e}")).into()),
+                    Err(e) => {
+                        return Err(ActionError::permanent(format!(
+                            "assert fails to evaluate: {e}"
+                        ))
+                        .into());
+                    }
                 }
             }
             Ok(outputs)
@@ -650,9 +798,19 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
         match result {
             Ok(outputs) => {
                 let ev = if a.compensation {
-                    Event::CompensationSucceeded { step: a.id.into(), attempt, outputs, elapsed_ms }
+                    Event::CompensationSucceeded {
+                        step: a.id.into(),
+                        attempt,
+                        outputs,
+                        elapsed_ms,
+                    }
                 } else {
-                    Event::StepSucceeded { step: a.id.into(), attempt, outputs, elapsed_ms: step_started.elapsed().as_millis() as u64 }
+                    Event::StepSucceeded {
+                        step: a.id.into(),
+                        attempt,
+                        outputs,
+                        elapsed_ms: step_started.elapsed().as_millis() as u64,
+                    }
                 };
                 // Not waited for: the next step's `step_started` shares its sync.
                 sh.emitter.emit(ev)?;
@@ -664,9 +822,23 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 if let Some(delay) = next {
                     let retry_in_ms = Some(delay.as_millis() as u64);
                     let ev = if a.compensation {
-                        Event::CompensationAttemptFailed { step: a.id.into(), attempt, error: e.message, transient: true, retry_in_ms, elapsed_ms }
+                        Event::CompensationAttemptFailed {
+                            step: a.id.into(),
+                            attempt,
+                            error: e.message,
+                            transient: true,
+                            retry_in_ms,
+                            elapsed_ms,
+                        }
                     } else {
-                        Event::StepAttemptFailed { step: a.id.into(), attempt, error: e.message, transient: true, retry_in_ms, elapsed_ms }
+                        Event::StepAttemptFailed {
+                            step: a.id.into(),
+                            attempt,
+                            error: e.message,
+                            transient: true,
+                            retry_in_ms,
+                            elapsed_ms,
+                        }
                     };
                     sh.emitter.emit(ev)?;
                     tokio::time::sleep(delay).await;
@@ -674,9 +846,20 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                     continue;
                 }
                 let ev = if a.compensation {
-                    Event::CompensationFailed { step: a.id.into(), attempt, error: e.message, elapsed_ms }
+                    Event::CompensationFailed {
+                        step: a.id.into(),
+                        attempt,
+                        error: e.message,
+                        elapsed_ms,
+                    }
                 } else {
-                    Event::StepFailed { step: a.id.into(), attempt, error: e.message, elapsed_ms: step_started.elapsed().as_millis() as u64, continued: a.continued }
+                    Event::StepFailed {
+                        step: a.id.into(),
+                        attempt,
+                        error: e.message,
+                        elapsed_ms: step_started.elapsed().as_millis() as u64,
+                        continued: a.continued,
+                    }
                 };
                 sh.emitter.emit(ev)?;
                 return Ok(Outcome::Failed);
@@ -706,7 +889,10 @@ struct Signals {
 impl Signals {
     fn new() -> Signals {
         use tokio::signal::unix::{SignalKind, signal};
-        Signals { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
     }
 
     async fn recv(&mut self) -> &'static str {
@@ -728,4 +914,3 @@ impl Signals {
         }
     }
 }
-

@@ -204,7 +204,15 @@ impl Masker {
 /// (a script that base64-encodes its input, a server that echoes a URL-encoded query).
 fn derived_forms(env: &minijinja::Environment<'_>, secret: &str) -> Vec<String> {
     const FILTERS: &[&str] = &[
-        "upper", "lower", "title", "capitalize", "trim", "reverse", "b64encode", "urlencode", "tojson",
+        "upper",
+        "lower",
+        "title",
+        "capitalize",
+        "trim",
+        "reverse",
+        "b64encode",
+        "urlencode",
+        "tojson",
     ];
     let ctx = minijinja::context! { s => secret };
     let mut forms = Vec::new();
@@ -243,9 +251,20 @@ mod tests {
     fn masks_the_secret_and_what_filters_make_of_it() {
         let m = masker("Hunter2 pass/word");
         let env = crate::runbook::templates::environment();
-        for f in ["", "|upper", "|lower", "|b64encode", "|urlencode", "|tojson", "|title"] {
+        for f in [
+            "",
+            "|upper",
+            "|lower",
+            "|b64encode",
+            "|urlencode",
+            "|tojson",
+            "|title",
+        ] {
             let leaked = env
-                .render_str(&format!("{{{{ s {f} }}}}"), minijinja::context! { s => "Hunter2 pass/word" })
+                .render_str(
+                    &format!("{{{{ s {f} }}}}"),
+                    minijinja::context! { s => "Hunter2 pass/word" },
+                )
                 .unwrap();
             let text = format!("token={leaked}; done");
             let clean = m.scrub(&text);
@@ -267,7 +286,10 @@ mod tests {
     #[test]
     fn pieces_of_a_secret_are_masked() {
         let m = masker("Pa55/word+with?odd&chars");
-        assert_eq!(m.scrub("raw Pa55/word+with?odd\nsh: chars: not found"), "raw ***\nsh: chars: not found");
+        assert_eq!(
+            m.scrub("raw Pa55/word+with?odd\nsh: chars: not found"),
+            "raw ***\nsh: chars: not found"
+        );
         assert_eq!(m.scrub("slice 5/word+with? end"), "slice *** end");
         assert_eq!(m.scrub("short 5/wor stays"), "short 5/wor stays");
         assert_eq!(m.scrub("ünïcödé Pa55/wo ünï"), "ünïcödé *** ünï");

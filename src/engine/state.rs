@@ -11,16 +11,29 @@ use super::event::{ApprovalVia, Event, RunStatus};
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum StepState {
     Pending,
-    Running { attempt: u32 },
+    Running {
+        attempt: u32,
+    },
     /// An attempt failed and another will follow.
-    Retrying { attempt: u32 },
-    Succeeded { attempt: u32 },
-    Failed { continued: bool },
-    Skipped { reason: String, need: Option<String> },
+    Retrying {
+        attempt: u32,
+    },
+    Succeeded {
+        attempt: u32,
+    },
+    Failed {
+        continued: bool,
+    },
+    Skipped {
+        reason: String,
+        need: Option<String>,
+    },
     /// An approval gate that has been asked and not answered.
     WaitingApproval,
     /// Started, end unknown.
-    Interrupted { attempt: u32 },
+    Interrupted {
+        attempt: u32,
+    },
     /// Succeeded, then undone by its `compensate`.
     Compensated,
 }

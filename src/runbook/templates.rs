@@ -42,9 +42,14 @@ fn b64decode(value: String) -> Result<String, minijinja::Error> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(value.trim())
-        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))?;
+        .map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+        })?;
     String::from_utf8(bytes).map_err(|_| {
-        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "decoded bytes are not UTF-8")
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "decoded bytes are not UTF-8",
+        )
     })
 }
 

@@ -66,7 +66,9 @@ fn split_hash(line: &str) -> Option<(String, &str)> {
 
 /// The current time as the log writes it: RFC 3339, UTC, milliseconds.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 #[cfg(test)]

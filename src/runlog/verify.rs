@@ -44,7 +44,10 @@ pub fn verify(text: &[u8], head: Option<&Head>) -> Verdict {
         let (line, after) = match rest.iter().position(|&b| b == b'\n') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => {
-                bad = Some((n, "the last line is incomplete (written during a crash?)".into()));
+                bad = Some((
+                    n,
+                    "the last line is incomplete (written during a crash?)".into(),
+                ));
                 break;
             }
         };
@@ -146,7 +149,11 @@ pub fn write_head(path: &Path, head: &Head) -> std::io::Result<()> {
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(serde_json::to_string(head).expect("head serializes").as_bytes())?;
+        f.write_all(
+            serde_json::to_string(head)
+                .expect("head serializes")
+                .as_bytes(),
+        )?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -169,7 +176,10 @@ mod tests {
             let mut ev = serde_json::Map::new();
             ev.insert("event".into(), "step_succeeded".into());
             ev.insert("step".into(), format!("s{seq}").into());
-            ev.insert("outputs".into(), serde_json::json!({"n": seq, "text": "a,\"b\"}"}));
+            ev.insert(
+                "outputs".into(),
+                serde_json::json!({"n": seq, "text": "a,\"b\"}"}),
+            );
             let line = format_line(seq, "2026-11-21T00:00:00.000Z", &ev, &prev);
             prev = sha256_hex(line.as_bytes());
             lines.push(line);
@@ -178,13 +188,17 @@ mod tests {
     }
 
     fn join(lines: &[String]) -> Vec<u8> {
-        lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect()
+        lines
+            .iter()
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect()
     }
 
     /// Recomputes a line's own hash after a change, as a careful forger would.
     fn rehash(line: &str) -> String {
         let (covered, _) = split_hash(line).unwrap();
-        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&covered).unwrap();
+        let mut v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&covered).unwrap();
         let seq = v.shift_remove("seq").unwrap().as_u64().unwrap();
         let ts = v.shift_remove("ts").unwrap();
         let prev = v.shift_remove("prev").unwrap();
@@ -222,7 +236,15 @@ mod tests {
             // the last line, the head) gives it away.
             let mut l = lines.clone();
             l[i] = rehash(&lines[i].replace(&format!("\"s{line_no}\""), "\"evil\""));
-            variants.push(("value changed, hash recomputed".into(), l, if i + 1 == n as usize { line_no } else { line_no + 1 }));
+            variants.push((
+                "value changed, hash recomputed".into(),
+                l,
+                if i + 1 == n as usize {
+                    line_no
+                } else {
+                    line_no + 1
+                },
+            ));
             // Removed.
             let mut l = lines.clone();
             l.remove(i);
@@ -255,7 +277,11 @@ mod tests {
         // Appending a forged line after the end is caught by neither chain nor head alone, but
         // it is reported as unanchored, never as covered by the head.
         let mut l = lines.clone();
-        l.push(rehash(&lines[0].replace("\"seq\":1", &format!("\"seq\":{}", n + 1)).replace(GENESIS, &head.hash)));
+        l.push(rehash(
+            &lines[0]
+                .replace("\"seq\":1", &format!("\"seq\":{}", n + 1))
+                .replace(GENESIS, &head.hash),
+        ));
         let v = verify(&join(&l), Some(&head));
         assert!(v.first_bad.is_some() || v.unanchored == 1);
     }

@@ -59,7 +59,10 @@ pub enum LockError {
     #[error("lock `{name}` is kept by run {}, which stopped to wait and has not finished; `lifeboat resume {}` finishes it", .holder.run, .holder.run)]
     Paused { name: String, holder: Holder },
     #[error("lock `{name}`: {source}")]
-    Io { name: String, source: std::io::Error },
+    Io {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// Locks taken for one run, held until dropped or released.
@@ -245,7 +248,11 @@ fn read_holder(file: &mut File) -> Option<Holder> {
 fn write_holder(file: &mut File, h: &Holder) -> std::io::Result<()> {
     file.set_len(0)?;
     file.rewind()?;
-    file.write_all(serde_json::to_string(h).expect("holder serializes").as_bytes())?;
+    file.write_all(
+        serde_json::to_string(h)
+            .expect("holder serializes")
+            .as_bytes(),
+    )?;
     file.sync_data()
 }
 
@@ -281,10 +288,7 @@ pub fn new_run_id() -> String {
         let _ = f.read_exact(&mut bytes);
     }
     let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S");
-    format!(
-        "{ts}Z-{:02x}{:02x}{:02x}",
-        bytes[0], bytes[1], bytes[2]
-    )
+    format!("{ts}Z-{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2])
 }
 
 pub fn hostname() -> String {

@@ -16,7 +16,12 @@ pub struct Ran {
 impl Ran {
     /// The run id: the first line `run` prints.
     pub fn run_id(&self) -> String {
-        self.stdout.lines().next().unwrap_or_default().trim().to_string()
+        self.stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 }
 
@@ -32,7 +37,9 @@ impl From<Output> for Ran {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox { dir: tempfile::tempdir().unwrap() }
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -69,7 +76,11 @@ impl Sandbox {
     }
 
     pub fn log_path(&self, run: &str) -> PathBuf {
-        self.dir.path().join(".lifeboat/runs").join(run).join("log.jsonl")
+        self.dir
+            .path()
+            .join(".lifeboat/runs")
+            .join(run)
+            .join("log.jsonl")
     }
 
     /// The run's events, as JSON objects.
@@ -98,7 +109,9 @@ impl Sandbox {
 }
 
 pub fn runbook(name: &str, rest: &str) -> String {
-    format!("apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {{name: {name}, version: 1.0.0}}\n{rest}")
+    format!(
+        "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {{name: {name}, version: 1.0.0}}\n{rest}"
+    )
 }
 
 pub fn exists(p: &Path) -> bool {
