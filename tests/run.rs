@@ -757,3 +757,59 @@ fn verify_names_the_first_tampered_line() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("refusing to continue"), "{}", r.stderr);
 }
+
+#[test]
+fn a_failed_run_resumes_after_the_fix_and_redoes_only_what_was_undone_or_failed() {
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &runbook("fix", r#"
+steps:
+  - id: plain
+    action: shell
+    with: {script: "echo plain >> side.txt"}
+  - id: undoable
+    action: shell
+    needs: [plain]
+    with: {script: "echo undoable >> side.txt"}
+    compensate: {action: shell, with: {script: "echo undo >> side.txt"}}
+  - id: needs_fix
+    action: shell
+    needs: [undoable]
+    with: {script: "test -f fixed && echo fixed >> side.txt"}
+"#));
+    let r = sb.lifeboat(&["run", "r.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(sb.read("side.txt"), "plain\nundoable\nundo\n");
+    sb.write("fixed", "");
+    let again = sb.lifeboat(&["resume", &r.run_id()]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    // `plain` stays done; `undoable` was undone by its compensation, so it runs again.
+    assert_eq!(sb.read("side.txt"), "plain\nundoable\nundo\nundoable\nfixed\n");
+    let events = sb.events(&r.run_id());
+    let attempts: Vec<_> = events.iter().filter(|e| e["event"] == "step_started" && e["step"] == "needs_fix").map(|e| e["attempt"].as_u64().unwrap()).collect();
+    assert_eq!(attempts, [1, 2], "attempt numbers go on counting across a resume");
+}
+
+#[test]
+fn the_run_timeout_cancels_running_steps_and_rolls_back() {
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &runbook("deadline", r#"
+steps:
+  - id: first
+    action: shell
+    with: {script: "echo first >> side.txt"}
+    compensate: {action: shell, with: {script: "echo undo-first >> side.txt"}}
+  - id: slow
+    action: shell
+    needs: [first]
+    with: {script: "sleep 20; echo slow >> side.txt"}
+"#));
+    let t0 = std::time::Instant::now();
+    let r = sb.lifeboat(&["run", "r.yaml", "--timeout", "1s"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(sb.read("side.txt"), "first\nundo-first\n");
+    let trace = sb.trace(&r.run_id());
+    assert!(trace.contains(&"step_interrupted:slow".to_string()), "{trace:?}");
+    let last = sb.events(&r.run_id()).pop().unwrap();
+    assert!(last["summary"].as_str().unwrap().contains("timeout of 1s passed"), "{last}");
+}
