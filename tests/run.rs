@@ -761,7 +761,11 @@ fn verify_names_the_first_tampered_line() {
 #[test]
 fn a_failed_run_resumes_after_the_fix_and_redoes_only_what_was_undone_or_failed() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("fix", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "fix",
+            r#"
 steps:
   - id: plain
     action: shell
@@ -775,7 +779,9 @@ steps:
     action: shell
     needs: [undoable]
     with: {script: "test -f fixed && echo fixed >> side.txt"}
-"#));
+"#,
+        ),
+    );
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(sb.read("side.txt"), "plain\nundoable\nundo\n");
@@ -783,16 +789,31 @@ steps:
     let again = sb.lifeboat(&["resume", &r.run_id()]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     // `plain` stays done; `undoable` was undone by its compensation, so it runs again.
-    assert_eq!(sb.read("side.txt"), "plain\nundoable\nundo\nundoable\nfixed\n");
+    assert_eq!(
+        sb.read("side.txt"),
+        "plain\nundoable\nundo\nundoable\nfixed\n"
+    );
     let events = sb.events(&r.run_id());
-    let attempts: Vec<_> = events.iter().filter(|e| e["event"] == "step_started" && e["step"] == "needs_fix").map(|e| e["attempt"].as_u64().unwrap()).collect();
-    assert_eq!(attempts, [1, 2], "attempt numbers go on counting across a resume");
+    let attempts: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "step_started" && e["step"] == "needs_fix")
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts,
+        [1, 2],
+        "attempt numbers go on counting across a resume"
+    );
 }
 
 #[test]
 fn the_run_timeout_cancels_running_steps_and_rolls_back() {
     let sb = Sandbox::new();
-    sb.write("r.yaml", &runbook("deadline", r#"
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "deadline",
+            r#"
 steps:
   - id: first
     action: shell
@@ -802,14 +823,104 @@ steps:
     action: shell
     needs: [first]
     with: {script: "sleep 20; echo slow >> side.txt"}
-"#));
+"#,
+        ),
+    );
     let t0 = std::time::Instant::now();
     let r = sb.lifeboat(&["run", "r.yaml", "--timeout", "1s"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(t0.elapsed() < std::time::Duration::from_secs(15));
     assert_eq!(sb.read("side.txt"), "first\nundo-first\n");
     let trace = sb.trace(&r.run_id());
-    assert!(trace.contains(&"step_interrupted:slow".to_string()), "{trace:?}");
+    assert!(
+        trace.contains(&"step_interrupted:slow".to_string()),
+        "{trace:?}"
+    );
     let last = sb.events(&r.run_id()).pop().unwrap();
-    assert!(last["summary"].as_str().unwrap().contains("timeout of 1s passed"), "{last}");
+    assert!(
+        last["summary"]
+            .as_str()
+            .unwrap()
+            .contains("timeout of 1s passed"),
+        "{last}"
+    );
+}
+
+/// On a terminal the gate is a prompt. util-linux `script` gives the run a pseudo-terminal.
+fn run_on_a_terminal(sb: &Sandbox, answer: &str) -> common::sandbox::Ran {
+    use std::io::Write;
+    let cmd = format!("{} run r.yaml", env!("CARGO_BIN_EXE_lifeboat"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(sb.dir.path())
+        .env("LIFEBOAT_OPERATOR", "ana")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` (Debian's bsdutils) is installed");
+    for _ in 0..100 {
+        if sb.path("before").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap().into()
+}
+
+#[test]
+fn on_a_terminal_the_gate_prompts_and_no_fails_the_run_and_rolls_back() {
+    let text = runbook(
+        "tty",
+        r#"
+steps:
+  - id: before
+    action: shell
+    with: {script: "touch before"}
+    compensate: {action: shell, with: {script: "touch undone"}}
+  - id: go
+    action: approval
+    needs: [before]
+    with: {message: "Restart the writers?"}
+  - id: after
+    action: shell
+    needs: [go]
+    with: {script: "touch after"}
+"#,
+    );
+    let yes = Sandbox::new();
+    yes.write("r.yaml", &text);
+    let r = run_on_a_terminal(&yes, "y\n");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("Restart the writers?") && r.stdout.contains("next: after"),
+        "{}",
+        r.stdout
+    );
+    assert!(yes.path("after").exists());
+    let id = yes.lifeboat(&["runs", "--json"]).stdout;
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let events = yes.events(id[0]["id"].as_str().unwrap());
+    let granted = events
+        .iter()
+        .find(|e| e["event"] == "approval_granted")
+        .unwrap();
+    assert_eq!(
+        (granted["by"].as_str(), granted["via"].as_str()),
+        (Some("ana"), Some("prompt"))
+    );
+
+    let no = Sandbox::new();
+    no.write("r.yaml", &text);
+    let r = run_on_a_terminal(&no, "n\n");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(!no.path("after").exists());
+    assert!(no.path("undone").exists(), "declining rolls back");
 }

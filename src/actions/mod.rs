@@ -171,6 +171,8 @@ pub struct ActionInfo {
     pub with_schema: schemars::Schema,
     /// Name of the `with` type, used as its `$defs` entry in the runbook schema.
     pub schema_name: String,
+    /// Whether this version can run it (all can be validated and planned).
+    pub runnable: bool,
 }
 
 fn info<A: ActionSpec>() -> ActionInfo {
@@ -182,6 +184,7 @@ fn info<A: ActionSpec>() -> ActionInfo {
         outputs: A::OUTPUTS,
         with_schema: generator.into_root_schema_for::<A>(),
         schema_name: A::schema_name().into_owned(),
+        runnable: A::RUNNABLE,
     }
 }
 

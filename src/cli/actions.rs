@@ -19,7 +19,12 @@ pub(super) fn run(name: Option<&str>, as_json: bool) -> Exit {
         } else {
             let width = all.iter().map(|a| a.name.len()).max().unwrap_or(0);
             for a in &all {
-                println!("{:width$}  {}", a.name, a.summary);
+                let plan_only = if a.runnable {
+                    ""
+                } else {
+                    "  (plan only in this version)"
+                };
+                println!("{:width$}  {}{plan_only}", a.name, a.summary);
             }
         }
         return Exit::Success;
@@ -46,6 +51,7 @@ fn to_json(a: &ActionInfo) -> Value {
     json!({
         "name": a.name,
         "summary": a.summary,
+        "runnable": a.runnable,
         "with": a.with_schema.clone().to_value(),
         "outputs": a.outputs,
     })
@@ -55,6 +61,9 @@ fn to_json(a: &ActionInfo) -> Value {
 pub fn document(a: &ActionInfo) -> String {
     let schema = a.with_schema.clone().to_value();
     let mut out = format!("{}\n  {}\n", a.name, a.summary);
+    if !a.runnable {
+        out.push_str("  This version of lifeboat validates and plans it, but cannot run it yet.\n");
+    }
     if let Some(d) = schema.get("description").and_then(Value::as_str) {
         out.push_str(&format!("\n{}\n", indent(d, "  ")));
     }
