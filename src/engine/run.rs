@@ -295,18 +295,19 @@ impl Engine {
                 let unanswered = sh.unanswered.lock().expect("unanswered lock");
                 let mut open = sh.open.lock().expect("open lock");
                 open.retain(|&i| !settled(&st.steps[i].state));
+                // Needs first: in a long chain nearly every open step fails this cheap test.
                 open.iter()
                     .copied()
-                    .filter(|i| {
-                        !running.contains_key(i)
-                            && !asking.contains_key(i)
-                            && !unanswered.contains(i)
-                    })
                     .filter(|&i| {
                         sh.rb.steps[i]
                             .needs
                             .iter()
                             .all(|&n| settled(&st.steps[n].state))
+                    })
+                    .filter(|i| {
+                        !running.contains_key(i)
+                            && !asking.contains_key(i)
+                            && !unanswered.contains(i)
                     })
                     .collect()
             };
