@@ -3,6 +3,7 @@
 //! place that names them all; everything else (schema, validation, plan, `lifeboat actions`) goes
 //! through the exhaustive match it generates.
 
+mod pg;
 mod templated;
 pub use templated::{Tpl, is_template};
 
@@ -93,6 +94,9 @@ pub struct Exec<'a> {
     pub http: &'a reqwest::Client,
     /// Evaluates an expression over `outputs` (and the run's params and step outputs).
     pub eval: &'a (dyn Fn(&str, &serde_json::Value) -> Result<bool, String> + Send + Sync),
+    /// A named connection's fields, templates rendered (values from secrets are tainted and
+    /// masked like any other).
+    pub connection: &'a (dyn Fn(&str) -> Result<serde_json::Value, String> + Send + Sync),
 }
 
 /// Why an attempt failed, and whether trying again could help.
@@ -142,6 +146,12 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     }
     /// The dry run: exactly what the step would do, in words.
     fn describe(&self, cx: &dyn DescribeContext) -> String;
+
+    /// Why this particular `with` cannot run in this version (a field whose support arrives
+    /// later), checked before a run starts. `None`: it can.
+    fn unsupported(&self) -> Option<String> {
+        None
+    }
 
     /// Whether this version of lifeboat can run the action. `run` refuses a runbook with any
     /// step it cannot run before anything starts, rather than failing halfway through.
@@ -255,6 +265,9 @@ macro_rules! actions {
             }
             pub fn describe(&self, cx: &dyn DescribeContext) -> String {
                 match self { $(Action::$variant(a) => a.describe(cx),)* }
+            }
+            pub fn unsupported(&self) -> Option<String> {
+                match self { $(Action::$variant(a) => a.unsupported(),)* }
             }
             pub fn runnable(&self) -> bool {
                 match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::RUNNABLE,)* }

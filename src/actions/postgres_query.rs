@@ -3,7 +3,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
+use super::pg::{self, PgTarget};
+use super::{
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, out,
+    shared::connection,
+};
 use crate::runbook::ConnectionKind;
 
 /// Run one SQL statement with bind parameters (`$1`, `$2`, ...). Unless `writes` is true it runs in
@@ -29,6 +33,43 @@ impl ActionSpec for PostgresQuery {
         out("rows", "the rows, each an object of column name to typed JSON value"),
         out("row_count", "rows returned, or affected for a write"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let target = PgTarget::from_exec(cx, &self.connection, None)?;
+            let mut client = target.connect().await?;
+            let rows = if self.writes {
+                // Autocommit: some statements (REINDEX DATABASE, VACUUM) refuse a transaction block.
+                let stmt = client.prepare(&self.sql).await.map_err(|e| pg::classify(&e, "preparing"))?;
+                let args = pg::bind(&self.params, stmt.params())?;
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args.iter().map(|b| &**b as _).collect();
+                if stmt.columns().is_empty() {
+                    let n = client.execute(&stmt, &refs).await.map_err(|e| pg::classify(&e, "running"))?;
+                    return Ok(serde_json::json!({"rows": [], "row_count": n}));
+                }
+                client.query(&stmt, &refs).await.map_err(|e| pg::classify(&e, "running"))?
+            } else {
+                let tx = client
+                    .build_transaction()
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(|e| pg::classify(&e, "starting a read-only transaction"))?;
+                let stmt = tx.prepare(&self.sql).await.map_err(|e| pg::classify(&e, "preparing"))?;
+                let args = pg::bind(&self.params, stmt.params())?;
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args.iter().map(|b| &**b as _).collect();
+                let rows = tx.query(&stmt, &refs).await.map_err(|e| pg::classify(&e, "running"))?;
+                tx.commit().await.map_err(|e| pg::classify(&e, "committing"))?;
+                rows
+            };
+            let out: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| pg::row_json(r).map(serde_json::Value::Object))
+                .collect::<Result<_, ActionError>>()?;
+            Ok(serde_json::json!({"row_count": out.len(), "rows": out}))
+        })
+    }
 
     fn effect(&self) -> Effect {
         if self.writes { Effect::Changes } else { Effect::ReadOnly }

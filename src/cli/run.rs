@@ -132,13 +132,19 @@ fn check_runnable(rb: &ValidRunbook) -> Result<(), Exit> {
     let mut missing = Vec::new();
     for s in &rb.steps {
         if !s.action.runnable() {
-            missing.push(format!("step `{}` uses `{}`", s.id, s.action.name()));
+            missing.push(format!(
+                "step `{}` uses `{}`, which it cannot run yet",
+                s.id,
+                s.action.name()
+            ));
+        } else if let Some(why) = s.action.unsupported() {
+            missing.push(format!("step `{}`: {why}", s.id));
         }
         if let Some(c) = &s.compensate
             && !c.action.runnable()
         {
             missing.push(format!(
-                "the compensate of `{}` uses `{}`",
+                "the compensate of `{}` uses `{}`, which it cannot run yet",
                 s.id,
                 c.action.name()
             ));
@@ -149,7 +155,7 @@ fn check_runnable(rb: &ValidRunbook) -> Result<(), Exit> {
     }
     eprintln!("error: this version of lifeboat cannot run this runbook; nothing was started:");
     for m in missing {
-        eprintln!("  - {m}, which it cannot run yet (see docs/roadmap.md)");
+        eprintln!("  - {m} (see docs/roadmap.md)");
     }
     Err(Exit::Invalid)
 }

@@ -115,6 +115,11 @@ impl Masker {
     }
 
     pub fn scrub(&self, text: &str) -> String {
+        let out = self.scrub_whole(text);
+        self.scrub_fragments(&out).unwrap_or(out)
+    }
+
+    fn scrub_whole(&self, text: &str) -> String {
         let p = self.patterns.read().expect("masker lock");
         let mut out = text.to_string();
         for pat in p.iter() {
@@ -122,8 +127,7 @@ impl Masker {
                 out = out.replace(pat.as_str(), MASK);
             }
         }
-        drop(p);
-        self.scrub_fragments(&out).unwrap_or(out)
+        out
     }
 
     /// Masks the longest piece of a secret (or of a derived form) starting at each place where a
@@ -183,13 +187,15 @@ impl Masker {
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|i| self.scrub_value(i)),
+            // Keys are masked only where a whole secret (or a whole derived form) appears: the
+            // event's own field names must survive a secret that happens to contain a word.
             Value::Object(map) => {
-                let dirty = map.keys().any(|k| self.scrub(k) != *k);
+                let dirty = map.keys().any(|k| self.scrub_whole(k) != *k);
                 if dirty {
                     let old = std::mem::take(map);
                     for (k, mut val) in old {
                         self.scrub_value(&mut val);
-                        map.insert(self.scrub(&k), val);
+                        map.insert(self.scrub_whole(&k), val);
                     }
                 } else {
                     map.values_mut().for_each(|i| self.scrub_value(i));
@@ -298,8 +304,8 @@ mod tests {
     #[test]
     fn scrubs_keys_and_nested_values() {
         let m = masker("s3cr3t-value");
-        let mut v = serde_json::json!({"a": ["s3cr3t-value!"], "s3cr3t-value": 1, "n": 5});
+        let mut v = serde_json::json!({"a": ["s3cr3t-value!"], "s3cr3t-value": 1, "n": 5, "s3cr3t": 2});
         m.scrub_value(&mut v);
-        assert_eq!(v, serde_json::json!({"a": ["***!"], "***": 1, "n": 5}));
+        assert_eq!(v, serde_json::json!({"a": ["***!"], "***": 1, "n": 5, "s3cr3t": 2}));
     }
 }

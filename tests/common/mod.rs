@@ -42,3 +42,4 @@ pub fn rendered(path: &Path) -> String {
         .collect()
 }
 pub mod sandbox;
+pub mod pg;

@@ -1,0 +1,69 @@
+//! Throwaway PostgreSQL clusters from scripts/pg-cluster, stopped when dropped.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub const PASSWORD: &str = "pg-Qx9-7kTz-w2";
+const PGBIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Cluster::launch(&[])
+    }
+
+    /// A streaming replica of `primary`, made with pg_basebackup.
+    pub fn replica_of(primary: &Cluster) -> Cluster {
+        Cluster::launch(&["--replica-of", &primary.port.to_string()])
+    }
+
+    fn launch(extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pg");
+        let out = Command::new(super::root().join("scripts/pg-cluster"))
+            .arg("start")
+            .arg(&dir)
+            .args(extra)
+            .env("PG_TEST_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg-cluster start: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::fs::read_to_string(dir.join("port")).unwrap().trim().parse().unwrap();
+        Cluster { dir, port, _tmp: tmp }
+    }
+
+    /// A URL for lifeboat connections (the password goes in a secret).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL with psql as the superuser; returns unaligned, tuples-only output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.psql_as("postgres", PASSWORD, db, sql).unwrap_or_else(|e| panic!("psql: {e}\n{sql}"))
+    }
+
+    pub fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(format!("{PGBIN}/psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", db, "-v", "ON_ERROR_STOP=1", "-tAq", "-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(super::root().join("scripts/pg-cluster")).arg("stop").arg(&self.dir).output();
+    }
+}
