@@ -47,14 +47,32 @@ fn query_returns_typed_rows_read_only_unless_it_writes() {
     let r = run(&sb, &["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let events = sb.events(&r.run_id());
-    let out = |step: &str| events.iter().find(|e| e["event"] == "step_succeeded" && e["step"] == step).unwrap()["outputs"].clone();
+    let out = |step: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "step_succeeded" && e["step"] == step)
+            .unwrap()["outputs"]
+            .clone()
+    };
     assert_eq!(out("count")["rows"][0]["n"], 2);
     assert_eq!(out("count")["rows"][0]["total"], 13.5);
     let rows = out("rows")["rows"].clone();
-    assert_eq!(rows[0], serde_json::json!({"id": 1, "total": 10.5, "note": "a", "placed": "2026-01-02T03:04:05Z", "meta": {"vip": true}}));
+    assert_eq!(
+        rows[0],
+        serde_json::json!({"id": 1, "total": 10.5, "note": "a", "placed": "2026-01-02T03:04:05Z", "meta": {"vip": true}})
+    );
     assert_eq!(rows[1]["note"], serde_json::Value::Null);
-    let sneaky = events.iter().find(|e| e["event"] == "step_failed" && e["step"] == "sneaky_write").unwrap();
-    assert!(sneaky["error"].as_str().unwrap().contains("read-only transaction"), "{sneaky}");
+    let sneaky = events
+        .iter()
+        .find(|e| e["event"] == "step_failed" && e["step"] == "sneaky_write")
+        .unwrap();
+    assert!(
+        sneaky["error"]
+            .as_str()
+            .unwrap()
+            .contains("read-only transaction"),
+        "{sneaky}"
+    );
     assert_eq!(out("real_write")["row_count"], 1);
     assert_eq!(pg.psql("postgres", "select count(*) from orders"), "3");
     let log = std::fs::read_to_string(sb.log_path(&r.run_id())).unwrap();
@@ -69,13 +87,413 @@ fn a_wrong_password_fails_at_once_and_a_dead_server_is_retried() {
     let r = sb.lifeboat_env(&["run", "r.yaml"], &[("LB_PG_PASSWORD", "wrong-Zr4-qq81")]);
     assert_eq!(r.code, 1);
     let trace = sb.trace(&r.run_id());
-    assert_eq!(trace.iter().filter(|t| *t == "step_started:q").count(), 1, "{trace:?}");
+    assert_eq!(
+        trace.iter().filter(|t| *t == "step_started:q").count(),
+        1,
+        "{trace:?}"
+    );
     let events = sb.events(&r.run_id());
     let failed = events.iter().find(|e| e["event"] == "step_failed").unwrap();
-    assert!(failed["error"].as_str().unwrap().contains("password authentication failed"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("password authentication failed"),
+        "{failed}"
+    );
     drop(pg);
     let r = run(&sb, &["run", "r.yaml"]);
     assert_eq!(r.code, 1);
     let trace = sb.trace(&r.run_id());
-    assert_eq!(trace.iter().filter(|t| *t == "step_started:q").count(), 3, "{trace:?}");
+    assert_eq!(
+        trace.iter().filter(|t| *t == "step_started:q").count(),
+        3,
+        "{trace:?}"
+    );
+}
+
+/// Issue 4: prove that a writer is really blocked, and that resume_writers (and the compensate
+/// of stop_writers) restore exactly the prior state.
+#[test]
+fn stop_writers_blocks_a_real_writer_and_resume_restores_exactly_the_prior_state() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "create role app_rw login password 'rw-Pw-77x'; create role reporting login password 'rep-Pw-88y'");
+    pg.psql("postgres", "create database orders");
+    pg.psql("orders", "create table orders(id serial primary key, n int); grant all on orders, orders_id_seq to app_rw");
+    // A non-default ACL before, to see it restored exactly: reporting has CONNECT explicitly.
+    pg.psql("postgres", "grant connect on database orders to reporting");
+    let acl_before = pg.psql(
+        "postgres",
+        "select datacl::text from pg_database where datname = 'orders'",
+    );
+    assert_eq!(
+        pg.psql_as(
+            "app_rw",
+            "rw-Pw-77x",
+            "orders",
+            "insert into orders(n) values (1)"
+        ),
+        Ok(String::new())
+    );
+
+    // A writer in the middle of a transaction when the writers are stopped.
+    let mut open_writer = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "app_rw",
+            "-d",
+            "orders",
+            "-c",
+            "begin; insert into orders(n) values (2); select pg_sleep(60); commit;",
+        ])
+        .env("PGPASSWORD", "rw-Pw-77x")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if pg.psql("postgres", "select count(*) from pg_stat_activity where usename = 'app_rw' and backend_xid is not null") == "1" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let sb = Sandbox::new();
+    sb.write(
+        "stop.yaml",
+        &pg_runbook(
+            "stop",
+            &pg,
+            "postgres",
+            r#"
+  - id: stop
+    action: postgres.stop_writers
+    with: {connection: db, database: orders, roles: [app_rw]}
+    timeout: 30s
+"#,
+        ),
+    );
+    let r = run(&sb, &["run", "stop.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let events = sb.events(&r.run_id());
+    let out = events
+        .iter()
+        .find(|e| e["event"] == "step_succeeded")
+        .unwrap()["outputs"]
+        .clone();
+    assert_eq!(out["terminated"], 1);
+    assert_eq!(
+        out["prior_state"],
+        serde_json::json!({"database": "orders", "read_only": null, "connect": ["PUBLIC"]})
+    );
+    let status = open_writer.wait().unwrap();
+    assert!(!status.success(), "the open writer was terminated");
+
+    // The writer cannot come back; the uncommitted insert is gone; a new session is read-only.
+    let denied = pg
+        .psql_as(
+            "app_rw",
+            "rw-Pw-77x",
+            "orders",
+            "insert into orders(n) values (3)",
+        )
+        .unwrap_err();
+    assert!(
+        denied.contains("permission denied for database"),
+        "{denied}"
+    );
+    let read_only = pg
+        .psql_as(
+            "reporting",
+            "rep-Pw-88y",
+            "orders",
+            "create temp table t(x int); insert into t values (1)",
+        )
+        .unwrap_err();
+    assert!(read_only.contains("read-only transaction"), "{read_only}");
+    assert_eq!(
+        pg.psql(
+            "orders",
+            "set default_transaction_read_only = off; select count(*) from orders"
+        ),
+        "1"
+    );
+
+    sb.write(
+        "resume.yaml",
+        &pg_runbook(
+            "resume",
+            &pg,
+            "postgres",
+            &format!(
+                r#"
+  - id: resume
+    action: postgres.resume_writers
+    with: {{connection: db, prior_state: {}}}
+"#,
+                out["prior_state"]
+            ),
+        ),
+    );
+    let r = run(&sb, &["run", "resume.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        pg.psql_as(
+            "app_rw",
+            "rw-Pw-77x",
+            "orders",
+            "insert into orders(n) values (4)"
+        ),
+        Ok(String::new())
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "select datacl::text from pg_database where datname = 'orders'"
+        ),
+        acl_before
+    );
+    assert_eq!(pg.psql("postgres", "select count(*) from pg_db_role_setting r join pg_database d on d.oid = r.setdatabase where d.datname = 'orders'"), "0");
+}
+
+#[test]
+fn a_failed_restore_rolls_back_and_the_writers_are_resumed() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "create role app_rw login password 'rw-Pw-77x'");
+    pg.psql("postgres", "create database orders");
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &pg_runbook("rollback", &pg, "postgres", r#"
+  - id: stop_writers
+    action: postgres.stop_writers
+    with: {connection: db, database: orders, roles: [app_rw]}
+    compensate:
+      action: postgres.resume_writers
+      with: {connection: db, prior_state: "{{ outputs.prior_state }}"}
+  - id: restore
+    action: postgres.restore
+    needs: [stop_writers]
+    with: {connection: db, database: orders, from: {path: does-not-exist.dump}, sha256: "0000000000000000000000000000000000000000000000000000000000000000"}
+"#));
+    let r = run(&sb, &["run", "r.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let trace = sb.trace(&r.run_id());
+    assert!(
+        trace.contains(&"compensation_succeeded:stop_writers".to_string()),
+        "{trace:?}"
+    );
+    assert!(
+        r.stderr.contains("rolled back (1 compensated)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        pg.psql_as("app_rw", "rw-Pw-77x", "orders", "select 1"),
+        Ok("1".into())
+    );
+}
+
+#[test]
+fn backup_then_restore_into_another_database_with_counts_and_a_verified_checksum() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "create database orders");
+    pg.psql("orders", "create table orders(id int primary key, note text); insert into orders select g, 'n' || g from generate_series(1, 500) g");
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &pg_runbook("bk", &pg, "postgres", r#"
+  - id: dump
+    action: postgres.backup
+    with: {connection: db, database: orders, to: {path: "backups/orders.dump"}}
+  - id: restore
+    action: postgres.restore
+    needs: [dump]
+    with: {connection: db, database: orders_copy, create: true, from: {path: "{{ steps.dump.outputs.path }}"}, count_tables: [public.orders], jobs: 2}
+    assert: "outputs.counts['public.orders'] == 500 and outputs.sha256 == steps.dump.outputs.sha256"
+"#));
+    let r = run(&sb, &["run", "r.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let events = sb.events(&r.run_id());
+    let dump = events
+        .iter()
+        .find(|e| e["event"] == "step_succeeded" && e["step"] == "dump")
+        .unwrap()["outputs"]
+        .clone();
+    assert!(dump["size"].as_u64().unwrap() > 1000);
+    assert_eq!(dump["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        dump["server_version"].as_str().unwrap().starts_with("15"),
+        "{dump}"
+    );
+    assert!(dump["lsn"].as_str().unwrap().contains('/'), "{dump}");
+    assert!(
+        dump["consistent_at"].as_str().unwrap().ends_with('Z'),
+        "{dump}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&sb.read("backups/orders.dump.manifest.json")).unwrap();
+    assert_eq!(manifest["sha256"], dump["sha256"]);
+    assert_eq!(
+        pg.psql("orders_copy", "select count(*), max(note) from orders"),
+        "500|n99"
+    );
+
+    // A corrupted backup is refused before the target is touched.
+    let mut bytes = std::fs::read(sb.path("backups/orders.dump")).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(sb.path("backups/orders.dump"), &bytes).unwrap();
+    pg.psql(
+        "orders_copy",
+        "insert into orders values (9999, 'untouched')",
+    );
+    sb.write(
+        "again.yaml",
+        &pg_runbook(
+            "again",
+            &pg,
+            "postgres",
+            r#"
+  - id: restore
+    action: postgres.restore
+    with: {connection: db, database: orders_copy, clean: true, from: {path: "backups/orders.dump"}}
+"#,
+        ),
+    );
+    let r = run(&sb, &["run", "again.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let failed = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_failed")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("it is corrupt or not the backup meant; nothing was restored"),
+        "{failed}"
+    );
+    assert_eq!(
+        pg.psql("orders_copy", "select count(*) from orders"),
+        "501",
+        "the target was not touched"
+    );
+}
+
+#[test]
+fn promote_makes_the_replica_take_writes_and_refuses_a_primary() {
+    let primary = Cluster::start();
+    primary.psql(
+        "postgres",
+        "create table t(x int); insert into t values (1)",
+    );
+    let replica = Cluster::replica_of(&primary);
+    for _ in 0..100 {
+        if replica.psql(
+            "postgres",
+            "select count(*) from pg_class where relname = 't'",
+        ) == "1"
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &pg_runbook(
+            "failover",
+            &replica,
+            "postgres",
+            r#"
+  - id: promote
+    action: postgres.promote
+    with: {connection: db, wait: 30s}
+  - id: takes_writes
+    action: postgres.query
+    needs: [promote]
+    with: {connection: db, sql: "insert into t values (2) returning x", writes: true}
+    assert: "outputs.rows[0].x == 2"
+"#,
+        ),
+    );
+    let r = run(&sb, &["run", "r.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let events = sb.events(&r.run_id());
+    let out = events
+        .iter()
+        .find(|e| e["event"] == "step_succeeded" && e["step"] == "promote")
+        .unwrap()["outputs"]
+        .clone();
+    assert_eq!(out["timeline"], 2, "{out}");
+    assert!(out["replay_lag_bytes"].is_i64(), "{out}");
+    assert_eq!(replica.psql("postgres", "select pg_is_in_recovery()"), "f");
+    // Running it again (or against a primary) is refused in plain words.
+    let r = run(&sb, &["run", "r.yaml"]);
+    assert_eq!(r.code, 1);
+    let failed = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_failed")
+        .unwrap();
+    assert!(
+        failed["error"].as_str().unwrap().contains("not a replica"),
+        "{failed}"
+    );
+}
+
+/// The shipped procedures, end to end against real clusters.
+mod shipped {
+    use super::*;
+
+    fn shipped(name: &str) -> String {
+        common::root().join("runbooks").join(name).display().to_string()
+    }
+
+    #[test]
+    fn postgres_restore_local_stops_writers_restores_verifies_and_resumes() {
+        let pg = Cluster::start();
+        pg.psql("postgres", "create role app_rw login password 'rw-Pw-77x'");
+        pg.psql("postgres", "create database orders");
+        pg.psql("orders", "create table orders(id int primary key); insert into orders select generate_series(1, 42); grant all on orders to app_rw");
+        let sb = Sandbox::new();
+        // The backup to restore, taken by lifeboat itself; then the data goes bad.
+        sb.write("bk.yaml", &pg_runbook("bk", &pg, "orders", "  - {id: dump, action: postgres.backup, with: {connection: db, to: {path: orders.dump}}}\n"));
+        assert_eq!(run(&sb, &["run", "bk.yaml"]).code, 0);
+        pg.psql("orders", "delete from orders where id > 10");
+        let url = format!("db_url={}", pg.url("orders"));
+        let r = sb.lifeboat_env(
+            &["run", &shipped("postgres-restore-local.yaml"), "-p", &url, "-p", "backup_path=orders.dump", "-p", "min_orders=40"],
+            &[("PGPASSWORD", PASSWORD)],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(pg.psql("orders", "select count(*) from orders"), "42");
+        assert_eq!(pg.psql_as("app_rw", "rw-Pw-77x", "orders", "insert into orders values (43)"), Ok(String::new()));
+
+        // Too few rows after the restore: verify fails, the run rolls back, the writers come back.
+        let r = sb.lifeboat_env(
+            &["run", &shipped("postgres-restore-local.yaml"), "-p", &url, "-p", "backup_path=orders.dump", "-p", "min_orders=1000"],
+            &[("PGPASSWORD", PASSWORD)],
+        );
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stderr.contains("rolled back (1 compensated)"), "{}", r.stderr);
+        assert_eq!(pg.psql_as("app_rw", "rw-Pw-77x", "orders", "insert into orders values (44)"), Ok(String::new()));
+    }
+
+    #[test]
+    fn postgres_failover_promotes_the_replica_and_proves_it_takes_writes() {
+        let primary = Cluster::start();
+        primary.psql("postgres", "create table t(x int); insert into t values (1)");
+        let replica = Cluster::replica_of(&primary);
+        let sb = Sandbox::new();
+        let url = format!("replica_url={}", replica.url("postgres"));
+        let r = sb.lifeboat_env(&["run", &shipped("postgres-failover.yaml"), "-p", &url, "--yes"], &[("PGPASSWORD", PASSWORD)]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(replica.psql("postgres", "select pg_is_in_recovery()"), "f");
+        let trace = sb.trace(&r.run_id());
+        assert!(trace.contains(&"approval_granted:go_ahead".to_string()), "{trace:?}");
+        assert!(trace.contains(&"step_succeeded:verify_writes".to_string()), "{trace:?}");
+    }
 }

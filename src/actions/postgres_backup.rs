@@ -3,7 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, BackupLocation, ConnectionUse, DescribeContext, Effect, Output, Tpl, WithProblem, out, shared::connection};
+use super::pg::{self, PgTarget};
+use super::process::{pg_tool, run_tool, sha256_file};
+use super::{ActionError, ActionFuture, Exec, ActionSpec, BackupLocation, ConnectionUse, DescribeContext, Effect, Output, Tpl, WithProblem, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// Encrypt the backup with age: to `recipients` (public keys), or with a `passphrase`.
@@ -49,7 +51,24 @@ impl ActionSpec for PostgresBackup {
         out("server_version", "the PostgreSQL server version"),
         out("lsn", "WAL position the dump is consistent with"),
         out("consistent_at", "time the dump is consistent with (RFC 3339), for RPO"),
+        out("database", "the database dumped"),
+        out("manifest", "the manifest written beside the backup (`<path>.manifest.json`)"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn unsupported(&self) -> Option<String> {
+        if self.to.connection.is_some() {
+            return Some("backups to S3 arrive with issue 5; this version writes local files (`to: {path: ...}`)".into());
+        }
+        if self.encrypt.is_some() || self.compression_level.is_some() || self.jobs.is_some() {
+            return Some("`encrypt`, `compression_level` and `jobs` arrive with the streaming backup pipeline (issue 5)".into());
+        }
+        None
+    }
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(backup(self, cx))
+    }
 
     fn effect(&self) -> Effect {
         Effect::Changes
@@ -80,6 +99,91 @@ impl ActionSpec for PostgresBackup {
         };
         format!("pg_dump {db} on {} to {} (zstd{enc})", cx.connection(&self.connection), self.to.describe(cx))
     }
+}
+
+/// The manifest beside a backup: what restore checks before it touches anything.
+pub fn manifest_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".manifest.json");
+    p.into()
+}
+
+async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+    let path = std::path::PathBuf::from(w.to.path.as_deref().ok_or_else(|| ActionError::permanent("`to.path` is required"))?);
+    let target = PgTarget::from_exec(cx, &w.connection, w.database.as_deref())?;
+    let db = target.database();
+    let mut client = target.connect().await?;
+    let q = |e: tokio_postgres::Error| pg::classify(&e, "preparing the dump");
+    let version: String = client.query_one("show server_version", &[]).await.map_err(q)?.get(0);
+    // An exported snapshot pins what pg_dump sees, so its LSN and time are exactly the dump's.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(q)?;
+    let row = tx
+        .query_one(
+            "select pg_export_snapshot(), \
+                    case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end::text, \
+                    case when pg_is_in_recovery() then coalesce(pg_last_xact_replay_timestamp(), now()) else now() end",
+            &[],
+        )
+        .await
+        .map_err(q)?;
+    let snapshot: String = row.get(0);
+    let lsn: String = row.get(1);
+    let at: jiff::Timestamp = row.get(2);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| ActionError::permanent(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".partial-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let args = vec![
+        "--format=custom".to_string(),
+        format!("--snapshot={snapshot}"),
+        format!("--file={}", tmp.display()),
+        format!("--dbname={}", target.url_for(&db)),
+    ];
+    let dumped = run_tool(&pg_tool("pg_dump"), &args, &target.tool_env()).await;
+    let _ = tx.commit().await;
+    if let Err(e) = dumped {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // Durable under its final name, or not there at all.
+    let io = |e: std::io::Error| ActionError::permanent(format!("writing {}: {e}", path.display()));
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    let (sha256, size) = sha256_file(&path).map_err(io)?;
+    let manifest = serde_json::json!({
+        "format": "pg_dump custom",
+        "database": db,
+        "server_version": version,
+        "lsn": lsn,
+        "consistent_at": at.to_string(),
+        "size": size,
+        "sha256": sha256,
+        "lifeboat": env!("CARGO_PKG_VERSION"),
+    });
+    let mpath = manifest_path(&path);
+    std::fs::write(&mpath, serde_json::to_string_pretty(&manifest).expect("json")).map_err(io)?;
+    std::fs::File::open(&mpath).and_then(|f| f.sync_all()).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(serde_json::json!({
+        "path": path.display().to_string(),
+        "size": size,
+        "sha256": sha256,
+        "server_version": version,
+        "lsn": lsn,
+        "consistent_at": at.to_string(),
+        "database": db,
+        "manifest": mpath.display().to_string(),
+    }))
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, BackupLocation, ConnectionUse, DescribeContext, Effect, Output, Tpl, WithProblem, out, shared::connection};
+use super::pg::{self, PgTarget, ident};
+use super::process::{pg_tool, run_tool, sha256_file};
+use super::{ActionError, ActionFuture, Exec, ActionSpec, BackupLocation, ConnectionUse, DescribeContext, Effect, Output, Tpl, WithProblem, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// Restore a backup made by `postgres.backup` (or a legacy gzip+openssl dump) into a database. The
@@ -28,6 +30,9 @@ pub struct PostgresRestore {
     /// age identity (private key) or passphrase to decrypt with, usually `{{ secrets.NAME }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decrypt_with: Option<String>,
+    /// The backup's expected SHA-256; when absent, the manifest beside the backup gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Tables whose row counts are reported as outputs after the restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub count_tables: Vec<String>,
@@ -40,7 +45,23 @@ impl ActionSpec for PostgresRestore {
         out("sha256", "SHA-256 of the backup, verified"),
         out("counts", "row counts of `count_tables`, by table"),
         out("consistent_at", "the time the restored data is consistent with, from the manifest"),
+        out("database", "the database restored into"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn unsupported(&self) -> Option<String> {
+        if self.from.connection.is_some() {
+            return Some("restores from S3 arrive with issue 5; this version restores local files (`from: {path: ...}`)".into());
+        }
+        if self.decrypt_with.is_some() {
+            return Some("`decrypt_with` arrives with encrypted backups (issue 5)".into());
+        }
+        None
+    }
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(restore(self, cx))
+    }
 
     fn effect(&self) -> Effect {
         Effect::Changes
@@ -84,6 +105,74 @@ impl ActionSpec for PostgresRestore {
             cx.connection(&self.connection)
         )
     }
+}
+
+async fn restore(w: &PostgresRestore, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+    let path = std::path::PathBuf::from(w.from.path.as_deref().ok_or_else(|| ActionError::permanent("`from.path` is required"))?);
+    // Everything about the backup is checked before anything in the target is touched.
+    let (actual, _) = sha256_file(&path).map_err(|e| ActionError::permanent(format!("cannot read the backup {}: {e}", path.display())))?;
+    let manifest: Option<serde_json::Value> = std::fs::read(super::postgres_backup::manifest_path(&path))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let expected = match (&w.sha256, manifest.as_ref().and_then(|m| m.get("sha256")).and_then(|s| s.as_str())) {
+        (Some(s), _) => s.to_ascii_lowercase(),
+        (None, Some(s)) => s.to_string(),
+        (None, None) => {
+            return Err(ActionError::permanent(format!(
+                "nothing to verify {} against: give `sha256`, or keep the manifest postgres.backup wrote beside it",
+                path.display()
+            )));
+        }
+    };
+    if actual != expected {
+        return Err(ActionError::permanent(format!(
+            "the backup {} has SHA-256 {actual}, expected {expected}: it is corrupt or not the backup meant; nothing was restored",
+            path.display()
+        )));
+    }
+    let target = PgTarget::from_exec(cx, &w.connection, w.database.as_deref())?;
+    let db = target.database();
+    let mut args = vec!["--exit-on-error".to_string()];
+    if w.clean {
+        args.push("--clean".into());
+        args.push("--if-exists".into());
+    }
+    if let Some(Tpl::Value(j)) = &w.jobs {
+        args.push(format!("--jobs={j}"));
+    }
+    if w.create {
+        // Created here, under the target's name: pg_restore --create would use the name the
+        // dump was taken from, which is not always the database meant.
+        let mut admin = target.clone();
+        admin.config.dbname("postgres");
+        let client = admin.connect().await?;
+        client
+            .batch_execute(&format!("create database {}", ident(&db)))
+            .await
+            .map_err(|e| pg::classify(&e, &format!("creating database {db}")))?;
+    }
+    args.push(format!("--dbname={}", target.url_for(&db)));
+    args.push(path.display().to_string());
+    run_tool(&pg_tool("pg_restore"), &args, &target.tool_env()).await?;
+    let mut counts = serde_json::Map::new();
+    if !w.count_tables.is_empty() {
+        let client = target.connect().await?;
+        for t in &w.count_tables {
+            let name = t.split('.').map(ident).collect::<Vec<_>>().join(".");
+            let n: i64 = client
+                .query_one(&format!("select count(*) from {name}"), &[])
+                .await
+                .map_err(|e| pg::classify(&e, &format!("counting rows of {t}")))?
+                .get(0);
+            counts.insert(t.clone(), n.into());
+        }
+    }
+    Ok(serde_json::json!({
+        "sha256": actual,
+        "counts": counts,
+        "consistent_at": manifest.as_ref().and_then(|m| m.get("consistent_at")).cloned().unwrap_or(serde_json::Value::Null),
+        "database": db,
+    }))
 }
 
 #[cfg(test)]

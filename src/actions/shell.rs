@@ -124,7 +124,7 @@ async fn run(w: &Shell, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError>
     let mut child = cmd
         .spawn()
         .map_err(|e| ActionError::permanent(format!("cannot start `{program}`: {e}")))?;
-    let guard = GroupGuard(child.id().map(|p| p as i32));
+    let guard = super::process::GroupGuard::new(child.id().map(|p| p as i32));
     let limit = w.capture_limit.unwrap_or(DEFAULT_CAPTURE);
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -178,36 +178,6 @@ fn last_chars(s: &str, n: usize) -> &str {
     match s.char_indices().rev().nth(n) {
         Some((i, _)) => &s[i..],
         None => s,
-    }
-}
-
-/// Ends the command's whole process group when the attempt is dropped: on timeout, on cancel,
-/// on a second Ctrl-C. TERM first; KILL a few seconds later for whatever ignored it.
-struct GroupGuard(Option<i32>);
-
-impl GroupGuard {
-    /// The command ended by itself: whatever it left running on purpose (a daemon) stays.
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        let Some(pgid) = self.0.take() else { return };
-        // SAFETY: killpg only sends a signal; a stale group id fails with ESRCH.
-        unsafe { libc::killpg(pgid, libc::SIGTERM) };
-        std::thread::spawn(move || {
-            for _ in 0..30 {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                // SAFETY: signal 0 only checks whether the group still exists.
-                if unsafe { libc::killpg(pgid, 0) } != 0 {
-                    return;
-                }
-            }
-            // SAFETY: as above.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        });
     }
 }
 

@@ -666,6 +666,8 @@ struct Attempted<'a> {
     retry: RetryPolicy,
     compensation: bool,
     continued: bool,
+    /// What `outputs` is in the templates: the compensated step's outputs.
+    outputs: Option<Value>,
 }
 
 async fn step_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome, EngineError> {
@@ -681,6 +683,7 @@ async fn step_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome
             retry: s.retry,
             compensation: false,
             continued: s.on_failure == OnFailure::Continue,
+            outputs: None,
         },
         first,
     )
@@ -697,6 +700,8 @@ async fn compensation_attempts(
         .compensate
         .as_ref()
         .expect("only steps with compensate are rolled back");
+    // Its own statement: a state guard held across the await below would deadlock the emitter.
+    let outputs = sh.emitter.state().steps[i].outputs.clone();
     attempts(
         sh,
         Attempted {
@@ -708,6 +713,7 @@ async fn compensation_attempts(
             retry: c.retry,
             compensation: true,
             continued: false,
+            outputs,
         },
         first,
     )
@@ -728,7 +734,9 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
         let t0 = Instant::now();
         let result: Result<Value, AttemptError> = async {
             let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let ctx = sh.scope.context(Some(&key), None, Some(&touched));
+            let ctx = sh
+                .scope
+                .context(Some(&key), a.outputs.as_ref(), Some(&touched));
             let rendered = inputs::render(&sh.env, a.with, &ctx, &touched, &sh.masker)
                 .map_err(ActionError::permanent)?;
             let typed = match Action::parse(a.action.name(), &rendered.real) {

@@ -304,8 +304,12 @@ mod tests {
     #[test]
     fn scrubs_keys_and_nested_values() {
         let m = masker("s3cr3t-value");
-        let mut v = serde_json::json!({"a": ["s3cr3t-value!"], "s3cr3t-value": 1, "n": 5, "s3cr3t": 2});
+        let mut v =
+            serde_json::json!({"a": ["s3cr3t-value!"], "s3cr3t-value": 1, "n": 5, "s3cr3t": 2});
         m.scrub_value(&mut v);
-        assert_eq!(v, serde_json::json!({"a": ["***!"], "***": 1, "n": 5, "s3cr3t": 2}));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": ["***!"], "***": 1, "n": 5, "s3cr3t": 2})
+        );
     }
 }

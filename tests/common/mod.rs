@@ -41,5 +41,5 @@ pub fn rendered(path: &Path) -> String {
         .map(|(_, d)| lifeboat::diagnostics::render(&loaded.source, d, false))
         .collect()
 }
-pub mod sandbox;
 pub mod pg;
+pub mod sandbox;

@@ -32,9 +32,21 @@ impl Cluster {
             .env("PG_TEST_PASSWORD", PASSWORD)
             .output()
             .unwrap();
-        assert!(out.status.success(), "pg-cluster start: {}", String::from_utf8_lossy(&out.stderr));
-        let port = std::fs::read_to_string(dir.join("port")).unwrap().trim().parse().unwrap();
-        Cluster { dir, port, _tmp: tmp }
+        assert!(
+            out.status.success(),
+            "pg-cluster start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::fs::read_to_string(dir.join("port"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Cluster {
+            dir,
+            port,
+            _tmp: tmp,
+        }
     }
 
     /// A URL for lifeboat connections (the password goes in a secret).
@@ -44,12 +56,33 @@ impl Cluster {
 
     /// Runs SQL with psql as the superuser; returns unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        self.psql_as("postgres", PASSWORD, db, sql).unwrap_or_else(|e| panic!("psql: {e}\n{sql}"))
+        self.psql_as("postgres", PASSWORD, db, sql)
+            .unwrap_or_else(|e| panic!("psql: {e}\n{sql}"))
     }
 
-    pub fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+    pub fn psql_as(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+        sql: &str,
+    ) -> Result<String, String> {
         let out = Command::new(format!("{PGBIN}/psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", db, "-v", "ON_ERROR_STOP=1", "-tAq", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                user,
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAq",
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "10")
             .output()
@@ -64,6 +97,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(super::root().join("scripts/pg-cluster")).arg("stop").arg(&self.dir).output();
+        let _ = Command::new(super::root().join("scripts/pg-cluster"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
     }
 }
