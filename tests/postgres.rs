@@ -449,7 +449,11 @@ mod shipped {
     use super::*;
 
     fn shipped(name: &str) -> String {
-        common::root().join("runbooks").join(name).display().to_string()
+        common::root()
+            .join("runbooks")
+            .join(name)
+            .display()
+            .to_string()
     }
 
     #[test]
@@ -465,35 +469,91 @@ mod shipped {
         pg.psql("orders", "delete from orders where id > 10");
         let url = format!("db_url={}", pg.url("orders"));
         let r = sb.lifeboat_env(
-            &["run", &shipped("postgres-restore-local.yaml"), "-p", &url, "-p", "backup_path=orders.dump", "-p", "min_orders=40"],
+            &[
+                "run",
+                &shipped("postgres-restore-local.yaml"),
+                "-p",
+                &url,
+                "-p",
+                "backup_path=orders.dump",
+                "-p",
+                "min_orders=40",
+            ],
             &[("PGPASSWORD", PASSWORD)],
         );
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert_eq!(pg.psql("orders", "select count(*) from orders"), "42");
-        assert_eq!(pg.psql_as("app_rw", "rw-Pw-77x", "orders", "insert into orders values (43)"), Ok(String::new()));
+        assert_eq!(
+            pg.psql_as(
+                "app_rw",
+                "rw-Pw-77x",
+                "orders",
+                "insert into orders values (43)"
+            ),
+            Ok(String::new())
+        );
 
         // Too few rows after the restore: verify fails, the run rolls back, the writers come back.
         let r = sb.lifeboat_env(
-            &["run", &shipped("postgres-restore-local.yaml"), "-p", &url, "-p", "backup_path=orders.dump", "-p", "min_orders=1000"],
+            &[
+                "run",
+                &shipped("postgres-restore-local.yaml"),
+                "-p",
+                &url,
+                "-p",
+                "backup_path=orders.dump",
+                "-p",
+                "min_orders=1000",
+            ],
             &[("PGPASSWORD", PASSWORD)],
         );
         assert_eq!(r.code, 1, "{}", r.stderr);
-        assert!(r.stderr.contains("rolled back (1 compensated)"), "{}", r.stderr);
-        assert_eq!(pg.psql_as("app_rw", "rw-Pw-77x", "orders", "insert into orders values (44)"), Ok(String::new()));
+        assert!(
+            r.stderr.contains("rolled back (1 compensated)"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(
+            pg.psql_as(
+                "app_rw",
+                "rw-Pw-77x",
+                "orders",
+                "insert into orders values (44)"
+            ),
+            Ok(String::new())
+        );
     }
 
     #[test]
     fn postgres_failover_promotes_the_replica_and_proves_it_takes_writes() {
         let primary = Cluster::start();
-        primary.psql("postgres", "create table t(x int); insert into t values (1)");
+        primary.psql(
+            "postgres",
+            "create table t(x int); insert into t values (1)",
+        );
         let replica = Cluster::replica_of(&primary);
         let sb = Sandbox::new();
         let url = format!("replica_url={}", replica.url("postgres"));
-        let r = sb.lifeboat_env(&["run", &shipped("postgres-failover.yaml"), "-p", &url, "--yes"], &[("PGPASSWORD", PASSWORD)]);
+        let r = sb.lifeboat_env(
+            &[
+                "run",
+                &shipped("postgres-failover.yaml"),
+                "-p",
+                &url,
+                "--yes",
+            ],
+            &[("PGPASSWORD", PASSWORD)],
+        );
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert_eq!(replica.psql("postgres", "select pg_is_in_recovery()"), "f");
         let trace = sb.trace(&r.run_id());
-        assert!(trace.contains(&"approval_granted:go_ahead".to_string()), "{trace:?}");
-        assert!(trace.contains(&"step_succeeded:verify_writes".to_string()), "{trace:?}");
+        assert!(
+            trace.contains(&"approval_granted:go_ahead".to_string()),
+            "{trace:?}"
+        );
+        assert!(
+            trace.contains(&"step_succeeded:verify_writes".to_string()),
+            "{trace:?}"
+        );
     }
 }

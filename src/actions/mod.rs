@@ -4,6 +4,7 @@
 //! through the exhaustive match it generates.
 
 mod pg;
+pub use pg::tls_config;
 mod process;
 mod templated;
 pub use templated::{Tpl, is_template};

@@ -134,7 +134,7 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
-fn tls_config() -> rustls::ClientConfig {
+pub fn tls_config() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())

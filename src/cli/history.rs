@@ -1,37 +1,41 @@
 //! `lifeboat runs`, `show`, `log`, `verify`: reading runs back. None of these change anything.
 
-use std::path::Path;
-
 use super::report::{describe, ms_text};
 use crate::engine::{self, RunState, StepState};
 use crate::exit::Exit;
 use crate::runlog;
 use crate::store::Store;
 
-fn open(state: &Path) -> Result<Store, Exit> {
-    if !state.join("runs").is_dir() {
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+async fn open(state: &str) -> Result<Store, Exit> {
+    let is_url = state.starts_with("postgres://") || state.starts_with("postgresql://");
+    if !is_url && !std::path::Path::new(state).join("runs").is_dir() {
         eprintln!(
-            "error: no state folder at {} (runs are recorded where `lifeboat run` ran, or under --state)",
-            state.display()
+            "error: no state folder at {state} (runs are recorded where `lifeboat run` ran, or under --state)"
         );
         return Err(Exit::Invalid);
     }
-    Store::open(state).map_err(|e| {
-        eprintln!("error: {}: {e}", state.display());
+    Store::open(state).await.map_err(|e| {
+        eprintln!("error: {e}");
         Exit::Failed
     })
 }
 
-fn read(store: &Store, run: &str) -> Result<(crate::store::RunFiles, Vec<u8>), Exit> {
-    let files = store.run(run).map_err(|e| {
+async fn read(store: &Store, run: &str) -> Result<Vec<u8>, Exit> {
+    store.exists(run).await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::Invalid
     })?;
-    let text = std::fs::read(&files.log).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", files.log.display());
+    store.read_log(run).await.map_err(|e| {
+        eprintln!("error: {e}");
         Exit::Failed
-    })?;
-    Ok((files, text))
+    })
 }
 
 /// A run's state from its log; steps come from the events themselves.
@@ -49,21 +53,21 @@ fn state_of(text: &[u8]) -> Result<(RunState, Vec<engine::Recorded>), String> {
     Ok((st, events))
 }
 
-pub(super) fn runs(state: &Path, json: bool) -> Exit {
-    let store = match open(state) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let ids = match store.runs() {
-        Ok(ids) => ids,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Failed;
-        }
-    };
+pub(super) fn runs(state: &str, json: bool) -> Exit {
+    runtime()
+        .block_on(runs_inner(state, json))
+        .unwrap_or_else(|e| e)
+}
+
+async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
+    let store = open(state).await?;
+    let ids = store.runs().await.map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Failed
+    })?;
     let mut rows = Vec::new();
     for id in ids {
-        let Ok((_, text)) = read(&store, &id) else {
+        let Ok(text) = read(&store, &id).await else {
             continue;
         };
         let row = match state_of(&text) {
@@ -89,7 +93,7 @@ pub(super) fn runs(state: &Path, json: bool) -> Exit {
     if json {
         println!("{}", serde_json::Value::Array(rows));
     } else if rows.is_empty() {
-        eprintln!("no runs in {}", state.display());
+        eprintln!("no runs in {}", store.describe());
     } else {
         for r in rows {
             println!(
@@ -102,18 +106,18 @@ pub(super) fn runs(state: &Path, json: bool) -> Exit {
             );
         }
     }
-    Exit::Success
+    Ok(Exit::Success)
 }
 
-pub(super) fn show(state: &Path, run: &str, json: bool) -> Exit {
-    let result = (|| {
-        let store = open(state)?;
-        let (_, text) = read(&store, run)?;
+pub(super) fn show(state: &str, run: &str, json: bool) -> Exit {
+    let result = runtime().block_on(async {
+        let store = open(state).await?;
+        let text = read(&store, run).await?;
         state_of(&text).map_err(|e| {
             eprintln!("error: {e}");
             Exit::Failed
         })
-    })();
+    });
     let (st, _) = match result {
         Ok(s) => s,
         Err(e) => return e,
@@ -175,12 +179,8 @@ pub(super) fn show(state: &Path, run: &str, json: bool) -> Exit {
     Exit::Success
 }
 
-pub(super) fn log(state: &Path, run: &str, json: bool) -> Exit {
-    let store = match open(state) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let (_, text) = match read(&store, run) {
+pub(super) fn log(state: &str, run: &str, json: bool) -> Exit {
+    let text = match runtime().block_on(async { read(&open(state).await?, run).await }) {
         Ok(t) => t,
         Err(e) => return e,
     };
@@ -203,21 +203,19 @@ pub(super) fn log(state: &Path, run: &str, json: bool) -> Exit {
     }
 }
 
-pub(super) fn verify(state: &Path, run: &str, json: bool) -> Exit {
-    let store = match open(state) {
-        Ok(s) => s,
+pub(super) fn verify(state: &str, run: &str, json: bool) -> Exit {
+    let read = runtime().block_on(async {
+        let store = open(state).await?;
+        let text = read(&store, run).await?;
+        let head = store.head(run).await.map_err(|e| {
+            eprintln!("error: run {run}: {e}");
+            Exit::Failed
+        })?;
+        Ok::<_, Exit>((text, head))
+    });
+    let (text, head) = match read {
+        Ok(r) => r,
         Err(e) => return e,
-    };
-    let (files, text) = match read(&store, run) {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
-    let head = match runlog::read_head(&files.head) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: run {run}: the head anchor is unreadable: {e}");
-            return Exit::Failed;
-        }
     };
     let v = runlog::verify(&text, head.as_ref());
     if json {

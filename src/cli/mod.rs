@@ -66,40 +66,40 @@ enum Command {
     Approve {
         run: String,
         step: String,
-        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
-        state: PathBuf,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
         /// Who approves (recorded); defaults to $LIFEBOAT_OPERATOR, then $USER.
         #[arg(long, env = "LIFEBOAT_OPERATOR")]
         operator: Option<String>,
     },
     /// List runs, newest first.
     Runs {
-        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
-        state: PathBuf,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
         #[arg(long)]
         json: bool,
     },
     /// One run: its steps, attempts, timings and outputs.
     Show {
         run: String,
-        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
-        state: PathBuf,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
         #[arg(long)]
         json: bool,
     },
     /// Print a run's log; `--json` prints its lines exactly as stored.
     Log {
         run: String,
-        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
-        state: PathBuf,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
         #[arg(long)]
         json: bool,
     },
     /// Check a run log's hash chain: exit 0 intact, 1 tampered (naming the first bad line).
     Verify {
         run: String,
-        #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
-        state: PathBuf,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
         #[arg(long)]
         json: bool,
     },

@@ -1,7 +1,7 @@
 //! `lifeboat run`, `resume` and `approve`: everything that drives or changes a run.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,15 +16,16 @@ use crate::engine::{
 };
 use crate::exit::Exit;
 use crate::runbook::{ValidRunbook, load_file, params};
-use crate::runlog::{self, LogWriter};
+use crate::runlog;
 use crate::store::{self, Holder, LockError, LockSet, LockState, Store};
 
 /// What `run` and `resume` share on the command line.
 #[derive(Debug, clap::Args)]
 pub struct Driving {
-    /// The state store: a folder.
-    #[arg(long, default_value = ".lifeboat", value_name = "DIR")]
-    pub state: PathBuf,
+    /// The state store: a folder, or a `postgres://` URL shared by a team (password from
+    /// $PGPASSWORD).
+    #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+    pub state: String,
     /// Answer approval gates (and re-runs of interrupted steps) with yes, without asking. For
     /// drills and tests; every such approval is recorded as given by --yes.
     #[arg(long)]
@@ -69,9 +70,9 @@ fn duration_arg(flag: &str, text: &str) -> Result<Duration, Exit> {
     })
 }
 
-fn open_store(dir: &Path) -> Result<Store, Exit> {
-    Store::open(dir).map_err(|e| {
-        eprintln!("error: cannot use the state folder {}: {e}", dir.display());
+async fn open_store(spec: &str) -> Result<Store, Exit> {
+    Store::open(spec).await.map_err(|e| {
+        eprintln!("error: {e}");
         Exit::Failed
     })
 }
@@ -171,7 +172,7 @@ fn lock_error(e: LockError) -> Exit {
     eprintln!("error: {e}");
     match e {
         LockError::Held { .. } | LockError::Paused { .. } => Exit::LockHeld,
-        LockError::Io { .. } => Exit::Failed,
+        LockError::Io { .. } | LockError::Store { .. } => Exit::Failed,
     }
 }
 
@@ -183,6 +184,11 @@ fn holder(run: &str) -> Holder {
         since: runlog::now_rfc3339(),
         state: LockState::Held,
     }
+}
+
+fn fail(e: impl std::fmt::Display) -> Exit {
+    eprintln!("error: {e}");
+    Exit::Failed
 }
 
 pub(super) fn run(file: &Path, given: &[String], d: &Driving) -> Exit {
@@ -211,76 +217,61 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         Exit::Invalid
     })?;
     let p = prepare(d)?;
-    let store = open_store(&d.state)?;
-    let run_id = store::new_run_id();
-    let locks = store
-        .acquire(&rb.locks, &holder(&run_id))
-        .map_err(lock_error)?;
     let text = loaded.source.text.as_bytes().to_vec();
-    let files = store.create_run(&run_id, &text).map_err(|e| {
-        eprintln!("error: cannot create the run in {}: {e}", d.state.display());
-        Exit::Failed
-    })?;
-    let writer = LogWriter::open(&files.log, 0, runlog::GENESIS.to_string()).map_err(|e| {
-        eprintln!("error: cannot create the run log: {e}");
-        Exit::Failed
-    })?;
-    let masker = Arc::new(Masker::new(&secrets));
-    let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
-    let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, p.sink.clone()));
-    let started = Event::RunStarted {
-        run: run_id.clone(),
-        runbook: rb.name.clone(),
-        version: rb.version.to_string(),
-        file: file.display().to_string(),
-        file_sha256: runlog::sha256_hex(&text),
-        params: values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        operator: p.opts.operator.clone(),
-        host: store::hostname(),
-        pid: std::process::id(),
-        lifeboat: env!("CARGO_PKG_VERSION").into(),
-        locks: rb.locks.clone(),
-        max_parallel: p.opts.max_parallel,
-        timeout_ms: p.opts.timeout.map(|t| t.as_millis() as u64),
-        yes: d.yes,
-    };
     let rt = runtime();
-    let result = rt.block_on(async {
-        emitter.emit_durable(started).await?;
-        for (lock, from_run, from_pid) in &locks.taken_over {
-            emitter.emit(Event::LockTakenOver {
-                lock: lock.clone(),
-                from_run: from_run.clone(),
-                from_pid: *from_pid,
-            })?;
+    rt.block_on(async move {
+        let store = open_store(&d.state).await?;
+        let run_id = store::new_run_id();
+        let locks = store
+            .acquire(&rb.locks, &holder(&run_id))
+            .await
+            .map_err(lock_error)?;
+        let writer = store.create_run(&run_id, &text).await.map_err(fail)?;
+        let masker = Arc::new(Masker::new(&secrets));
+        let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
+        let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, p.sink.clone()));
+        let started = Event::RunStarted {
+            run: run_id.clone(),
+            runbook: rb.name.clone(),
+            version: rb.version.to_string(),
+            file: file.display().to_string(),
+            file_sha256: runlog::sha256_hex(&text),
+            params: values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            operator: p.opts.operator.clone(),
+            host: store::hostname(),
+            pid: std::process::id(),
+            lifeboat: env!("CARGO_PKG_VERSION").into(),
+            locks: rb.locks.clone(),
+            max_parallel: p.opts.max_parallel,
+            timeout_ms: p.opts.timeout.map(|t| t.as_millis() as u64),
+            yes: d.yes,
+        };
+        emitter.emit_durable(started).await.map_err(fail)?;
+        for (lock, from_run, from_pid) in locks.taken_over() {
+            emitter
+                .emit(Event::LockTakenOver {
+                    lock: lock.clone(),
+                    from_run: from_run.clone(),
+                    from_pid: *from_pid,
+                })
+                .map_err(fail)?;
         }
-        Ok::<_, engine::EngineError>(())
-    });
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        return Err(Exit::Failed);
-    }
-    let files = store.publish_run(&run_id).map_err(|e| {
-        eprintln!("error: cannot record the run in {}: {e}", d.state.display());
-        Exit::Failed
-    })?;
-    let _driver = store.drive(&run_id).map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Failed
-    })?;
-    // The id comes once the run exists on disk: a script that has it can always resume it.
-    if !d.json {
-        println!("{run_id}");
-    }
-    let started_at = emitter.state().started_at.clone();
-    let scope = RunScope::new(
-        &values,
-        &secrets,
-        run_map(&run_id, &started_at, &p.opts.operator, &rb),
-    );
-    Ok(drive(
-        rt, &rb, emitter, scope, masker, p, run_id, files, locks,
-    ))
+        emitter.flush().await.map_err(fail)?;
+        // A run exists only once its first line is durable: a crash before leaves nothing.
+        store.publish_run(&run_id).await.map_err(fail)?;
+        let _driver = store.drive(&run_id).await.map_err(fail)?;
+        // The id comes once the run is recorded: a script that has it can always resume it.
+        if !d.json {
+            println!("{run_id}");
+        }
+        let started_at = emitter.state().started_at.clone();
+        let scope = RunScope::new(
+            &values,
+            &secrets,
+            run_map(&run_id, &started_at, &p.opts.operator, &rb),
+        );
+        Ok(drive(&store, &rb, emitter, scope, masker, p, run_id, locks).await)
+    })
 }
 
 fn run_map(
@@ -299,15 +290,14 @@ fn run_map(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn drive(
-    rt: tokio::runtime::Runtime,
+async fn drive(
+    store: &Store,
     rb: &ValidRunbook,
     emitter: Arc<Emitter>,
     scope: RunScope,
     masker: Arc<Masker>,
     p: Prepared,
     run_id: String,
-    files: store::RunFiles,
     locks: LockSet,
 ) -> Exit {
     let engine = Engine::new(
@@ -320,77 +310,58 @@ fn drive(
         p.prompter,
         run_id.clone(),
     );
-    let result = rt.block_on(engine.drive());
+    let result = engine.drive().await;
     let (last, hash) = emitter.writer().last();
     // Anchor the end of the log outside it, so that a rewritten last line shows.
-    if let Err(e) = runlog::write_head(
-        &files.head,
-        &runlog::Head {
-            seq: last,
-            hash: hash.clone(),
-        },
-    ) {
-        eprintln!("warning: cannot write the log's head anchor: {e}");
+    if let Err(e) = store
+        .write_head(
+            &run_id,
+            &runlog::Head {
+                seq: last,
+                hash: hash.clone(),
+            },
+        )
+        .await
+    {
+        eprintln!("warning: {e}");
     }
-    drop(rt);
     match result {
         Ok(status) => {
             match status {
-                RunStatus::WaitingForApproval | RunStatus::Interrupted => locks.pause(),
-                _ => locks.release(),
+                RunStatus::WaitingForApproval | RunStatus::Interrupted => locks.pause().await,
+                _ => locks.release().await,
             }
             eprintln!("run {run_id} {}; log hash {hash}", status.as_str());
             status.exit()
         }
         Err(e) => {
             // Locks stay with the run: its state is whatever the log says, and resume decides.
-            locks.pause();
+            locks.pause().await;
             eprintln!("error: run {run_id} stopped: {e}");
             Exit::Failed
         }
     }
 }
 
-/// Reads a run's log for resume/approve: refuses a tampered one, repairs a torn last line.
-fn load_run(
+/// Reads a run back for resume/approve: refuses a tampered log, repairs a torn last line.
+async fn load_run(
     store: &Store,
     run_id: &str,
-) -> Result<
-    (
-        store::RunFiles,
-        ValidRunbook,
-        Vec<engine::Recorded>,
-        runlog::Verdict,
-    ),
-    Exit,
-> {
-    let files = store.run(run_id).map_err(|e| {
+) -> Result<(ValidRunbook, Vec<engine::Recorded>, runlog::Verdict), Exit> {
+    store.exists(run_id).await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::Invalid
     })?;
-    let mut text = std::fs::read(&files.log).map_err(|e| {
-        eprintln!("error: cannot read the run log: {e}");
-        Exit::Failed
-    })?;
+    let mut text = store.read_log(run_id).await.map_err(fail)?;
     if !text.is_empty() && !text.ends_with(b"\n") {
         // A crash during a write: that line was never acknowledged as durable, so nothing it
         // announced was started.
         let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         text.truncate(keep);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&files.log)
-            .and_then(|f| {
-                f.set_len(keep as u64)?;
-                f.sync_all()
-            });
-        if let Err(e) = f {
-            eprintln!("error: cannot repair the run log's torn last line: {e}");
-            return Err(Exit::Failed);
-        }
+        store.cut_log(run_id, keep as u64).await.map_err(fail)?;
         eprintln!("note: removed the log's incomplete last line (written during a crash)");
     }
-    let head = runlog::read_head(&files.head).ok().flatten();
+    let head = store.head(run_id).await.map_err(fail)?;
     let verdict = runlog::verify(&text, head.as_ref());
     if let Some((line, why)) = &verdict.first_bad {
         eprintln!(
@@ -398,28 +369,28 @@ fn load_run(
         );
         return Err(Exit::Failed);
     }
-    let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Failed
-    })?;
+    let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(fail)?;
     let Some(first) = events.first() else {
         eprintln!(
             "error: run {run_id} stopped before it recorded anything, so nothing ran; start it again with `lifeboat run`"
         );
         return Err(Exit::Failed);
     };
-    let Event::RunStarted { file_sha256, .. } = &first.event else {
+    let Event::RunStarted {
+        file_sha256, file, ..
+    } = &first.event
+    else {
         eprintln!("error: run {run_id}'s log does not begin with run_started");
         return Err(Exit::Failed);
     };
-    let bytes = std::fs::read(&files.runbook).unwrap_or_default();
+    let bytes = store.runbook(run_id).await.map_err(fail)?;
     if &runlog::sha256_hex(&bytes) != file_sha256 {
         eprintln!(
             "error: the runbook stored with run {run_id} is not the one it started with; refusing to continue it"
         );
         return Err(Exit::Failed);
     }
-    let loaded = load_file(&files.runbook);
+    let loaded = crate::runbook::load_str(file, &String::from_utf8_lossy(&bytes));
     let rb = match loaded.result {
         Ok(rb) => rb,
         Err(diags) => {
@@ -427,26 +398,30 @@ fn load_run(
             return Err(Exit::Invalid);
         }
     };
-    Ok((files, rb, events, verdict))
+    Ok((rb, events, verdict))
 }
 
 pub(super) fn resume(run_id: &str, d: &Driving) -> Exit {
-    match resume_inner(run_id, d) {
+    let p = match prepare(d) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    match runtime().block_on(resume_inner(run_id, d, p)) {
         Ok(e) | Err(e) => e,
     }
 }
 
-fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
-    let store = open_store(&d.state)?;
-    store.run(run_id).map_err(|e| {
+async fn resume_inner(run_id: &str, d: &Driving, p: Prepared) -> Result<Exit, Exit> {
+    let store = open_store(&d.state).await?;
+    store.exists(run_id).await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::Invalid
     })?;
-    let _driver = store.drive(run_id).map_err(|e| {
+    let _driver = store.drive(run_id).await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::LockHeld
     })?;
-    let (files, rb, events, verdict) = load_run(&store, run_id)?;
+    let (rb, events, verdict) = load_run(&store, run_id).await?;
     let state = RunState::replay(rb.steps.iter().map(|s| s.id.as_str()), &events);
     if state.status == RunStatus::Succeeded {
         eprintln!("run {run_id} already succeeded; nothing to resume");
@@ -458,15 +433,14 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
         eprintln!("error: {e}");
         Exit::Invalid
     })?;
-    let p = prepare(d)?;
     let locks = store
         .acquire(&rb.locks, &holder(run_id))
+        .await
         .map_err(lock_error)?;
-    let writer =
-        LogWriter::open(&files.log, verdict.lines, verdict.last_hash.clone()).map_err(|e| {
-            eprintln!("error: cannot open the run log: {e}");
-            Exit::Failed
-        })?;
+    let writer = store
+        .log_writer(run_id, verdict.lines, verdict.last_hash.clone())
+        .await
+        .map_err(fail)?;
     let masker = Arc::new(Masker::new(&secrets));
     let started_at = state.started_at.clone();
     let cut_short: Vec<(String, u32)> = state
@@ -478,8 +452,7 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
         })
         .collect();
     let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, p.sink.clone()));
-    let rt = runtime();
-    let result = rt.block_on(async {
+    let resumed = async {
         emitter
             .emit_durable(Event::RunResumed {
                 operator: p.opts.operator.clone(),
@@ -488,7 +461,7 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
                 yes: d.yes,
             })
             .await?;
-        for (lock, from_run, from_pid) in &locks.taken_over {
+        for (lock, from_run, from_pid) in locks.taken_over() {
             emitter.emit(Event::LockTakenOver {
                 lock: lock.clone(),
                 from_run: from_run.clone(),
@@ -503,11 +476,8 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
             })?;
         }
         emitter.flush().await
-    });
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        return Err(Exit::Failed);
-    }
+    };
+    resumed.await.map_err(fail)?;
     if !d.json {
         println!("{run_id}");
     }
@@ -517,40 +487,40 @@ fn resume_inner(run_id: &str, d: &Driving) -> Result<Exit, Exit> {
         run_map(run_id, &started_at, &p.opts.operator, &rb),
     );
     Ok(drive(
-        rt,
+        &store,
         &rb,
         emitter,
         scope,
         masker,
         p,
         run_id.to_string(),
-        files,
         locks,
-    ))
+    )
+    .await)
 }
 
-pub(super) fn approve(run_id: &str, step: &str, state_dir: &Path, who: Option<String>) -> Exit {
-    match approve_inner(run_id, step, state_dir, who) {
+pub(super) fn approve(run_id: &str, step: &str, state: &str, who: Option<String>) -> Exit {
+    match runtime().block_on(approve_inner(run_id, step, state, who)) {
         Ok(e) | Err(e) => e,
     }
 }
 
-fn approve_inner(
+async fn approve_inner(
     run_id: &str,
     step: &str,
-    state_dir: &Path,
+    state_spec: &str,
     who: Option<String>,
 ) -> Result<Exit, Exit> {
-    let store = open_store(state_dir)?;
-    store.run(run_id).map_err(|e| {
+    let store = open_store(state_spec).await?;
+    store.exists(run_id).await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::Invalid
     })?;
-    let _driver = store.drive(run_id).map_err(|e| {
+    let _driver = store.drive(run_id).await.map_err(|e| {
         eprintln!("error: {e}; answer its prompt, or stop it first");
         Exit::LockHeld
     })?;
-    let (files, rb, events, verdict) = load_run(&store, run_id)?;
+    let (rb, events, verdict) = load_run(&store, run_id).await?;
     let state = RunState::replay(rb.steps.iter().map(|s| s.id.as_str()), &events);
     let Some(rec) = state.steps.get(step) else {
         let known: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
@@ -590,26 +560,21 @@ fn approve_inner(
         );
         return Err(Exit::Invalid);
     }
-    let writer = LogWriter::open(&files.log, verdict.lines, verdict.last_hash).map_err(|e| {
-        eprintln!("error: cannot open the run log: {e}");
-        Exit::Failed
-    })?;
+    let writer = store
+        .log_writer(run_id, verdict.lines, verdict.last_hash)
+        .await
+        .map_err(fail)?;
     let ev = Event::ApprovalGranted {
         step: step.into(),
         by: by.clone(),
         via: engine::ApprovalVia::Command,
     };
-    let appended = writer
-        .append(&ev.to_map())
-        .and_then(|(seq, _)| writer.durable_blocking(seq));
-    if let Err(e) = appended {
-        eprintln!("error: {e}");
-        return Err(Exit::Failed);
-    }
+    let (seq, _) = writer.append(&ev.to_map()).map_err(fail)?;
+    writer.durable(seq).await.map_err(fail)?;
     let (seq, hash) = writer.last();
     drop(writer);
-    if let Err(e) = runlog::write_head(&files.head, &runlog::Head { seq, hash }) {
-        eprintln!("warning: cannot write the log's head anchor: {e}");
+    if let Err(e) = store.write_head(run_id, &runlog::Head { seq, hash }).await {
+        eprintln!("warning: {e}");
     }
     eprintln!("approved `{step}` of run {run_id} as {by}; `lifeboat resume {run_id}` continues it");
     Ok(Exit::Success)

@@ -7,11 +7,59 @@
 //! exact bytes, never on re-serialized JSON, so the check cannot depend on how a parser formats
 //! numbers.
 
+mod pg_writer;
 mod verify;
 mod writer;
 
+pub use pg_writer::PgLog;
 pub use verify::{Head, Verdict, read_head, verify, write_head};
-pub use writer::{LogWriter, WriterStats};
+pub use writer::{FileLog, WriterStats};
+
+/// Where a run's lines go: a file (fsync), or the PostgreSQL state store (commit).
+pub enum LogWriter {
+    File(FileLog),
+    Pg(PgLog),
+}
+
+impl LogWriter {
+    /// A file log, appended after `last_seq` lines whose last line hashes to `prev`.
+    pub fn open(path: &std::path::Path, last_seq: u64, prev: String) -> std::io::Result<LogWriter> {
+        FileLog::open(path, last_seq, prev).map(LogWriter::File)
+    }
+
+    /// Writes (or buffers) one event and returns its seq and time; not yet durable.
+    pub fn append(
+        &self,
+        event: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(u64, String), String> {
+        match self {
+            LogWriter::File(f) => f.append(event),
+            LogWriter::Pg(p) => p.append(event),
+        }
+    }
+
+    /// Waits until every line up to `seq` is durable: fsynced, or committed.
+    pub async fn durable(&self, seq: u64) -> Result<(), String> {
+        match self {
+            LogWriter::File(f) => f.durable(seq).await,
+            LogWriter::Pg(p) => p.durable(seq).await,
+        }
+    }
+
+    pub fn last(&self) -> (u64, String) {
+        match self {
+            LogWriter::File(f) => f.last(),
+            LogWriter::Pg(p) => p.last(),
+        }
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        match self {
+            LogWriter::File(f) => f.stats(),
+            LogWriter::Pg(p) => p.stats(),
+        }
+    }
+}
 
 use sha2::{Digest, Sha256};
 

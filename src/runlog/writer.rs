@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{format_line, now_rfc3339, sha256_hex};
 
-pub struct LogWriter {
+pub struct FileLog {
     shared: Arc<Shared>,
     durable: tokio::sync::watch::Receiver<u64>,
     /// A second handle on the file, for syncing without holding the append lock.
@@ -41,9 +41,9 @@ pub struct WriterStats {
     pub fsyncs: u64,
 }
 
-impl LogWriter {
+impl FileLog {
     /// Opens a log for appending after `last_seq` lines whose last line hashes to `prev`.
-    pub fn open(path: &Path, last_seq: u64, prev: String) -> std::io::Result<LogWriter> {
+    pub fn open(path: &Path, last_seq: u64, prev: String) -> std::io::Result<FileLog> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -68,7 +68,7 @@ impl LogWriter {
             durable: tx,
             fsyncs: AtomicU64::new(0),
         });
-        Ok(LogWriter {
+        Ok(FileLog {
             shared,
             durable: rx,
             sync_file,
@@ -161,14 +161,6 @@ impl LogWriter {
         }
     }
 
-    /// The same, for code that is not async (the CLI's `approve`).
-    pub fn durable_blocking(&self, seq: u64) -> Result<(), String> {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| e.to_string())?
-            .block_on(self.durable(seq))
-    }
-
     pub fn last(&self) -> (u64, String) {
         let st = self.shared.state.lock().expect("log state lock");
         (st.next_seq - 1, st.prev.clone())
@@ -183,7 +175,7 @@ impl LogWriter {
     }
 }
 
-impl Drop for LogWriter {
+impl Drop for FileLog {
     fn drop(&mut self) {
         // Whatever was written and not yet synced (a last `step_succeeded`) is synced on close.
         let st = self.shared.state.lock().expect("log state lock");
@@ -195,7 +187,7 @@ impl Drop for LogWriter {
 
 /// Runs a blocking call from async code: on a multi-threaded runtime the worker hands its other
 /// tasks off first; elsewhere (a current-thread runtime, no runtime) it just blocks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)

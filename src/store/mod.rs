@@ -1,36 +1,21 @@
-//! The embedded state store: a folder (default `.lifeboat/`) holding every run's log, the exact
-//! runbook it ran, its head anchor, and the named locks.
+//! The state store: where runs, their logs, heads and locks live. A folder on this machine (the
+//! default, `.lifeboat/`), or a PostgreSQL database shared by a team (`--state postgres://...`).
+//! Both keep the same things with the same guarantees; the CLI sees only [`Store`].
 //!
-//! ```text
-//! .lifeboat/runs/<run>/log.jsonl     the run log (SPEC §4)
-//! .lifeboat/runs/<run>/runbook.yaml  the file as it was when the run started (resume runs this)
-//! .lifeboat/runs/<run>/head.json     seq and hash of the last line, written when the run stops
-//! .lifeboat/runs/<run>/driver        flock'd by the one process driving the run
-//! .lifeboat/locks/<name>.lock        flock'd by the run holding the lock; says who that is
-//! ```
-//!
-//! Liveness comes from flock(2): the kernel drops a dead process's locks, so "the holder is
-//! verifiably gone" is exactly "the flock can be taken". Lock files are never deleted, because
-//! deleting a flock'd file lets two processes lock two different inodes of the same name.
+//! Liveness of a lock holder (or of the process driving a run) is never decided by a pid check:
+//! the folder store uses flock(2), the PostgreSQL store session advisory locks. Either is released
+//! by the kernel or the server when its process dies, so "the holder is verifiably gone" is exactly
+//! "the lock can be taken".
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+mod folder;
+mod postgres;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    root: PathBuf,
-}
+pub use folder::Folder;
+pub use postgres::PgStore;
 
-#[derive(Debug, Clone)]
-pub struct RunFiles {
-    pub dir: PathBuf,
-    pub log: PathBuf,
-    pub runbook: PathBuf,
-    pub head: PathBuf,
-}
+use crate::runlog::{Head, LogWriter};
 
 /// Who holds a lock, as written in its file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,228 +48,208 @@ pub enum LockError {
         name: String,
         source: std::io::Error,
     },
+    #[error("lock `{name}`: {message}")]
+    Store { name: String, message: String },
 }
 
-/// Locks taken for one run, held until dropped or released.
-#[derive(Debug)]
-pub struct LockSet {
-    held: Vec<(String, File)>,
-    holder: Holder,
-    /// Runs whose locks were taken over: (lock, run, pid).
-    pub taken_over: Vec<(String, String, u32)>,
+pub enum Store {
+    Folder(Folder),
+    Postgres(PgStore),
+}
+
+/// Keeps a run to this process while alive (resume, approve).
+pub enum Driver {
+    Folder(std::fs::File),
+    Postgres(tokio_postgres::Client),
+}
+
+/// Locks taken for one run.
+pub enum LockSet {
+    Folder(folder::FolderLocks),
+    Postgres(postgres::PgLocks),
+}
+
+impl LockSet {
+    /// Runs whose locks were taken over after they crashed: (lock, run, pid).
+    pub fn taken_over(&self) -> &[(String, String, u32)] {
+        match self {
+            LockSet::Folder(l) => &l.taken_over,
+            LockSet::Postgres(l) => &l.taken_over,
+        }
+    }
+
+    /// The run stops but keeps its locks (it waits for an approval, or was interrupted).
+    pub async fn pause(self) {
+        match self {
+            LockSet::Folder(l) => l.pause(),
+            LockSet::Postgres(l) => l.set_state(LockState::Paused).await,
+        }
+    }
+
+    /// The run is over: anyone may take the locks.
+    pub async fn release(self) {
+        match self {
+            LockSet::Folder(l) => l.release(),
+            LockSet::Postgres(l) => l.set_state(LockState::Free).await,
+        }
+    }
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
 }
 
 impl Store {
-    /// Opens (and creates) a folder store.
-    pub fn open(root: &Path) -> std::io::Result<Store> {
-        std::fs::create_dir_all(root.join("runs"))?;
-        std::fs::create_dir_all(root.join("locks"))?;
-        Ok(Store {
-            root: root.to_path_buf(),
-        })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn files(&self, run: &str) -> RunFiles {
-        let dir = self.root.join("runs").join(run);
-        RunFiles {
-            log: dir.join("log.jsonl"),
-            runbook: dir.join("runbook.yaml"),
-            head: dir.join("head.json"),
-            dir,
-        }
-    }
-
-    /// Creates a run's folder, hidden, with its copy of the runbook. The caller writes the
-    /// first log line there and then [`Store::publish_run`]s it: a run exists only once its
-    /// `run_started` is durable, so a crash in between leaves nothing to resume.
-    pub fn create_run(&self, run: &str, runbook: &[u8]) -> std::io::Result<RunFiles> {
-        let f = self.files(&format!(".new-{run}"));
-        std::fs::create_dir(&f.dir)?;
-        let mut file = File::create(&f.runbook)?;
-        file.write_all(runbook)?;
-        file.sync_all()?;
-        File::open(&f.dir)?.sync_all()?;
-        Ok(f)
-    }
-
-    /// Makes a created run visible under its id, durably.
-    pub fn publish_run(&self, run: &str) -> std::io::Result<RunFiles> {
-        let f = self.files(run);
-        std::fs::rename(self.files(&format!(".new-{run}")).dir, &f.dir)?;
-        File::open(self.root.join("runs"))?.sync_all()?;
-        Ok(f)
-    }
-
-    /// An existing run's files. The id must name a folder under `runs/`, nothing else.
-    pub fn run(&self, run: &str) -> Result<RunFiles, String> {
-        if run.is_empty() || !run.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!("`{run}` is not a run id"));
-        }
-        let f = self.files(run);
-        if f.log.is_file() {
-            Ok(f)
+    /// `spec` is a folder, or a `postgres://` URL (whose password may come from `$PGPASSWORD`).
+    pub async fn open(spec: &str) -> Result<Store, String> {
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            PgStore::open(spec).await.map(Store::Postgres)
         } else {
-            Err(format!(
-                "no run `{run}` in {} (see `lifeboat runs`)",
-                self.root.display()
-            ))
+            Folder::open(std::path::Path::new(spec))
+                .map(Store::Folder)
+                .map_err(|e| format!("cannot use the state folder {spec}: {e}"))
         }
     }
 
-    /// Run ids, newest first (ids sort by start time).
-    pub fn runs(&self) -> std::io::Result<Vec<String>> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.root.join("runs"))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("log.jsonl").is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| !name.starts_with('.'))
-            .collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(ids)
+    /// How to name the store in messages (a URL without its password).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Folder(f) => f.root().display().to_string(),
+            Store::Postgres(p) => p.describe(),
+        }
     }
 
-    /// Makes this process the one driving `run`: `resume` and `approve` may not overlap a live run.
-    pub fn drive(&self, run: &str) -> Result<File, String> {
-        let f = self.files(run);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(f.dir.join("driver"))
-            .map_err(|e| format!("cannot open the run's driver lock: {e}"))?;
-        match file.try_lock() {
-            Ok(()) => {
-                let mut file = file;
-                let _ = file.set_len(0);
-                let _ = write!(file, "{}", std::process::id());
-                Ok(file)
+    /// Creates a run that stays invisible until [`Store::publish_run`], with its log writer.
+    pub async fn create_run(&self, run: &str, runbook: &[u8]) -> Result<LogWriter, String> {
+        match self {
+            Store::Folder(f) => {
+                let files = f
+                    .create_run(run, runbook)
+                    .map_err(io("cannot create the run"))?;
+                LogWriter::open(&files.log, 0, crate::runlog::GENESIS.to_string())
+                    .map_err(io("cannot create the run log"))
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = (&file).read_to_string(&mut pid);
-                Err(format!(
-                    "run {run} is being driven by another lifeboat process (pid {})",
-                    pid.trim()
-                ))
+            Store::Postgres(p) => p.create_run(run, runbook).await,
+        }
+    }
+
+    pub async fn publish_run(&self, run: &str) -> Result<(), String> {
+        match self {
+            Store::Folder(f) => f
+                .publish_run(run)
+                .map(|_| ())
+                .map_err(io("cannot record the run")),
+            Store::Postgres(p) => p.publish_run(run).await,
+        }
+    }
+
+    /// A writer appending to an existing run's log.
+    pub async fn log_writer(
+        &self,
+        run: &str,
+        last_seq: u64,
+        prev: String,
+    ) -> Result<LogWriter, String> {
+        match self {
+            Store::Folder(f) => {
+                let files = f.run(run)?;
+                LogWriter::open(&files.log, last_seq, prev).map_err(io("cannot open the run log"))
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock run {run}: {e}")),
+            Store::Postgres(p) => p.log_writer(run, last_seq, prev).await,
+        }
+    }
+
+    /// Checks that the run exists.
+    pub async fn exists(&self, run: &str) -> Result<(), String> {
+        match self {
+            Store::Folder(f) => f.run(run).map(|_| ()),
+            Store::Postgres(p) => p.exists(run).await,
+        }
+    }
+
+    pub async fn drive(&self, run: &str) -> Result<Driver, String> {
+        match self {
+            Store::Folder(f) => f.drive(run).map(Driver::Folder),
+            Store::Postgres(p) => p.drive(run).await.map(Driver::Postgres),
+        }
+    }
+
+    /// Run ids, newest first.
+    pub async fn runs(&self) -> Result<Vec<String>, String> {
+        match self {
+            Store::Folder(f) => f.runs().map_err(io("cannot list runs")),
+            Store::Postgres(p) => p.runs().await,
+        }
+    }
+
+    /// The log's exact bytes: lines, each ending in a newline.
+    pub async fn read_log(&self, run: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Store::Folder(f) => {
+                std::fs::read(f.run(run)?.log).map_err(io("cannot read the run log"))
+            }
+            Store::Postgres(p) => p.read_log(run).await,
+        }
+    }
+
+    /// Cuts a torn last line (a crash mid-write) off a file log; a database has none.
+    pub async fn cut_log(&self, run: &str, keep: u64) -> Result<(), String> {
+        match self {
+            Store::Folder(f) => {
+                let path = f.run(run)?.log;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| {
+                        file.set_len(keep)?;
+                        file.sync_all()
+                    })
+                    .map_err(io("cannot repair the run log's torn last line"))
+            }
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// The runbook exactly as the run started with it.
+    pub async fn runbook(&self, run: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Store::Folder(f) => {
+                std::fs::read(f.run(run)?.runbook).map_err(io("cannot read the run's runbook"))
+            }
+            Store::Postgres(p) => p.runbook(run).await,
+        }
+    }
+
+    pub async fn head(&self, run: &str) -> Result<Option<Head>, String> {
+        match self {
+            Store::Folder(f) => crate::runlog::read_head(&f.run(run)?.head)
+                .map_err(io("the head anchor is unreadable")),
+            Store::Postgres(p) => p.head(run).await,
+        }
+    }
+
+    pub async fn write_head(&self, run: &str, head: &Head) -> Result<(), String> {
+        match self {
+            Store::Folder(f) => crate::runlog::write_head(&f.run(run)?.head, head)
+                .map_err(io("cannot write the head anchor")),
+            Store::Postgres(p) => p.write_head(run, head).await,
         }
     }
 
     /// Takes every named lock, or none. `me.run` may retake locks its own earlier process held.
-    pub fn acquire(&self, names: &[String], me: &Holder) -> Result<LockSet, LockError> {
-        let mut sorted: Vec<&String> = names.iter().collect();
-        sorted.sort();
-        sorted.dedup();
-        let mut set = LockSet {
-            held: Vec::new(),
-            holder: me.clone(),
-            taken_over: Vec::new(),
-        };
-        for name in sorted {
-            let io = |source| LockError::Io {
-                name: name.clone(),
-                source,
-            };
-            let path = self.root.join("locks").join(format!("{name}.lock"));
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = read_holder(&mut file).unwrap_or_else(|| Holder {
-                        run: "?".into(),
-                        pid: 0,
-                        host: "?".into(),
-                        since: "?".into(),
-                        state: LockState::Held,
-                    });
-                    return Err(LockError::Held {
-                        name: name.clone(),
-                        holder,
-                    });
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-            }
-            if let Some(prev) = read_holder(&mut file)
-                && prev.run != me.run
-            {
-                match prev.state {
-                    LockState::Paused => {
-                        return Err(LockError::Paused {
-                            name: name.clone(),
-                            holder: prev,
-                        });
-                    }
-                    // Its flock is gone, so its process is too: a crash.
-                    LockState::Held => set.taken_over.push((name.clone(), prev.run, prev.pid)),
-                    LockState::Free => {}
-                }
-            }
-            write_holder(&mut file, me).map_err(io)?;
-            set.held.push((name.clone(), file));
+    pub async fn acquire(&self, names: &[String], me: &Holder) -> Result<LockSet, LockError> {
+        match self {
+            Store::Folder(f) => f.acquire(names, me).map(LockSet::Folder),
+            Store::Postgres(p) => p.acquire(names, me).await.map(LockSet::Postgres),
         }
-        Ok(set)
-    }
-}
-
-fn read_holder(file: &mut File) -> Option<Holder> {
-    let mut text = String::new();
-    file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_holder(file: &mut File, h: &Holder) -> std::io::Result<()> {
-    file.set_len(0)?;
-    file.rewind()?;
-    file.write_all(
-        serde_json::to_string(h)
-            .expect("holder serializes")
-            .as_bytes(),
-    )?;
-    file.sync_data()
-}
-
-impl LockSet {
-    pub fn names(&self) -> Vec<String> {
-        self.held.iter().map(|(n, _)| n.clone()).collect()
-    }
-
-    /// The run stops but keeps its locks (it waits for an approval, or was interrupted).
-    pub fn pause(mut self) {
-        self.set_state(LockState::Paused);
-    }
-
-    /// The run is over: anyone may take the locks.
-    pub fn release(mut self) {
-        self.set_state(LockState::Free);
-    }
-
-    fn set_state(&mut self, state: LockState) {
-        self.holder.state = state;
-        let h = self.holder.clone();
-        for (_, f) in &mut self.held {
-            let _ = write_holder(f, &h);
-        }
-        // Dropping the files drops the flocks.
     }
 }
 
 /// A new run id: UTC start time (so ids sort by age) and random bits.
 pub fn new_run_id() -> String {
     let mut bytes = [0u8; 3];
-    if let Ok(mut f) = File::open("/dev/urandom") {
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
         let _ = f.read_exact(&mut bytes);
     }
     let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S");
