@@ -18,7 +18,7 @@ pub use writer::{FileLog, WriterStats};
 /// Where a run's lines go: a file (fsync), or the PostgreSQL state store (commit).
 pub enum LogWriter {
     File(FileLog),
-    Pg(PgLog),
+    Pg(Box<PgLog>),
 }
 
 impl LogWriter {

@@ -98,7 +98,7 @@ impl PgStore {
                 .query_opt("select version from lifeboat_schema", &[])
                 .await?
                 .map(|r| r.get(0));
-            let v = v.unwrap_or_else(|| 0);
+            let v = v.unwrap_or(0);
             if v == 0 {
                 c.execute("insert into lifeboat_schema values (0)", &[])
                     .await?;
@@ -162,7 +162,7 @@ impl PgStore {
         let client = connect(&self.config)
             .await
             .map_err(|e| format!("state store: {e}"))?;
-        Ok(LogWriter::Pg(PgLog::new(client, run, last_seq, prev)))
+        Ok(LogWriter::Pg(Box::new(PgLog::new(client, run, last_seq, prev))))
     }
 
     pub async fn exists(&self, run: &str) -> Result<(), String> {
