@@ -103,7 +103,9 @@ impl Store {
     /// `spec` is a folder, or a `postgres://` URL (whose password may come from `$PGPASSWORD`).
     pub async fn open(spec: &str) -> Result<Store, String> {
         if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-            PgStore::open(spec).await.map(|s| Store::Postgres(Box::new(s)))
+            PgStore::open(spec)
+                .await
+                .map(|s| Store::Postgres(Box::new(s)))
         } else {
             Folder::open(std::path::Path::new(spec))
                 .map(Store::Folder)

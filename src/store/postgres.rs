@@ -162,7 +162,9 @@ impl PgStore {
         let client = connect(&self.config)
             .await
             .map_err(|e| format!("state store: {e}"))?;
-        Ok(LogWriter::Pg(Box::new(PgLog::new(client, run, last_seq, prev))))
+        Ok(LogWriter::Pg(Box::new(PgLog::new(
+            client, run, last_seq, prev,
+        ))))
     }
 
     pub async fn exists(&self, run: &str) -> Result<(), String> {
