@@ -456,9 +456,39 @@ mod shipped {
             .to_string()
     }
 
+    /// `--state` for one of the two stores: the folder, or a database on `pg` itself.
+    fn state(pg: &Cluster, on_postgres: bool) -> String {
+        if on_postgres {
+            pg.psql("postgres", "create database lifeboat_state");
+            format!("postgres://postgres@127.0.0.1:{}/lifeboat_state", pg.port)
+        } else {
+            ".lifeboat".into()
+        }
+    }
+
     #[test]
-    fn postgres_restore_local_stops_writers_restores_verifies_and_resumes() {
+    fn postgres_restore_local_on_the_folder_store() {
+        restore_local(false);
+    }
+
+    #[test]
+    fn postgres_restore_local_on_the_postgres_store() {
+        restore_local(true);
+    }
+
+    #[test]
+    fn postgres_failover_on_the_folder_store() {
+        failover(false);
+    }
+
+    #[test]
+    fn postgres_failover_on_the_postgres_store() {
+        failover(true);
+    }
+
+    fn restore_local(on_postgres: bool) {
         let pg = Cluster::start();
+        let st = state(&pg, on_postgres);
         pg.psql("postgres", "create role app_rw login password 'rw-Pw-77x'");
         pg.psql("postgres", "create database orders");
         pg.psql("orders", "create table orders(id int primary key); insert into orders select generate_series(1, 42); grant all on orders to app_rw");
@@ -524,9 +554,9 @@ mod shipped {
         );
     }
 
-    #[test]
-    fn postgres_failover_promotes_the_replica_and_proves_it_takes_writes() {
+    fn failover(on_postgres: bool) {
         let primary = Cluster::start();
+        let st = state(&primary, on_postgres);
         primary.psql(
             "postgres",
             "create table t(x int); insert into t values (1)",
