@@ -587,3 +587,52 @@ mod shipped {
         );
     }
 }
+
+#[test]
+fn tls_when_the_url_asks_verified_against_the_given_ca() {
+    let pg = Cluster::start_tls();
+    let ca = pg.dir.join("tls/ca.crt").display().to_string();
+    let sb = Sandbox::new();
+    let steps = "steps:\n  - {id: q, action: postgres.query, with: {connection: db, sql: 'select ssl, version from pg_stat_ssl where pid = pg_backend_pid()'}, assert: 'outputs.rows[0].ssl'}\n";
+    let rb = |ca: &str| {
+        runbook(
+            "tls",
+            &format!(
+                "secrets:\n  pg_password: {{env: LB_PG_PASSWORD}}\nconnections:\n  db: {{postgres: {{url: \"{}?sslmode=require\", password: \"{{{{ secrets.pg_password }}}}\"{ca}}}}}\n{steps}",
+                pg.url("postgres")
+            ),
+        )
+    };
+    sb.write("tls.yaml", &rb(&format!(", ca_file: \"{ca}\"")));
+    let r = run(&sb, &["run", "tls.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_succeeded")
+        .unwrap();
+    assert!(
+        out["outputs"]["rows"][0]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS"),
+        "{out}"
+    );
+    // Without the CA the self-signed chain is refused, at once and in words.
+    sb.write("untrusted.yaml", &rb(""));
+    let r = run(&sb, &["run", "untrusted.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let failed = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_failed")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{failed}"
+    );
+}

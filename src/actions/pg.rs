@@ -11,6 +11,7 @@ use super::{ActionError, Exec};
 /// A rendered `postgres` connection.
 #[derive(Debug, Clone)]
 pub struct PgTarget {
+    pub ca_file: Option<String>,
     pub password: Option<String>,
     pub config: tokio_postgres::Config,
 }
@@ -30,6 +31,10 @@ impl PgTarget {
             .get("password")
             .and_then(Value::as_str)
             .map(String::from);
+        let ca_file = fields
+            .get("ca_file")
+            .and_then(Value::as_str)
+            .map(String::from);
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             ActionError::permanent(format!("connection `{name}`: not a PostgreSQL URL: {e}"))
         })?;
@@ -46,7 +51,11 @@ impl PgTarget {
         // lifeboat's own sessions may write while `postgres.stop_writers` has made the
         // database read-only for everyone else (a restore runs exactly then).
         config.options("-c default_transaction_read_only=off");
-        Ok(PgTarget { password, config })
+        Ok(PgTarget {
+            ca_file,
+            password,
+            config,
+        })
     }
 
     /// Environment for pg_dump/pg_restore: the password, and the same read-only exemption.
@@ -114,7 +123,8 @@ impl PgTarget {
             tokio::spawn(conn);
             Ok(client)
         } else {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config());
+            let tls =
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(self.ca_file.as_deref())?);
             let (client, conn) = self.config.connect(tls).await.map_err(fail)?;
             tokio::spawn(conn);
             Ok(client)
@@ -134,14 +144,39 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
-pub fn tls_config() -> rustls::ClientConfig {
+/// TLS with the ring provider, trusting `ca_file` when given, else the public webpki roots.
+pub fn tls_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, ActionError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| ActionError::permanent(format!("cannot read ca_file {path}: {e}")))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    ActionError::permanent(format!("ca_file {path}: not PEM certificates: {e}"))
+                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ActionError::permanent(format!("ca_file {path}: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(ActionError::permanent(format!(
+                    "ca_file {path} holds no certificate"
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)
-        .with_no_client_auth()
+        .with_no_client_auth(),
+    )
 }
 
 /// Connection trouble, serialization failures, deadlocks, shutdowns and resource limits pass;
@@ -166,7 +201,9 @@ pub fn classify(e: &tokio_postgres::Error, doing: &str) -> ActionError {
         }
         // No SQLSTATE: the connection itself (refused, reset, timed out) or the protocol.
         None => {
-            let auth = msg.contains("password") || msg.contains("authentication");
+            let auth = msg.contains("password")
+                || msg.contains("authentication")
+                || msg.to_lowercase().contains("certificate");
             let msg = format!("{doing}: {msg}");
             if auth {
                 ActionError::permanent(msg)

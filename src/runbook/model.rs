@@ -165,6 +165,10 @@ pub struct PostgresConnection {
     /// Password, usually `{{ secrets.NAME }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// PEM file of the CA(s) that sign the server's certificate, when it is not a public one.
+    /// With TLS (`sslmode=prefer` or `require`) the certificate is always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -380,7 +380,9 @@ async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Clie
         tokio::spawn(conn);
         Ok(client)
     } else {
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::actions::tls_config());
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+            crate::actions::tls_config(None).map_err(|e| e.message)?,
+        );
         let (client, conn) = config.connect(tls).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         Ok(client)

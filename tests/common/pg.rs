@@ -17,6 +17,11 @@ impl Cluster {
         Cluster::launch(&[])
     }
 
+    /// A cluster serving TLS with a certificate signed by its own CA (`self.dir/tls/ca.crt`).
+    pub fn start_tls() -> Cluster {
+        Cluster::launch(&["--tls"])
+    }
+
     /// A streaming replica of `primary`, made with pg_basebackup.
     pub fn replica_of(primary: &Cluster) -> Cluster {
         Cluster::launch(&["--replica-of", &primary.port.to_string()])
