@@ -486,6 +486,26 @@ mod shipped {
         failover(true);
     }
 
+    /// The run's events as `event:step`, read back through `lifeboat log` from either store.
+    fn trace_in(sb: &Sandbox, st: &str, run: &str) -> Vec<String> {
+        let log = sb.lifeboat_env(
+            &["log", run, "--json", "--state", st],
+            &[("PGPASSWORD", PASSWORD)],
+        );
+        assert_eq!(log.code, 0, "{}", log.stderr);
+        log.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["event"].as_str().unwrap(),
+                    e["step"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
     fn restore_local(on_postgres: bool) {
         let pg = Cluster::start();
         let st = state(&pg, on_postgres);
@@ -508,6 +528,8 @@ mod shipped {
                 "backup_path=orders.dump",
                 "-p",
                 "min_orders=40",
+                "--state",
+                &st,
             ],
             &[("PGPASSWORD", PASSWORD)],
         );
@@ -534,6 +556,8 @@ mod shipped {
                 "backup_path=orders.dump",
                 "-p",
                 "min_orders=1000",
+                "--state",
+                &st,
             ],
             &[("PGPASSWORD", PASSWORD)],
         );
@@ -542,6 +566,30 @@ mod shipped {
             r.stderr.contains("rolled back (1 compensated)"),
             "{}",
             r.stderr
+        );
+        let trace = trace_in(&sb, &st, &r.run_id());
+        assert!(
+            trace.contains(&"compensation_succeeded:stop_writers".to_string()),
+            "{trace:?}"
+        );
+        let runs = sb.lifeboat_env(
+            &["runs", "--json", "--state", &st],
+            &[("PGPASSWORD", PASSWORD)],
+        );
+        let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+        let names: Vec<&str> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["runbook"].as_str())
+            .collect();
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| **n == "postgres-restore-local")
+                .count(),
+            2,
+            "{runs}"
         );
         assert_eq!(
             pg.psql_as(
@@ -571,12 +619,14 @@ mod shipped {
                 "-p",
                 &url,
                 "--yes",
+                "--state",
+                &st,
             ],
             &[("PGPASSWORD", PASSWORD)],
         );
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert_eq!(replica.psql("postgres", "select pg_is_in_recovery()"), "f");
-        let trace = sb.trace(&r.run_id());
+        let trace = trace_in(&sb, &st, &r.run_id());
         assert!(
             trace.contains(&"approval_granted:go_ahead".to_string()),
             "{trace:?}"
