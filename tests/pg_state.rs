@@ -153,3 +153,69 @@ steps:
         );
     }
 }
+
+#[test]
+fn a_crashed_holders_lock_is_taken_over_once_its_session_is_gone() {
+    let pg = Cluster::start();
+    let url = state_url(&pg);
+    let sb = Sandbox::new();
+    sb.write("slow.yaml", &runbook("slow", "locks: [orders-db]\nsteps:\n  - {id: a, action: shell, with: {script: 'echo $$ > pgid; echo started > started; sleep 30'}}\n"));
+    sb.write(
+        "other.yaml",
+        &runbook(
+            "other",
+            "locks: [orders-db]\nsteps:\n  - {id: b, action: shell, with: {script: 'true'}}\n",
+        ),
+    );
+    let mut holder = sb
+        .command(&["run", "slow.yaml", "--state", &url])
+        .env("PGPASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if sb.path("started").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = sb.lifeboat_env(
+        &["run", "other.yaml", "--state", &url],
+        &[("PGPASSWORD", PASSWORD)],
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("pid {}", holder.id())),
+        "{}",
+        r.stderr
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let pgid: i32 = sb.read("pgid").trim().parse().unwrap();
+    // SAFETY: signalling the process group this test started.
+    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    // The server notices the dead session (its socket closed) and drops its advisory locks.
+    let mut r = sb.lifeboat_env(
+        &["run", "other.yaml", "--state", &url],
+        &[("PGPASSWORD", PASSWORD)],
+    );
+    for _ in 0..50 {
+        if r.code != 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        r = sb.lifeboat_env(
+            &["run", "other.yaml", "--state", &url],
+            &[("PGPASSWORD", PASSWORD)],
+        );
+    }
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = sb
+        .lifeboat_env(
+            &["log", &r.run_id(), "--json", "--state", &url],
+            &[("PGPASSWORD", PASSWORD)],
+        )
+        .stdout;
+    assert!(log.contains("\"event\":\"lock_taken_over\""), "{log}");
+}
