@@ -4,6 +4,7 @@
 //! through the exhaustive match it generates.
 
 mod pg;
+mod s3;
 pub use pg::tls_config;
 mod process;
 mod templated;

@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
+use super::s3::{self, S3};
+use super::{ActionError, ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// Download `key` to the local file `to`, verifying its checksum.
@@ -24,6 +25,59 @@ impl ActionSpec for S3Get {
         out("size", "bytes downloaded"),
         out("sha256", "SHA-256 of the object"),
     ];
+    const RUNNABLE: bool = true;
+
+    /// Downloading again writes the same file.
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            use sha2::Digest;
+            use tokio::io::AsyncWriteExt;
+            let s3 = S3::from_exec(cx, &self.connection).await?;
+            let what = format!("downloading s3://{}/{}", s3.bucket, self.key);
+            let out = s3
+                .client
+                .get_object()
+                .bucket(&s3.bucket)
+                .key(&self.key)
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send()
+                .await
+                .map_err(|e| s3::classify(&e, &what))?;
+            let path = std::path::PathBuf::from(&self.to);
+            let tmp = std::path::PathBuf::from(format!("{}.partial-{}", self.to, std::process::id()));
+            let io = |e: std::io::Error| ActionError::permanent(format!("writing {}: {e}", self.to));
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+            let mut body = out.body;
+            let mut h = sha2::Sha256::new();
+            let mut size = 0u64;
+            loop {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => {
+                        h.update(&chunk);
+                        size += chunk.len() as u64;
+                        file.write_all(&chunk).await.map_err(io)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        return Err(ActionError::transient(format!("{what}: {e}")));
+                    }
+                }
+            }
+            file.sync_all().await.map_err(io)?;
+            drop(file);
+            tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+            Ok(serde_json::json!({
+                "path": self.to,
+                "size": size,
+                "sha256": h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            }))
+        })
+    }
 
     fn effect(&self) -> Effect {
         Effect::ReadOnly

@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
+use super::s3::{self, S3};
+use super::{ActionError, ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// Find the newest backup under `prefix`; with `verified_only`, only one whose manifest says it
@@ -29,6 +30,43 @@ impl ActionSpec for S3Latest {
         out("last_modified", "when it was written (RFC 3339)"),
         out("manifest", "its backup manifest, when it has one"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let s3 = S3::from_exec(cx, &self.connection).await?;
+            let mut all: Vec<_> = s3::list_all(&s3, &self.prefix, None)
+                .await?
+                .into_iter()
+                .filter(|(k, ..)| !k.ends_with(".manifest.json"))
+                .filter(|(k, ..)| self.suffix.as_deref().is_none_or(|s| k.ends_with(s)))
+                .collect();
+            // Newest first; the key breaks ties, so the answer does not depend on list order.
+            all.sort_by(|a, b| b.2.as_ref().map(|t| (t.secs(), t.subsec_nanos())).cmp(&a.2.as_ref().map(|t| (t.secs(), t.subsec_nanos()))).then_with(|| b.0.cmp(&a.0)));
+            let mut skipped = 0;
+            for (key, size, at, _) in &all {
+                let manifest = read_manifest(&s3, key).await?;
+                let verified = manifest.as_ref().and_then(|m| m.get("verified")).and_then(|v| v.as_bool()).unwrap_or(false);
+                if self.verified_only && !verified {
+                    skipped += 1;
+                    continue;
+                }
+                return Ok(serde_json::json!({
+                    "key": key,
+                    "size": size,
+                    "last_modified": s3::rfc3339(at.as_ref()),
+                    "manifest": manifest,
+                }));
+            }
+            let what = if self.verified_only { "verified backup" } else { "object" };
+            Err(ActionError::permanent(format!(
+                "no {what} under s3://{}/{}{}",
+                s3.bucket,
+                self.prefix,
+                if skipped > 0 { format!(" ({skipped} found, none marked verified in its manifest)") } else { String::new() }
+            )))
+        })
+    }
 
     fn effect(&self) -> Effect {
         Effect::ReadOnly
@@ -43,6 +81,24 @@ impl ActionSpec for S3Latest {
         let what = if self.verified_only { "the newest verified backup" } else { "the newest object" };
         let suffix = self.suffix.as_deref().map(|s| format!(" ending in {s}")).unwrap_or_default();
         format!("find {what} under {}{suffix} in {}", self.prefix, cx.connection(&self.connection))
+    }
+}
+
+/// The manifest beside a backup object, when there is one.
+async fn read_manifest(s3: &S3, key: &str) -> Result<Option<serde_json::Value>, ActionError> {
+    let mkey = s3::manifest_key(key);
+    match s3.client.get_object().bucket(&s3.bucket).key(&mkey).send().await {
+        Ok(out) => {
+            let bytes = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| ActionError::transient(format!("reading s3://{}/{mkey}: {e}", s3.bucket)))?
+                .into_bytes();
+            Ok(serde_json::from_slice(&bytes).ok())
+        }
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+        Err(e) => Err(s3::classify(&e, &format!("reading s3://{}/{mkey}", s3.bucket))),
     }
 }
 

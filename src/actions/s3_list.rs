@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
+use super::s3::{self, S3};
+use super::{ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// List the objects under `prefix`, newest first.
@@ -27,6 +28,20 @@ impl ActionSpec for S3List {
         out("keys", "just the keys"),
         out("count", "number of objects listed"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let s3 = S3::from_exec(cx, &self.connection).await?;
+            let all = s3::list_all(&s3, &self.prefix, self.limit.map(|l| l as usize)).await?;
+            let objects: Vec<serde_json::Value> = all
+                .iter()
+                .map(|(k, size, at, etag)| serde_json::json!({"key": k, "size": size, "last_modified": s3::rfc3339(at.as_ref()), "etag": etag}))
+                .collect();
+            let keys: Vec<&str> = all.iter().map(|o| o.0.as_str()).collect();
+            Ok(serde_json::json!({"objects": objects, "keys": keys, "count": all.len()}))
+        })
+    }
 
     fn effect(&self) -> Effect {
         Effect::ReadOnly

@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, out, shared::connection};
+use super::s3::{self, S3};
+use super::{ActionError, ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// Upload a local `file` or an inline `content` to `key`, with a SHA-256 checksum the server verifies.
@@ -32,6 +33,43 @@ impl ActionSpec for S3Put {
         out("etag", "the object's ETag"),
         out("version_id", "the version id, on a versioned bucket"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            use aws_sdk_s3::primitives::ByteStream;
+            use sha2::Digest;
+            let s3 = S3::from_exec(cx, &self.connection).await?;
+            let bytes = match (&self.file, &self.content) {
+                (Some(f), None) => std::fs::read(f).map_err(|e| ActionError::permanent(format!("cannot read {f}: {e}")))?,
+                (None, Some(c)) => c.clone().into_bytes(),
+                _ => return Err(ActionError::permanent("give `file` or `content`")),
+            };
+            let sha = sha2::Sha256::digest(&bytes);
+            use base64::Engine;
+            let checksum = base64::engine::general_purpose::STANDARD.encode(sha);
+            let size = bytes.len();
+            let mut req = s3
+                .client
+                .put_object()
+                .bucket(&s3.bucket)
+                .key(&self.key)
+                // The server checks this and refuses a body that does not match it.
+                .checksum_sha256(checksum)
+                .body(ByteStream::from(bytes));
+            if self.if_absent {
+                req = req.if_none_match("*");
+            }
+            let out = req.send().await.map_err(|e| s3::classify(&e, &format!("uploading s3://{}/{}", s3.bucket, self.key)))?;
+            Ok(serde_json::json!({
+                "key": self.key,
+                "size": size,
+                "sha256": sha.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "etag": out.e_tag(),
+                "version_id": out.version_id(),
+            }))
+        })
+    }
 
     fn effect(&self) -> Effect {
         Effect::Changes

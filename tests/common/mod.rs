@@ -42,4 +42,5 @@ pub fn rendered(path: &Path) -> String {
         .collect()
 }
 pub mod pg;
+pub mod s3;
 pub mod sandbox;

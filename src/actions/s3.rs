@@ -1,0 +1,149 @@
+//! What the S3 actions share: a client for a rendered `s3` connection (aws-sdk-s3 on a
+//! rustls/ring HTTP client, never the SDK's default stack), and error classification.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use serde_json::Value;
+
+use super::{ActionError, Exec};
+
+pub struct S3 {
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+impl S3 {
+    pub async fn from_exec(cx: &Exec<'_>, name: &str) -> Result<S3, ActionError> {
+        let fields = (cx.connection)(name).map_err(ActionError::permanent)?;
+        let get = |k: &str| fields.get(k).and_then(Value::as_str).map(String::from);
+        let bucket = get("bucket")
+            .ok_or_else(|| ActionError::permanent(format!("connection `{name}` has no bucket")))?;
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let region = get("region").unwrap_or_else(|| "us-east-1".into());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .region(aws_config::Region::new(region));
+        if let (Some(ak), Some(sk)) = (get("access_key_id"), get("secret_access_key")) {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ak, sk, None, None, "lifeboat",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared);
+        if let Some(e) = get("endpoint") {
+            b = b.endpoint_url(e);
+        }
+        if fields
+            .get("path_style")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            b = b.force_path_style(true);
+        }
+        Ok(S3 {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket,
+        })
+    }
+}
+
+/// No answer, a timeout, a 5xx or SlowDown may pass; a denial, a missing bucket or a failed
+/// precondition will not.
+pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+    doing: &str,
+) -> ActionError
+where
+    SdkError<E, R>: std::error::Error,
+{
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("unknown");
+            let msg = err.message().unwrap_or("");
+            let text = format!(
+                "{doing}: {code}{}{msg}",
+                if msg.is_empty() { "" } else { ": " }
+            );
+            let transient = matches!(
+                code,
+                "SlowDown"
+                    | "InternalError"
+                    | "ServiceUnavailable"
+                    | "RequestTimeout"
+                    | "Throttling"
+                    | "ThrottlingException"
+            );
+            if transient {
+                ActionError::transient(text)
+            } else {
+                ActionError::permanent(text)
+            }
+        }
+        SdkError::ConstructionFailure(_) => {
+            ActionError::permanent(format!("{doing}: {}", chain(e)))
+        }
+        _ => ActionError::transient(format!("{doing}: {}", chain(e))),
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    s
+}
+
+pub fn rfc3339(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<String> {
+    t.and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok())
+}
+
+/// The manifest key beside a backup object.
+pub fn manifest_key(key: &str) -> String {
+    format!("{key}.manifest.json")
+}
+
+/// Every object under a prefix: (key, size, last modified, etag).
+pub async fn list_all(
+    s3: &S3,
+    prefix: &str,
+    limit: Option<usize>,
+) -> Result<
+    Vec<(
+        String,
+        i64,
+        Option<aws_sdk_s3::primitives::DateTime>,
+        Option<String>,
+    )>,
+    ActionError,
+> {
+    let mut out = Vec::new();
+    let mut pages = s3
+        .client
+        .list_objects_v2()
+        .bucket(&s3.bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| classify(&e, &format!("listing s3://{}/{prefix}", s3.bucket)))?;
+        for o in page.contents() {
+            out.push((
+                o.key().unwrap_or_default().to_string(),
+                o.size().unwrap_or(0),
+                o.last_modified().cloned(),
+                o.e_tag().map(String::from),
+            ));
+            if limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,141 @@
+//! The S3 actions against a real SeaweedFS S3 gateway (scripts/s3-server), with enforced
+//! credentials and server-verified checksums.
+
+mod common;
+
+use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use common::sandbox::{Sandbox, runbook};
+
+fn s3_runbook(name: &str, srv: &S3Server, steps: &str) -> String {
+    runbook(
+        name,
+        &format!(
+            "secrets:\n  s3_key: {{env: LB_S3_KEY}}\n  s3_secret: {{env: LB_S3_SECRET}}\nconnections:\n{}steps:\n{steps}",
+            srv.connection("backups", "backups")
+        ),
+    )
+}
+
+fn run(sb: &Sandbox, args: &[&str]) -> common::sandbox::Ran {
+    sb.lifeboat_env(
+        args,
+        &[("LB_S3_KEY", ACCESS_KEY), ("LB_S3_SECRET", SECRET_KEY)],
+    )
+}
+
+#[test]
+fn put_list_latest_get_and_delete_round_trip() {
+    let srv = S3Server::start(&["backups"]);
+    let sb = Sandbox::new();
+    sb.write("dump.bin", &"x".repeat(100_000));
+    sb.write("r.yaml", &s3_runbook("s3", &srv, r#"
+  - {id: old, action: s3.put, with: {connection: backups, key: "pg/orders/2026-01-01.dump", content: "old backup"}}
+  - {id: old_manifest, action: s3.put, needs: [old], with: {connection: backups, key: "pg/orders/2026-01-01.dump.manifest.json", content: '{"verified": true}'}}
+  - {id: new, action: s3.put, needs: [old_manifest], with: {connection: backups, key: "pg/orders/2026-01-02.dump", file: dump.bin}}
+  - id: once
+    action: s3.put
+    needs: [new]
+    with: {connection: backups, key: "pg/orders/2026-01-02.dump", content: "clobber", if_absent: true}
+    on_failure: continue
+  - {id: list, action: s3.list, needs: [once], with: {connection: backups, prefix: "pg/orders/"}}
+  - {id: newest, action: s3.latest, needs: [list], with: {connection: backups, prefix: "pg/orders/"}}
+  - {id: newest_verified, action: s3.latest, needs: [list], with: {connection: backups, prefix: "pg/orders/", verified_only: true}}
+  - {id: fetch, action: s3.get, needs: [newest], with: {connection: backups, key: "{{ steps.newest.outputs.key }}", to: fetched.bin}}
+  - id: same
+    action: shell
+    needs: [fetch]
+    with: {argv: [cmp, dump.bin, fetched.bin], changes: false}
+    assert: "steps.fetch.outputs.sha256 == steps.new.outputs.sha256"
+  - {id: clean, action: s3.delete, needs: [same, newest_verified], with: {connection: backups, keys: ["{{ steps.newest.outputs.key }}"]}}
+  - {id: after, action: s3.list, needs: [clean], with: {connection: backups, prefix: "pg/orders/"}}
+"#));
+    let r = run(&sb, &["run", "r.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let events = sb.events(&r.run_id());
+    let out = |s: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "step_succeeded" && e["step"] == s)
+            .unwrap()["outputs"]
+            .clone()
+    };
+    assert_eq!(out("new")["size"], 100_000);
+    let refused = events
+        .iter()
+        .find(|e| e["event"] == "step_failed" && e["step"] == "once")
+        .unwrap();
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("PreconditionFailed"),
+        "{refused}"
+    );
+    assert_eq!(out("list")["count"], 3);
+    assert_eq!(out("newest")["key"], "pg/orders/2026-01-02.dump");
+    assert_eq!(out("newest_verified")["key"], "pg/orders/2026-01-01.dump");
+    assert_eq!(out("newest_verified")["manifest"]["verified"], true);
+    assert_eq!(
+        out("after")["keys"],
+        serde_json::json!([
+            "pg/orders/2026-01-01.dump",
+            "pg/orders/2026-01-01.dump.manifest.json"
+        ])
+    );
+    let log = std::fs::read_to_string(sb.log_path(&r.run_id())).unwrap();
+    assert!(!log.contains(SECRET_KEY));
+}
+
+#[test]
+fn wrong_credentials_and_missing_buckets_fail_at_once_in_words() {
+    let srv = S3Server::start(&["backups"]);
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &s3_runbook("creds", &srv, "  - {id: l, action: s3.list, with: {connection: backups}, retry: {attempts: 3, delay: 10ms}}\n"));
+    let r = sb.lifeboat_env(
+        &["run", "r.yaml"],
+        &[
+            ("LB_S3_KEY", ACCESS_KEY),
+            ("LB_S3_SECRET", "not-the-secret-key"),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let trace = sb.trace(&r.run_id());
+    assert_eq!(
+        trace.iter().filter(|t| *t == "step_started:l").count(),
+        1,
+        "{trace:?}"
+    );
+    let failed = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_failed")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("SignatureDoesNotMatch"),
+        "{failed}"
+    );
+
+    let missing = s3_runbook("nobucket", &srv, "  - {id: l, action: s3.list, with: {connection: backups}, retry: {attempts: 3, delay: 10ms}}\n")
+        .replace("bucket: backups", "bucket: no-such-bucket");
+    sb.write("missing.yaml", &missing);
+    let r = run(&sb, &["run", "missing.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let trace = sb.trace(&r.run_id());
+    assert_eq!(
+        trace.iter().filter(|t| *t == "step_started:l").count(),
+        1,
+        "{trace:?}"
+    );
+    let failed = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_failed")
+        .unwrap();
+    assert!(
+        failed["error"].as_str().unwrap().contains("NoSuchBucket"),
+        "{failed}"
+    );
+}
