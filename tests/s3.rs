@@ -139,3 +139,47 @@ fn wrong_credentials_and_missing_buckets_fail_at_once_in_words() {
         "{failed}"
     );
 }
+
+#[test]
+fn retention_dry_run_lists_exactly_what_the_real_run_deletes() {
+    let srv = S3Server::start(&["backups"]);
+    let sb = Sandbox::new();
+    let mut steps = String::new();
+    for i in 0..5 {
+        let needs = if i > 0 {
+            format!(", needs: [put{}]", i - 1)
+        } else {
+            String::new()
+        };
+        steps.push_str(&format!("  - {{id: put{i}, action: s3.put{needs}, with: {{connection: backups, key: \"pg/b{i}.dump\", content: \"{i}\"}}}}\n"));
+        steps.push_str(&format!("  - {{id: man{i}, action: s3.put, needs: [put{i}], with: {{connection: backups, key: \"pg/b{i}.dump.manifest.json\", content: \"{{}}\"}}}}\n"));
+    }
+    steps.push_str("  - {id: plan, action: s3.retention, needs: [put4, man4, man3, man2, man1, man0], with: {connection: backups, prefix: pg/, keep_last: 2, dry_run: true}}\n");
+    steps.push_str("  - {id: prune, action: s3.retention, needs: [plan], with: {connection: backups, prefix: pg/, keep_last: 2}}\n");
+    steps.push_str("  - {id: left, action: s3.list, needs: [prune], with: {connection: backups, prefix: pg/}}\n");
+    sb.write("r.yaml", &s3_runbook("gfs", &srv, &steps));
+    let r = run(&sb, &["run", "r.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let events = sb.events(&r.run_id());
+    let out = |s: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "step_succeeded" && e["step"] == s)
+            .unwrap()["outputs"]
+            .clone()
+    };
+    let would: Vec<String> = serde_json::from_value(out("plan")["would_delete"].clone()).unwrap();
+    assert_eq!(would.len(), 3, "{would:?}");
+    let deleted: Vec<String> = serde_json::from_value(out("prune")["deleted"].clone()).unwrap();
+    for k in &would {
+        assert!(
+            deleted.contains(k) && deleted.contains(&format!("{k}.manifest.json")),
+            "{deleted:?}"
+        );
+    }
+    assert_eq!(
+        out("left")["count"],
+        4,
+        "two backups and their manifests remain"
+    );
+}
