@@ -183,3 +183,160 @@ fn retention_dry_run_lists_exactly_what_the_real_run_deletes() {
         "two backups and their manifests remain"
     );
 }
+
+mod backups {
+    use super::*;
+    use common::pg::{Cluster, PASSWORD};
+
+    fn pg_s3_runbook(name: &str, pg: &Cluster, srv: &S3Server, steps: &str) -> String {
+        runbook(
+            name,
+            &format!(
+                "secrets:\n  s3_key: {{env: LB_S3_KEY}}\n  s3_secret: {{env: LB_S3_SECRET}}\n  pg_password: {{env: LB_PG_PASSWORD}}\n  identity: {{env: LB_AGE_IDENTITY}}\n  passphrase: {{env: LB_PASSPHRASE}}\nconnections:\n{}  db: {{postgres: {{url: \"{}\", password: \"{{{{ secrets.pg_password }}}}\"}}}}\nsteps:\n{steps}",
+                srv.connection("backups", "backups"),
+                pg.url("postgres")
+            ),
+        )
+    }
+
+    fn env(identity: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("LB_S3_KEY", ACCESS_KEY.to_string()),
+            ("LB_S3_SECRET", SECRET_KEY.to_string()),
+            ("LB_PG_PASSWORD", PASSWORD.to_string()),
+            ("LB_AGE_IDENTITY", identity.to_string()),
+            (
+                "LB_PASSPHRASE",
+                "correct horse battery staple 42".to_string(),
+            ),
+        ]
+    }
+
+    fn run_env(
+        sb: &Sandbox,
+        args: &[&str],
+        env: &[(&'static str, String)],
+    ) -> common::sandbox::Ran {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        sb.lifeboat_env(args, &pairs)
+    }
+
+    fn identity() -> (String, String) {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        (
+            format!("# created by a test\n{}\n", id.to_string().expose_secret()),
+            id.to_public().to_string(),
+        )
+    }
+
+    #[test]
+    fn streamed_encrypted_backup_restores_only_when_verified_and_opened() {
+        let pg = Cluster::start();
+        pg.psql("postgres", "create database orders");
+        pg.psql("orders", "create table orders(id int primary key, note text); insert into orders select g, repeat('n', 50) || g from generate_series(1, 20000) g");
+        let srv = S3Server::start(&["backups"]);
+        let (id, recipient) = identity();
+        let sb = Sandbox::new();
+        sb.write("r.yaml", &pg_s3_runbook("pipeline", &pg, &srv, &format!(r#"
+  - id: dump
+    action: postgres.backup
+    with: {{connection: db, database: orders, to: {{connection: backups, key: pg/orders/1.dump.zst.age}}, encrypt: {{recipients: ["{recipient}"]}}}}
+  - id: dump_pw
+    action: postgres.backup
+    needs: [dump]
+    with: {{connection: db, database: orders, to: {{connection: backups, key: pg/orders/2.dump.zst.age}}, encrypt: {{passphrase: "{{{{ secrets.passphrase }}}}"}}, compression_level: 9}}
+  - id: restore
+    action: postgres.restore
+    needs: [dump_pw]
+    with: {{connection: db, database: orders_copy, create: true, from: {{connection: backups, key: pg/orders/1.dump.zst.age}}, decrypt_with: "{{{{ secrets.identity }}}}", jobs: 2, count_tables: [orders]}}
+  - id: restore_pw
+    action: postgres.restore
+    needs: [restore]
+    with: {{connection: db, database: orders_pw, create: true, from: {{connection: backups, key: pg/orders/2.dump.zst.age}}, decrypt_with: "{{{{ secrets.passphrase }}}}", count_tables: [orders]}}
+"#)));
+        let r = run_env(&sb, &["run", "r.yaml"], &env(&id));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let events = sb.events(&r.run_id());
+        let out = |s: &str| {
+            events
+                .iter()
+                .find(|e| e["event"] == "step_succeeded" && e["step"] == s)
+                .unwrap()["outputs"]
+                .clone()
+        };
+        assert_eq!(out("restore")["counts"]["orders"], 20000);
+        assert_eq!(out("restore_pw")["counts"]["orders"], 20000);
+        assert_eq!(out("restore")["sha256"], out("dump")["sha256"]);
+        assert!(out("dump")["lsn"].as_str().unwrap().contains('/'));
+        assert_eq!(
+            pg.psql("orders_copy", "select count(*), sum(id) from orders"),
+            "20000|200010000"
+        );
+        let log = std::fs::read_to_string(sb.log_path(&r.run_id())).unwrap();
+        assert!(
+            !log.contains("AGE-SECRET-KEY") && !log.contains("battery staple"),
+            "secrets stay out of the log"
+        );
+
+        // A corrupted object, the wrong key, or no key: refused before the target is touched.
+        pg.psql("postgres", "create database target");
+        pg.psql(
+            "target",
+            "create table sentinel(x int); insert into sentinel values (1)",
+        );
+        let (other_id, _) = identity();
+        sb.write("bad.yaml", &pg_s3_runbook("bad", &pg, &srv, r#"
+  - id: wrong_key
+    action: postgres.restore
+    with: {connection: db, database: target, clean: true, from: {connection: backups, key: pg/orders/1.dump.zst.age}, decrypt_with: "{{ secrets.identity }}"}
+    on_failure: continue
+  - id: no_key
+    action: postgres.restore
+    needs: [wrong_key]
+    with: {connection: db, database: target, clean: true, from: {connection: backups, key: pg/orders/1.dump.zst.age}}
+    on_failure: continue
+  - id: corrupt
+    action: s3.put
+    needs: [no_key]
+    with: {connection: backups, key: pg/orders/1.dump.zst.age, content: "not the backup at all"}
+  - id: after_corruption
+    action: postgres.restore
+    needs: [corrupt]
+    with: {connection: db, database: target, clean: true, from: {connection: backups, key: pg/orders/1.dump.zst.age}, decrypt_with: "{{ secrets.identity }}"}
+"#));
+        let r = run_env(&sb, &["run", "bad.yaml"], &env(&other_id));
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let events = sb.events(&r.run_id());
+        let err = |s: &str| {
+            events
+                .iter()
+                .find(|e| e["event"] == "step_failed" && e["step"] == s)
+                .unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            err("wrong_key").contains("cannot decrypt")
+                && err("wrong_key").contains("nothing was restored"),
+            "{}",
+            err("wrong_key")
+        );
+        assert!(
+            err("no_key").contains("give `decrypt_with`"),
+            "{}",
+            err("no_key")
+        );
+        assert!(
+            err("after_corruption").contains("nothing was restored"),
+            "{}",
+            err("after_corruption")
+        );
+        assert_eq!(
+            pg.psql("target", "select count(*) from sentinel"),
+            "1",
+            "the target was not touched"
+        );
+    }
+}

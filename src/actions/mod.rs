@@ -4,6 +4,7 @@
 //! through the exhaustive match it generates.
 
 mod pg;
+mod pipeline;
 mod s3;
 pub use pg::tls_config;
 mod process;

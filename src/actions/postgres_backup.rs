@@ -57,11 +57,11 @@ impl ActionSpec for PostgresBackup {
     const RUNNABLE: bool = true;
 
     fn unsupported(&self) -> Option<String> {
-        if self.to.connection.is_some() {
-            return Some("backups to S3 arrive with issue 5; this version writes local files (`to: {path: ...}`)".into());
+        if self.jobs.is_some() {
+            return Some("`jobs` needs pg_dump's directory format, which cannot be streamed; leave it out".into());
         }
-        if self.encrypt.is_some() || self.compression_level.is_some() || self.jobs.is_some() {
-            return Some("`encrypt`, `compression_level` and `jobs` arrive with the streaming backup pipeline (issue 5)".into());
+        if self.to.path.is_some() && (self.encrypt.is_some() || self.compression_level.is_some()) {
+            return Some("`encrypt` and `compression_level` apply to backups streamed to S3 (`to: {connection, key}`); a local file is pg_dump's own custom format".into());
         }
         None
     }
@@ -109,7 +109,6 @@ pub fn manifest_path(path: &std::path::Path) -> std::path::PathBuf {
 }
 
 async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
-    let path = std::path::PathBuf::from(w.to.path.as_deref().ok_or_else(|| ActionError::permanent("`to.path` is required"))?);
     let target = PgTarget::from_exec(cx, &w.connection, w.database.as_deref())?;
     let db = target.database();
     let mut client = target.connect().await?;
@@ -135,6 +134,12 @@ async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, 
     let snapshot: String = row.get(0);
     let lsn: String = row.get(1);
     let at: jiff::Timestamp = row.get(2);
+    if let (Some(conn), Some(key)) = (&w.to.connection, &w.to.key) {
+        let out = to_s3(w, &target, &db, conn, key, cx, &snapshot, &version, &lsn, at).await;
+        let _ = tx.commit().await;
+        return out;
+    }
+    let path = std::path::PathBuf::from(w.to.path.as_deref().ok_or_else(|| ActionError::permanent("`to.path` is required"))?);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ActionError::permanent(format!("cannot create {}: {e}", dir.display())))?;
     }
@@ -183,6 +188,75 @@ async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, 
         "consistent_at": at.to_string(),
         "database": db,
         "manifest": mpath.display().to_string(),
+    }))
+}
+
+/// The streaming path: pg_dump → zstd → age → SHA-256 → multipart upload, then the manifest.
+#[allow(clippy::too_many_arguments)]
+async fn to_s3(
+    w: &PostgresBackup,
+    target: &PgTarget,
+    db: &str,
+    conn: &str,
+    key: &str,
+    cx: &Exec<'_>,
+    snapshot: &str,
+    version: &str,
+    lsn: &str,
+    at: jiff::Timestamp,
+) -> Result<serde_json::Value, ActionError> {
+    use super::pipeline::{Seal, dump_to_s3};
+    let s3c = super::s3::S3::from_exec(cx, conn).await?;
+    let seal = match &w.encrypt {
+        None => Seal::None,
+        Some(e) if !e.recipients.is_empty() => Seal::Recipients(
+            e.recipients
+                .iter()
+                .map(|r| r.parse::<age::x25519::Recipient>().map_err(|why| ActionError::permanent(format!("`{r}` is not an age recipient: {why}"))))
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(e) => Seal::Passphrase(e.passphrase.clone().unwrap_or_default()),
+    };
+    let level = w.compression_level.map_or(3, i32::from);
+    let mut cmd = std::process::Command::new(pg_tool("pg_dump"));
+    cmd.args(["--format=custom", "--compress=0", &format!("--snapshot={snapshot}"), &format!("--dbname={}", target.url_for(db))]);
+    for (k, v) in target.tool_env() {
+        cmd.env(k, v);
+    }
+    let sealed = dump_to_s3(cmd, &s3c, key, level, seal.clone()).await?;
+    let manifest = serde_json::json!({
+        "format": "pg_dump custom",
+        "compression": format!("zstd:{level}"),
+        "encryption": seal.name(),
+        "database": db,
+        "server_version": version,
+        "lsn": lsn,
+        "consistent_at": at.to_string(),
+        "plain_size": sealed.plain_size,
+        "size": sealed.size,
+        "sha256": sealed.sha256,
+        "lifeboat": env!("CARGO_PKG_VERSION"),
+        "verified": false,
+    });
+    let mkey = super::s3::manifest_key(key);
+    s3c.client
+        .put_object()
+        .bucket(&s3c.bucket)
+        .key(&mkey)
+        .content_type("application/json")
+        .body(aws_sdk_s3::primitives::ByteStream::from(serde_json::to_vec_pretty(&manifest).expect("json")))
+        .send()
+        .await
+        .map_err(|e| super::s3::classify(&e, &format!("writing s3://{}/{mkey}", s3c.bucket)))?;
+    Ok(serde_json::json!({
+        "key": key,
+        "size": sealed.size,
+        "sha256": sealed.sha256,
+        "server_version": version,
+        "lsn": lsn,
+        "consistent_at": at.to_string(),
+        "database": db,
+        "manifest": mkey,
     }))
 }
 

@@ -50,11 +50,8 @@ impl ActionSpec for PostgresRestore {
     const RUNNABLE: bool = true;
 
     fn unsupported(&self) -> Option<String> {
-        if self.from.connection.is_some() {
-            return Some("restores from S3 arrive with issue 5; this version restores local files (`from: {path: ...}`)".into());
-        }
-        if self.decrypt_with.is_some() {
-            return Some("`decrypt_with` arrives with encrypted backups (issue 5)".into());
+        if self.from.path.is_some() && self.decrypt_with.is_some() {
+            return Some("`decrypt_with` applies to backups in S3; a local file is pg_dump's own format".into());
         }
         None
     }
@@ -108,6 +105,12 @@ impl ActionSpec for PostgresRestore {
 }
 
 async fn restore(w: &PostgresRestore, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+    if let (Some(conn), Some(key)) = (&w.from.connection, &w.from.key) {
+        let (plain, manifest, sha) = fetch(w, cx, conn, key).await?;
+        let result = restore_file(w, cx, &plain, manifest, sha).await;
+        let _ = std::fs::remove_file(&plain);
+        return result;
+    }
     let path = std::path::PathBuf::from(w.from.path.as_deref().ok_or_else(|| ActionError::permanent("`from.path` is required"))?);
     // Everything about the backup is checked before anything in the target is touched.
     let (actual, _) = sha256_file(&path).map_err(|e| ActionError::permanent(format!("cannot read the backup {}: {e}", path.display())))?;
@@ -130,6 +133,65 @@ async fn restore(w: &PostgresRestore, cx: &Exec<'_>) -> Result<serde_json::Value
             path.display()
         )));
     }
+    restore_file(w, cx, &path, manifest, actual).await
+}
+
+/// Downloads, verifies and opens a backup from S3 into a local plain dump. Everything is checked
+/// (the object's SHA-256 against the manifest, age's authentication) before the target is touched.
+async fn fetch(w: &PostgresRestore, cx: &Exec<'_>, conn: &str, key: &str) -> Result<(std::path::PathBuf, Option<serde_json::Value>, String), ActionError> {
+    use super::pipeline::{Opener, fetch_from_s3};
+    let s3c = super::s3::S3::from_exec(cx, conn).await?;
+    let mkey = super::s3::manifest_key(key);
+    let manifest: Option<serde_json::Value> = match s3c.client.get_object().bucket(&s3c.bucket).key(&mkey).send().await {
+        Ok(out) => {
+            let b = out.body.collect().await.map_err(|e| ActionError::transient(format!("reading {mkey}: {e}")))?.into_bytes();
+            Some(serde_json::from_slice(&b).map_err(|e| ActionError::permanent(format!("the manifest {mkey} is not JSON: {e}")))?)
+        }
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => None,
+        Err(e) => return Err(super::s3::classify(&e, &format!("reading s3://{}/{mkey}", s3c.bucket))),
+    };
+    let expected = match (&w.sha256, manifest.as_ref().and_then(|m| m.get("sha256")).and_then(|s| s.as_str())) {
+        (Some(s), _) => s.to_ascii_lowercase(),
+        (None, Some(s)) => s.to_string(),
+        (None, None) => {
+            return Err(ActionError::permanent(format!(
+                "nothing to verify s3://{}/{key} against: no manifest beside it, and no `sha256` given; nothing was restored",
+                s3c.bucket
+            )));
+        }
+    };
+    let sealing = manifest.as_ref().and_then(|m| m.get("encryption")).and_then(|e| e.as_str()).map(String::from);
+    let opener = match (sealing.as_deref(), &w.decrypt_with) {
+        (Some("none"), _) | (None, None) => Opener::None,
+        // An identity file (`age-keygen` output) has comment lines before the key.
+        (Some("age-x25519"), Some(k)) | (None, Some(k)) if k.lines().any(|l| l.trim().starts_with("AGE-SECRET-KEY-")) => Opener::Identity(
+            k.lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e| ActionError::permanent(format!("`decrypt_with` is not an age identity: {e}")))?,
+        ),
+        (Some("age-scrypt"), Some(p)) | (None, Some(p)) => Opener::Passphrase(p.clone()),
+        (Some(kind), None) => {
+            return Err(ActionError::permanent(format!("the backup is encrypted ({kind}); give `decrypt_with`; nothing was restored")));
+        }
+        (Some(kind), Some(_)) => {
+            return Err(ActionError::permanent(format!("the backup is encrypted with {kind}, which `decrypt_with` does not fit; nothing was restored")));
+        }
+    };
+    let plain = std::env::temp_dir().join(format!("lifeboat-restore-{}-{}.dump", std::process::id(), cx.attempt_key.replace('/', "_")));
+    fetch_from_s3(&s3c, key, &expected, opener, &plain).await?;
+    Ok((plain, manifest, expected))
+}
+
+async fn restore_file(
+    w: &PostgresRestore,
+    cx: &Exec<'_>,
+    path: &std::path::Path,
+    manifest: Option<serde_json::Value>,
+    actual: String,
+) -> Result<serde_json::Value, ActionError> {
     let target = PgTarget::from_exec(cx, &w.connection, w.database.as_deref())?;
     let db = target.database();
     let mut args = vec!["--exit-on-error".to_string()];
