@@ -339,4 +339,32 @@ mod backups {
             "the target was not touched"
         );
     }
+
+    /// During a disaster lifeboat may not be at hand: a backup opens with the stock `age` and
+    /// `zstd` CLIs, and pg_restore reads the result.
+    #[test]
+    fn a_backup_opens_with_the_stock_age_and_zstd_clis() {
+        let pg = Cluster::start();
+        pg.psql("postgres", "create table t(x int); insert into t values (7)");
+        let srv = S3Server::start(&["backups"]);
+        let (id, recipient) = identity();
+        let sb = Sandbox::new();
+        sb.write("key.txt", &id);
+        sb.write("r.yaml", &pg_s3_runbook("cli", &pg, &srv, &format!(r#"
+  - id: dump
+    action: postgres.backup
+    with: {{connection: db, to: {{connection: backups, key: b.dump.zst.age}}, encrypt: {{recipients: ["{recipient}"]}}}}
+  - {{id: fetch, action: s3.get, needs: [dump], with: {{connection: backups, key: b.dump.zst.age, to: raw.age}}}}
+"#)));
+        let r = run_env(&sb, &["run", "r.yaml"], &env(&id));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("age -d -i key.txt raw.age | zstd -d > plain.dump && /usr/lib/postgresql/15/bin/pg_restore -l plain.dump")
+            .current_dir(sb.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("TABLE DATA public t"), "{}", String::from_utf8_lossy(&out.stdout));
+    }
 }
