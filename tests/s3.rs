@@ -345,7 +345,10 @@ mod backups {
     #[test]
     fn a_backup_opens_with_the_stock_age_and_zstd_clis() {
         let pg = Cluster::start();
-        pg.psql("postgres", "create table t(x int); insert into t values (7)");
+        pg.psql(
+            "postgres",
+            "create table t(x int); insert into t values (7)",
+        );
         let srv = S3Server::start(&["backups"]);
         let (id, recipient) = identity();
         let sb = Sandbox::new();
@@ -364,7 +367,111 @@ mod backups {
             .current_dir(sb.dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("TABLE DATA public t"), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("TABLE DATA public t"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    fn shipped(name: &str) -> String {
+        common::root()
+            .join("runbooks")
+            .join(name)
+            .display()
+            .to_string()
+    }
+
+    /// runbooks/postgres-backup.yaml then runbooks/postgres-restore.yaml, against real PostgreSQL
+    /// and S3, with the run history in the folder store or in PostgreSQL.
+    fn backup_then_restore(on_postgres: bool) {
+        let pg = Cluster::start();
+        pg.psql("postgres", "create role app_rw login password 'rw-Pw-77x'");
+        pg.psql("postgres", "create database orders");
+        pg.psql("orders", "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 100) g; grant all on orders to app_rw");
+        let st = if on_postgres {
+            pg.psql("postgres", "create database lifeboat_state");
+            format!("postgres://postgres@127.0.0.1:{}/lifeboat_state", pg.port)
+        } else {
+            ".lifeboat".to_string()
+        };
+        let srv = S3Server::start(&["backups"]);
+        let (id, recipient) = identity();
+        let sb = Sandbox::new();
+        let env = [
+            ("PGPASSWORD", PASSWORD),
+            ("LIFEBOAT_S3_ACCESS_KEY", ACCESS_KEY),
+            ("LIFEBOAT_S3_SECRET_KEY", SECRET_KEY),
+            ("BACKUP_AGE_IDENTITY", id.as_str()),
+        ];
+        let pg_url = format!("pg_url=postgres://postgres@127.0.0.1:{}", pg.port);
+        let endpoint = format!("s3_endpoint={}", srv.endpoint);
+        let recipient = format!("age_recipient={recipient}");
+        let common: Vec<&str> = vec![
+            "-p",
+            &pg_url,
+            "-p",
+            "s3_bucket=backups",
+            "-p",
+            &endpoint,
+            "-p",
+            "s3_path_style=true",
+            "--state",
+            &st,
+        ];
+        let mut args = vec!["run", "BACKUP", "-p", &recipient, "-p", "min_orders=100"];
+        let backup = shipped("postgres-backup.yaml");
+        args[1] = &backup;
+        args.extend(&common);
+        let r = sb.lifeboat_env(&args, &env);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+
+        // The incident: most of the data is gone.
+        pg.psql("orders", "delete from orders where id > 3");
+        let restore = shipped("postgres-restore.yaml");
+        let mut args = vec!["run", restore.as_str(), "-p", "min_orders=100"];
+        args.extend(&common);
+        let r = sb.lifeboat_env(&args, &env);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            pg.psql("orders", "select count(*), sum(total) from orders"),
+            "100|7575.0"
+        );
+        assert_eq!(
+            pg.psql_as(
+                "app_rw",
+                "rw-Pw-77x",
+                "orders",
+                "insert into orders values (101, 1)"
+            ),
+            Ok(String::new())
+        );
+        let runs = sb.lifeboat_env(&["runs", "--json", "--state", &st], &env);
+        let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+        let names: Vec<&str> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["runbook"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"postgres-backup") && names.contains(&"postgres-restore"),
+            "{runs}"
+        );
+    }
+
+    #[test]
+    fn shipped_backup_and_restore_on_the_folder_store() {
+        backup_then_restore(false);
+    }
+
+    #[test]
+    fn shipped_backup_and_restore_on_the_postgres_store() {
+        backup_then_restore(true);
     }
 }

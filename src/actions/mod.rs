@@ -319,6 +319,7 @@ actions! {
     S3Latest => s3_latest::S3Latest,
     S3Delete => s3_delete::S3Delete,
     S3Retention => s3_retention::S3Retention,
+    BackupVerify => backup_verify::BackupVerify,
     KubernetesScale => kubernetes_scale::KubernetesScale,
     KubernetesRolloutRestart => kubernetes_rollout_restart::KubernetesRolloutRestart,
     KubernetesWaitReady => kubernetes_wait_ready::KubernetesWaitReady,

@@ -104,7 +104,7 @@ impl ActionSpec for PostgresRestore {
     }
 }
 
-async fn restore(w: &PostgresRestore, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+pub(super) async fn restore(w: &PostgresRestore, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
     if let (Some(conn), Some(key)) = (&w.from.connection, &w.from.key) {
         let (plain, manifest, sha) = fetch(w, cx, conn, key).await?;
         let result = restore_file(w, cx, &plain, manifest, sha).await;

@@ -182,7 +182,7 @@ pub struct S3Connection {
     pub endpoint: Option<String>,
     /// Path-style addressing, needed by most non-AWS servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_style: Option<bool>,
+    pub path_style: Option<crate::actions::Tpl<bool>>,
     /// Access key id; when absent, the usual AWS credential chain is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
