@@ -474,4 +474,71 @@ mod backups {
     fn shipped_backup_and_restore_on_the_postgres_store() {
         backup_then_restore(true);
     }
+
+    /// Teams migrate from the shell scripts lifeboat replaces: their backups restore as they are.
+    #[test]
+    fn legacy_gzip_openssl_backups_restore_custom_and_plain_sql() {
+        let pg = Cluster::start();
+        pg.psql("postgres", "create database orders");
+        pg.psql("orders", "create table orders(id int primary key); insert into orders select generate_series(1, 321)");
+        let srv = S3Server::start(&["backups"]);
+        let sb = Sandbox::new();
+        let url = pg.url("orders");
+        // Exactly what the old scripts ran.
+        let script = format!(
+            "set -e; export PGPASSWORD='{PASSWORD}'; \
+             /usr/lib/postgresql/15/bin/pg_dump -Fc '{url}' | gzip | openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -pass pass:legacy-Pass-9 > custom.enc; \
+             /usr/lib/postgresql/15/bin/pg_dump '{url}' | gzip | openssl enc -aes-256-cbc -salt -pbkdf2 -iter 100000 -pass pass:legacy-Pass-9 > plain.enc; \
+             sha256sum custom.enc > custom.enc.sha256; sha256sum plain.enc > plain.enc.sha256"
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(sb.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sb.write("r.yaml", &pg_s3_runbook("legacy", &pg, &srv, r#"
+  - {id: up1, action: s3.put, with: {connection: backups, key: old/custom.enc, file: custom.enc}}
+  - {id: up2, action: s3.put, needs: [up1], with: {connection: backups, key: old/custom.enc.sha256, file: custom.enc.sha256}}
+  - {id: up3, action: s3.put, needs: [up2], with: {connection: backups, key: old/plain.enc, file: plain.enc}}
+  - {id: up4, action: s3.put, needs: [up3], with: {connection: backups, key: old/plain.enc.sha256, file: plain.enc.sha256}}
+  - id: custom
+    action: postgres.restore
+    needs: [up4]
+    with: {connection: db, database: from_custom, create: true, from: {connection: backups, key: old/custom.enc}, decrypt_with: "{{ secrets.passphrase }}", count_tables: [orders]}
+  - id: plain
+    action: postgres.restore
+    needs: [custom]
+    with: {connection: db, database: from_plain, create: true, from: {connection: backups, key: old/plain.enc}, decrypt_with: "{{ secrets.passphrase }}", count_tables: [orders]}
+"#));
+        let mut e = env("unused");
+        e.retain(|(k, _)| *k != "LB_PASSPHRASE");
+        e.push(("LB_PASSPHRASE", "legacy-Pass-9".to_string()));
+        let r = run_env(&sb, &["run", "r.yaml"], &e);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(pg.psql("from_custom", "select count(*) from orders"), "321");
+        assert_eq!(pg.psql("from_plain", "select count(*) from orders"), "321");
+        // The wrong passphrase is refused before anything is touched.
+        let mut e = env("unused");
+        e.retain(|(k, _)| *k != "LB_PASSPHRASE");
+        e.push(("LB_PASSPHRASE", "not-the-pass".to_string()));
+        sb.write("bad.yaml", &pg_s3_runbook("bad", &pg, &srv, r#"
+  - {id: custom, action: postgres.restore, with: {connection: db, database: never_made, create: true, from: {connection: backups, key: old/custom.enc}, decrypt_with: "{{ secrets.passphrase }}"}}
+"#));
+        let r = run_env(&sb, &["run", "bad.yaml"], &e);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stderr.contains("nothing was restored"), "{}", r.stderr);
+        assert_eq!(
+            pg.psql(
+                "postgres",
+                "select count(*) from pg_database where datname = 'never_made'"
+            ),
+            "0"
+        );
+    }
 }

@@ -315,28 +315,50 @@ pub async fn fetch_from_s3(
         let mut file = std::fs::File::create(&path)
             .map_err(|e| format!("creating {}: {e}", path.display()))?;
         let plain = {
-            let reader: Box<dyn Read> = match opener {
-                Opener::None => Box::new(&mut chunks),
-                Opener::Identity(id) => {
-                    let d = age::Decryptor::new(&mut chunks)
-                        .map_err(|e| format!("not an age file: {e}"))?;
-                    Box::new(
+            // What the bytes are decides how they open: lifeboat's own (age or not, zstd), or the
+            // legacy shell pipeline's (openssl enc, gzip).
+            let mut head = Vec::with_capacity(32);
+            (&mut chunks)
+                .take(32)
+                .read_to_end(&mut head)
+                .map_err(|e| e.to_string())?;
+            let stream = std::io::Cursor::new(head.clone()).chain(&mut chunks);
+            let mut reader: Box<dyn Read> = if head.starts_with(super::legacy::MAGIC) {
+                let Opener::Passphrase(p) = &opener else {
+                    return Err(
+                        "a legacy openssl-encrypted backup needs its passphrase in `decrypt_with`"
+                            .into(),
+                    );
+                };
+                let dec =
+                    super::legacy::OpensslReader::new(stream, p).map_err(|e| e.to_string())?;
+                Box::new(flate2::read::MultiGzDecoder::new(dec))
+            } else if head.starts_with(b"age-encryption.org/") {
+                let d = age::Decryptor::new(stream).map_err(|e| format!("not an age file: {e}"))?;
+                let opened = match &opener {
+                    Opener::Identity(id) => d.decrypt(std::iter::once(id as &dyn age::Identity)),
+                    Opener::Passphrase(p) => {
+                        let id =
+                            age::scrypt::Identity::new(age::secrecy::SecretString::from(p.clone()));
                         d.decrypt(std::iter::once(&id as &dyn age::Identity))
-                            .map_err(|e| format!("cannot decrypt: {e}"))?,
-                    )
-                }
-                Opener::Passphrase(p) => {
-                    let d = age::Decryptor::new(&mut chunks)
-                        .map_err(|e| format!("not an age file: {e}"))?;
-                    let id = age::scrypt::Identity::new(age::secrecy::SecretString::from(p));
-                    Box::new(
-                        d.decrypt(std::iter::once(&id as &dyn age::Identity))
-                            .map_err(|e| format!("cannot decrypt: {e}"))?,
-                    )
-                }
+                    }
+                    Opener::None => {
+                        return Err("the backup is encrypted with age; give `decrypt_with`".into());
+                    }
+                };
+                let opened = opened.map_err(|e| format!("cannot decrypt: {e}"))?;
+                Box::new(zstd::Decoder::new(opened).map_err(|e| e.to_string())?)
+            } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+                Box::new(zstd::Decoder::new(stream).map_err(|e| e.to_string())?)
+            } else if head.starts_with(&[0x1f, 0x8b]) {
+                Box::new(flate2::read::MultiGzDecoder::new(stream))
+            } else {
+                return Err(
+                    "not a backup lifeboat can open (neither age, zstd, openssl enc nor gzip)"
+                        .into(),
+                );
             };
-            let mut z = zstd::Decoder::new(reader).map_err(|e| e.to_string())?;
-            std::io::copy(&mut z, &mut file).map_err(|e| format!("opening the backup: {e}"))?
+            std::io::copy(&mut reader, &mut file).map_err(|e| format!("opening the backup: {e}"))?
         };
         // Whatever the decoders left unread still counts for the checksum.
         std::io::copy(&mut chunks, &mut std::io::sink()).map_err(|e| e.to_string())?;

@@ -153,12 +153,16 @@ async fn fetch(w: &PostgresRestore, cx: &Exec<'_>, conn: &str, key: &str) -> Res
     let expected = match (&w.sha256, manifest.as_ref().and_then(|m| m.get("sha256")).and_then(|s| s.as_str())) {
         (Some(s), _) => s.to_ascii_lowercase(),
         (None, Some(s)) => s.to_string(),
-        (None, None) => {
-            return Err(ActionError::permanent(format!(
-                "nothing to verify s3://{}/{key} against: no manifest beside it, and no `sha256` given; nothing was restored",
-                s3c.bucket
-            )));
-        }
+        // The legacy scripts uploaded `sha256sum` output beside the backup.
+        (None, None) => match legacy_checksum(&s3c, key).await? {
+            Some(s) => s,
+            None => {
+                return Err(ActionError::permanent(format!(
+                    "nothing to verify s3://{}/{key} against: no manifest or `.sha256` beside it, and no `sha256` given; nothing was restored",
+                    s3c.bucket
+                )));
+            }
+        },
     };
     let sealing = manifest.as_ref().and_then(|m| m.get("encryption")).and_then(|e| e.as_str()).map(String::from);
     let opener = match (sealing.as_deref(), &w.decrypt_with) {
@@ -183,6 +187,25 @@ async fn fetch(w: &PostgresRestore, cx: &Exec<'_>, conn: &str, key: &str) -> Res
     let plain = std::env::temp_dir().join(format!("lifeboat-restore-{}-{}.dump", std::process::id(), cx.attempt_key.replace('/', "_")));
     fetch_from_s3(&s3c, key, &expected, opener, &plain).await?;
     Ok((plain, manifest, expected))
+}
+
+/// `<key>.sha256` in `sha256sum` format, as the legacy scripts wrote it.
+async fn legacy_checksum(s3c: &super::s3::S3, key: &str) -> Result<Option<String>, ActionError> {
+    let skey = format!("{key}.sha256");
+    match s3c.client.get_object().bucket(&s3c.bucket).key(&skey).send().await {
+        Ok(out) => {
+            let b = out.body.collect().await.map_err(|e| ActionError::transient(format!("reading {skey}: {e}")))?.into_bytes();
+            let text = String::from_utf8_lossy(&b);
+            let hex = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                Ok(Some(hex))
+            } else {
+                Err(ActionError::permanent(format!("{skey} does not hold a SHA-256")))
+            }
+        }
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+        Err(e) => Err(super::s3::classify(&e, &format!("reading s3://{}/{skey}", s3c.bucket))),
+    }
 }
 
 async fn restore_file(
@@ -213,9 +236,27 @@ async fn restore_file(
             .await
             .map_err(|e| pg::classify(&e, &format!("creating database {db}")))?;
     }
-    args.push(format!("--dbname={}", target.url_for(&db)));
-    args.push(path.display().to_string());
-    run_tool(&pg_tool("pg_restore"), &args, &target.tool_env()).await?;
+    let mut magic = [0u8; 5];
+    let custom = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"PGDMP";
+    if custom {
+        args.push(format!("--dbname={}", target.url_for(&db)));
+        args.push(path.display().to_string());
+        run_tool(&pg_tool("pg_restore"), &args, &target.tool_env()).await?;
+    } else {
+        // A plain SQL dump (`pg_dump | gzip` in the legacy scripts) is replayed by psql.
+        let psql_args = vec![
+            "--no-psqlrc".to_string(),
+            "--quiet".into(),
+            "--set=ON_ERROR_STOP=1".into(),
+            "--single-transaction".into(),
+            format!("--dbname={}", target.url_for(&db)),
+            format!("--file={}", path.display()),
+        ];
+        run_tool(&pg_tool("psql"), &psql_args, &target.tool_env()).await?;
+    }
     let mut counts = serde_json::Map::new();
     if !w.count_tables.is_empty() {
         let client = target.connect().await?;
