@@ -40,15 +40,27 @@ impl ActionSpec for S3Put {
             use aws_sdk_s3::primitives::ByteStream;
             use sha2::Digest;
             let s3 = S3::from_exec(cx, &self.connection).await?;
-            let bytes = match (&self.file, &self.content) {
-                (Some(f), None) => std::fs::read(f).map_err(|e| ActionError::permanent(format!("cannot read {f}: {e}")))?,
-                (None, Some(c)) => c.clone().into_bytes(),
+            // A file is hashed, then streamed from disk: memory does not grow with its size.
+            let (body, sha, size) = match (&self.file, &self.content) {
+                (Some(f), None) => {
+                    let (hex, size) = super::process::sha256_file(std::path::Path::new(f))
+                        .map_err(|e| ActionError::permanent(format!("cannot read {f}: {e}")))?;
+                    let sha: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0)).collect();
+                    let body = ByteStream::from_path(f)
+                        .await
+                        .map_err(|e| ActionError::permanent(format!("cannot read {f}: {e}")))?;
+                    (body, sha, size as usize)
+                }
+                (None, Some(c)) => {
+                    let bytes = c.clone().into_bytes();
+                    let sha = sha2::Sha256::digest(&bytes).to_vec();
+                    let size = bytes.len();
+                    (ByteStream::from(bytes), sha, size)
+                }
                 _ => return Err(ActionError::permanent("give `file` or `content`")),
             };
-            let sha = sha2::Sha256::digest(&bytes);
             use base64::Engine;
-            let checksum = base64::engine::general_purpose::STANDARD.encode(sha);
-            let size = bytes.len();
+            let checksum = base64::engine::general_purpose::STANDARD.encode(&sha);
             let mut req = s3
                 .client
                 .put_object()
@@ -56,7 +68,7 @@ impl ActionSpec for S3Put {
                 .key(&self.key)
                 // The server checks this and refuses a body that does not match it.
                 .checksum_sha256(checksum)
-                .body(ByteStream::from(bytes));
+                .body(body);
             if self.if_absent {
                 req = req.if_none_match("*");
             }
