@@ -28,30 +28,38 @@ impl Cluster {
     }
 
     fn launch(extra: &[&str]) -> Cluster {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("pg");
-        let out = Command::new(super::root().join("scripts/pg-cluster"))
-            .arg("start")
-            .arg(&dir)
-            .args(extra)
-            .env("PG_TEST_PASSWORD", PASSWORD)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-cluster start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::fs::read_to_string(dir.join("port"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Cluster {
-            dir,
-            port,
-            _tmp: tmp,
+        // A free port can be taken by a parallel test between the script choosing it and the
+        // server binding it: try again on a fresh folder (and so a fresh port).
+        let mut last = String::new();
+        for _ in 0..3 {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("pg");
+            let out = Command::new(super::root().join("scripts/pg-cluster"))
+                .arg("start")
+                .arg(&dir)
+                .args(extra)
+                .env("PG_TEST_PASSWORD", PASSWORD)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let port = std::fs::read_to_string(dir.join("port"))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                return Cluster {
+                    dir,
+                    port,
+                    _tmp: tmp,
+                };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            let _ = Command::new(super::root().join("scripts/pg-cluster"))
+                .arg("stop")
+                .arg(&dir)
+                .output();
         }
+        panic!("pg-cluster start failed three times: {last}");
     }
 
     /// A URL for lifeboat connections (the password goes in a secret).

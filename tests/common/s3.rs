@@ -15,32 +15,40 @@ pub struct S3Server {
 impl S3Server {
     /// A server with these buckets.
     pub fn start(buckets: &[&str]) -> S3Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("s3");
-        let mut cmd = Command::new(super::root().join("scripts/s3-server"));
-        cmd.arg("start").arg(&dir);
-        for b in buckets {
-            cmd.args(["--bucket", b]);
+        // weed also takes each port + 10,000 for gRPC, which the script cannot check: a clash
+        // makes it exit, and a fresh start picks fresh ports.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("s3");
+            let mut cmd = Command::new(super::root().join("scripts/s3-server"));
+            cmd.arg("start").arg(&dir);
+            for b in buckets {
+                cmd.args(["--bucket", b]);
+            }
+            let out = cmd
+                .env("S3_TEST_ACCESS_KEY", ACCESS_KEY)
+                .env("S3_TEST_SECRET_KEY", SECRET_KEY)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let port = std::fs::read_to_string(dir.join("port"))
+                    .unwrap()
+                    .trim()
+                    .to_string();
+                return S3Server {
+                    dir,
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                    _tmp: tmp,
+                };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            let _ = Command::new(super::root().join("scripts/s3-server"))
+                .arg("stop")
+                .arg(&dir)
+                .output();
         }
-        let out = cmd
-            .env("S3_TEST_ACCESS_KEY", ACCESS_KEY)
-            .env("S3_TEST_SECRET_KEY", SECRET_KEY)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "s3-server start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::fs::read_to_string(dir.join("port"))
-            .unwrap()
-            .trim()
-            .to_string();
-        S3Server {
-            dir,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _tmp: tmp,
-        }
+        panic!("s3-server start failed three times: {last}");
     }
 
     /// A `connections:` entry for lifeboat, with the keys as secrets `s3_key` and `s3_secret`.
