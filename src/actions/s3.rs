@@ -147,3 +147,46 @@ pub async fn list_all(
     }
     Ok(out)
 }
+
+/// Deletes keys, 1,000 per request (S3's limit); returns the keys the server reports deleted.
+/// Any per-key error fails the whole call: a retention that half-deleted must not look done.
+pub async fn delete_keys(
+    s3: &S3,
+    keys: &[String],
+    doing: &str,
+) -> Result<Vec<String>, ActionError> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let mut deleted = Vec::new();
+    for batch in keys.chunks(1000) {
+        let ids = batch
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ActionError::permanent(e.to_string()))?;
+        let del = Delete::builder()
+            .set_objects(Some(ids))
+            .build()
+            .map_err(|e| ActionError::permanent(e.to_string()))?;
+        let out = s3
+            .client
+            .delete_objects()
+            .bucket(&s3.bucket)
+            .delete(del)
+            .send()
+            .await
+            .map_err(|e| classify(&e, doing))?;
+        if let Some(err) = out.errors().first() {
+            return Err(ActionError::permanent(format!(
+                "deleting {}: {}",
+                err.key().unwrap_or("?"),
+                err.message().unwrap_or(err.code().unwrap_or("refused"))
+            )));
+        }
+        deleted.extend(
+            out.deleted()
+                .iter()
+                .filter_map(|d| d.key().map(String::from)),
+        );
+    }
+    Ok(deleted)
+}

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::s3::{self, S3};
-use super::{ActionError, ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, out, shared::connection};
+use super::{ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// Delete the listed objects. Cannot be undone on an unversioned bucket.
@@ -28,33 +28,8 @@ impl ActionSpec for S3Delete {
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
         Box::pin(async move {
-            use aws_sdk_s3::types::{Delete, ObjectIdentifier};
             let s3 = S3::from_exec(cx, &self.connection).await?;
-            let mut deleted = Vec::new();
-            for batch in self.keys.chunks(1000) {
-                let ids = batch
-                    .iter()
-                    .map(|k| ObjectIdentifier::builder().key(k).build())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ActionError::permanent(e.to_string()))?;
-                let del = Delete::builder().set_objects(Some(ids)).build().map_err(|e| ActionError::permanent(e.to_string()))?;
-                let out = s3
-                    .client
-                    .delete_objects()
-                    .bucket(&s3.bucket)
-                    .delete(del)
-                    .send()
-                    .await
-                    .map_err(|e| s3::classify(&e, &format!("deleting from s3://{}", s3.bucket)))?;
-                if let Some(err) = out.errors().first() {
-                    return Err(ActionError::permanent(format!(
-                        "deleting {}: {}",
-                        err.key().unwrap_or("?"),
-                        err.message().unwrap_or(err.code().unwrap_or("refused"))
-                    )));
-                }
-                deleted.extend(out.deleted().iter().filter_map(|d| d.key().map(String::from)));
-            }
+            let deleted = s3::delete_keys(&s3, &self.keys, &format!("deleting from s3://{}", s3.bucket)).await?;
             Ok(serde_json::json!({"deleted": deleted}))
         })
     }

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::s3::{self, S3};
-use super::{ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem, out, shared::connection};
+use super::{ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 /// Keep the newest `keep_last` objects under `prefix`, plus the newest of each of the last `hourly`
@@ -113,26 +113,7 @@ impl ActionSpec for S3Retention {
                     doomed.push(m);
                 }
             }
-            for batch in doomed.chunks(1000) {
-                use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-                let ids = batch
-                    .iter()
-                    .map(|k| ObjectIdentifier::builder().key(k).build())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ActionError::permanent(e.to_string()))?;
-                let del = Delete::builder().set_objects(Some(ids)).build().map_err(|e| ActionError::permanent(e.to_string()))?;
-                let out = s3c
-                    .client
-                    .delete_objects()
-                    .bucket(&s3c.bucket)
-                    .delete(del)
-                    .send()
-                    .await
-                    .map_err(|e| s3::classify(&e, &format!("pruning s3://{}/{}", s3c.bucket, self.prefix)))?;
-                if let Some(err) = out.errors().first() {
-                    return Err(ActionError::permanent(format!("deleting {}: {}", err.key().unwrap_or("?"), err.message().unwrap_or("refused"))));
-                }
-            }
+            s3::delete_keys(&s3c, &doomed, &format!("pruning s3://{}/{}", s3c.bucket, self.prefix)).await?;
             Ok(serde_json::json!({"kept": keys(&kept), "deleted": doomed, "would_delete": []}))
         })
     }
