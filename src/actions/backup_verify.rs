@@ -130,21 +130,14 @@ async fn verify(w: &BackupVerify, cx: &Exec<'_>) -> Result<serde_json::Value, Ac
     // Mark the manifest: s3.latest with verified_only trusts only backups that got here.
     let s3c = S3::from_exec(cx, conn).await?;
     let mkey = s3::manifest_key(key);
-    let out = s3c.client.get_object().bucket(&s3c.bucket).key(&mkey).send().await.map_err(|e| s3::classify(&e, &format!("reading s3://{}/{mkey}", s3c.bucket)))?;
-    let bytes = out.body.collect().await.map_err(|e| ActionError::transient(format!("reading {mkey}: {e}")))?.into_bytes();
+    let bytes = s3::get_optional(&s3c, &mkey)
+        .await?
+        .ok_or_else(|| ActionError::permanent(format!("no manifest s3://{}/{mkey} to mark verified", s3c.bucket)))?;
     let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ActionError::permanent(format!("{mkey} is not JSON: {e}")))?;
     manifest["verified"] = true.into();
     manifest["verified_at"] = crate::runlog::now_rfc3339().into();
     manifest["verified_by_run"] = cx.run_id.into();
-    s3c.client
-        .put_object()
-        .bucket(&s3c.bucket)
-        .key(&mkey)
-        .content_type("application/json")
-        .body(aws_sdk_s3::primitives::ByteStream::from(serde_json::to_vec_pretty(&manifest).expect("json")))
-        .send()
-        .await
-        .map_err(|e| s3::classify(&e, &format!("writing s3://{}/{mkey}", s3c.bucket)))?;
+    s3::put_json(&s3c, &mkey, &manifest).await?;
     Ok(serde_json::json!({"verified": true, "scratch_database": scratch, "results": results}))
 }
 

@@ -239,15 +239,7 @@ async fn to_s3(
         "verified": false,
     });
     let mkey = super::s3::manifest_key(key);
-    s3c.client
-        .put_object()
-        .bucket(&s3c.bucket)
-        .key(&mkey)
-        .content_type("application/json")
-        .body(aws_sdk_s3::primitives::ByteStream::from(serde_json::to_vec_pretty(&manifest).expect("json")))
-        .send()
-        .await
-        .map_err(|e| super::s3::classify(&e, &format!("writing s3://{}/{mkey}", s3c.bucket)))?;
+    super::s3::put_json(&s3c, &mkey, &manifest).await?;
     Ok(serde_json::json!({
         "key": key,
         "size": sealed.size,

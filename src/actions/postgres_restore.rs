@@ -142,13 +142,9 @@ async fn fetch(w: &PostgresRestore, cx: &Exec<'_>, conn: &str, key: &str) -> Res
     use super::pipeline::{Opener, fetch_from_s3};
     let s3c = super::s3::S3::from_exec(cx, conn).await?;
     let mkey = super::s3::manifest_key(key);
-    let manifest: Option<serde_json::Value> = match s3c.client.get_object().bucket(&s3c.bucket).key(&mkey).send().await {
-        Ok(out) => {
-            let b = out.body.collect().await.map_err(|e| ActionError::transient(format!("reading {mkey}: {e}")))?.into_bytes();
-            Some(serde_json::from_slice(&b).map_err(|e| ActionError::permanent(format!("the manifest {mkey} is not JSON: {e}")))?)
-        }
-        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => None,
-        Err(e) => return Err(super::s3::classify(&e, &format!("reading s3://{}/{mkey}", s3c.bucket))),
+    let manifest: Option<serde_json::Value> = match super::s3::get_optional(&s3c, &mkey).await? {
+        Some(b) => Some(serde_json::from_slice(&b).map_err(|e| ActionError::permanent(format!("the manifest {mkey} is not JSON: {e}")))?),
+        None => None,
     };
     let expected = match (&w.sha256, manifest.as_ref().and_then(|m| m.get("sha256")).and_then(|s| s.as_str())) {
         (Some(s), _) => s.to_ascii_lowercase(),
@@ -192,19 +188,15 @@ async fn fetch(w: &PostgresRestore, cx: &Exec<'_>, conn: &str, key: &str) -> Res
 /// `<key>.sha256` in `sha256sum` format, as the legacy scripts wrote it.
 async fn legacy_checksum(s3c: &super::s3::S3, key: &str) -> Result<Option<String>, ActionError> {
     let skey = format!("{key}.sha256");
-    match s3c.client.get_object().bucket(&s3c.bucket).key(&skey).send().await {
-        Ok(out) => {
-            let b = out.body.collect().await.map_err(|e| ActionError::transient(format!("reading {skey}: {e}")))?.into_bytes();
-            let text = String::from_utf8_lossy(&b);
-            let hex = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
-            if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                Ok(Some(hex))
-            } else {
-                Err(ActionError::permanent(format!("{skey} does not hold a SHA-256")))
-            }
-        }
-        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
-        Err(e) => Err(super::s3::classify(&e, &format!("reading s3://{}/{skey}", s3c.bucket))),
+    let Some(b) = super::s3::get_optional(s3c, &skey).await? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&b);
+    let hex = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        Ok(Some(hex))
+    } else {
+        Err(ActionError::permanent(format!("{skey} does not hold a SHA-256")))
     }
 }
 

@@ -190,3 +190,43 @@ pub async fn delete_keys(
     }
     Ok(deleted)
 }
+
+/// A small object (a manifest, a `.sha256`), whole; `None` when there is no such key.
+pub async fn get_optional(s3: &S3, key: &str) -> Result<Option<bytes::Bytes>, ActionError> {
+    let what = format!("reading s3://{}/{key}", s3.bucket);
+    match s3
+        .client
+        .get_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| ActionError::transient(format!("{what}: {e}")))?;
+            Ok(Some(body.into_bytes()))
+        }
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+        Err(e) => Err(classify(&e, &what)),
+    }
+}
+
+/// Writes a JSON document (a manifest) as an object.
+pub async fn put_json(s3: &S3, key: &str, value: &Value) -> Result<(), ActionError> {
+    s3.client
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(aws_sdk_s3::primitives::ByteStream::from(
+            serde_json::to_vec_pretty(value).expect("JSON values serialize"),
+        ))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e, &format!("writing s3://{}/{key}", s3.bucket)))
+}

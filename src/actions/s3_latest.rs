@@ -84,22 +84,9 @@ impl ActionSpec for S3Latest {
     }
 }
 
-/// The manifest beside a backup object, when there is one.
+/// The manifest beside a backup object, when there is one (one that is not JSON counts as none).
 async fn read_manifest(s3: &S3, key: &str) -> Result<Option<serde_json::Value>, ActionError> {
-    let mkey = s3::manifest_key(key);
-    match s3.client.get_object().bucket(&s3.bucket).key(&mkey).send().await {
-        Ok(out) => {
-            let bytes = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| ActionError::transient(format!("reading s3://{}/{mkey}: {e}", s3.bucket)))?
-                .into_bytes();
-            Ok(serde_json::from_slice(&bytes).ok())
-        }
-        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
-        Err(e) => Err(s3::classify(&e, &format!("reading s3://{}/{mkey}", s3.bucket))),
-    }
+    Ok(s3::get_optional(s3, &s3::manifest_key(key)).await?.and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 #[cfg(test)]
