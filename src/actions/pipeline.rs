@@ -70,10 +70,6 @@ pub struct Sealed {
     pub sha256: String,
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Reads `input` to the end through zstd and the seal, into parts on `tx`.
 fn seal_into(
     mut input: impl Read,
@@ -123,7 +119,7 @@ fn seal_into(
     Ok(Sealed {
         plain_size,
         size: parts.size,
-        sha256: hex(&parts.hash.finalize()),
+        sha256: crate::runlog::hex(&parts.hash.finalize()),
     })
 }
 
@@ -363,7 +359,11 @@ pub async fn fetch_from_s3(
         // Whatever the decoders left unread still counts for the checksum.
         std::io::copy(&mut chunks, &mut std::io::sink()).map_err(|e| e.to_string())?;
         file.sync_all().map_err(|e| e.to_string())?;
-        Ok((plain, hex(&chunks.hash.finalize()), chunks.size))
+        Ok((
+            plain,
+            crate::runlog::hex(&chunks.hash.finalize()),
+            chunks.size,
+        ))
     });
     let mut body = out.body;
     loop {

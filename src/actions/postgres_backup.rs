@@ -162,7 +162,8 @@ async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, 
     let io = |e: std::io::Error| ActionError::permanent(format!("writing {}: {e}", path.display()));
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
-    let (sha256, size) = sha256_file(&path).map_err(io)?;
+    let (digest, size) = sha256_file(&path).map_err(io)?;
+    let sha256 = crate::runlog::hex(&digest);
     let manifest = serde_json::json!({
         "format": "pg_dump custom",
         "database": db,

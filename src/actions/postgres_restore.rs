@@ -113,7 +113,8 @@ pub(super) async fn restore(w: &PostgresRestore, cx: &Exec<'_>) -> Result<serde_
     }
     let path = std::path::PathBuf::from(w.from.path.as_deref().ok_or_else(|| ActionError::permanent("`from.path` is required"))?);
     // Everything about the backup is checked before anything in the target is touched.
-    let (actual, _) = sha256_file(&path).map_err(|e| ActionError::permanent(format!("cannot read the backup {}: {e}", path.display())))?;
+    let (digest, _) = sha256_file(&path).map_err(|e| ActionError::permanent(format!("cannot read the backup {}: {e}", path.display())))?;
+    let actual = crate::runlog::hex(&digest);
     let manifest: Option<serde_json::Value> = std::fs::read(super::postgres_backup::manifest_path(&path))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());

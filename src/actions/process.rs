@@ -113,8 +113,8 @@ pub fn pg_tool(name: &str) -> PathBuf {
         .map_or_else(|| PathBuf::from(name), |(_, p)| p)
 }
 
-/// SHA-256 and size of a file, read in chunks.
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+/// SHA-256 (the raw digest) and size of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
     use sha2::Digest;
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -129,8 +129,5 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
         size += n as u64;
         h.update(&buf[..n]);
     }
-    Ok((
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-        size,
-    ))
+    Ok((h.finalize().to_vec(), size))
 }

@@ -74,7 +74,7 @@ impl ActionSpec for S3Get {
             Ok(serde_json::json!({
                 "path": self.to,
                 "size": size,
-                "sha256": h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "sha256": crate::runlog::hex(&h.finalize()),
             }))
         })
     }

@@ -43,9 +43,8 @@ impl ActionSpec for S3Put {
             // A file is hashed, then streamed from disk: memory does not grow with its size.
             let (body, sha, size) = match (&self.file, &self.content) {
                 (Some(f), None) => {
-                    let (hex, size) = super::process::sha256_file(std::path::Path::new(f))
+                    let (sha, size) = super::process::sha256_file(std::path::Path::new(f))
                         .map_err(|e| ActionError::permanent(format!("cannot read {f}: {e}")))?;
-                    let sha: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0)).collect();
                     let body = ByteStream::from_path(f)
                         .await
                         .map_err(|e| ActionError::permanent(format!("cannot read {f}: {e}")))?;
@@ -76,7 +75,7 @@ impl ActionSpec for S3Put {
             Ok(serde_json::json!({
                 "key": self.key,
                 "size": size,
-                "sha256": sha.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "sha256": crate::runlog::hex(&sha),
                 "etag": out.e_tag(),
                 "version_id": out.version_id(),
             }))

@@ -67,10 +67,14 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const HASH_MEMBER: &str = ",\"hash\":\"";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex, as SHA-256 sums are written everywhere in lifeboat.
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest.iter() {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         s.push(HEX[(b >> 4) as usize] as char);
         s.push(HEX[(b & 15) as usize] as char);
     }
