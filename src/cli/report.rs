@@ -46,12 +46,7 @@ pub fn describe(e: &Event) -> String {
             action,
             ..
         } => {
-            let a = if *attempt > 1 {
-                format!(", attempt {attempt}")
-            } else {
-                String::new()
-            };
-            format!("▶ {step} ({action}{a})")
+            format!("▶ {step} ({action}{})", later_attempt(*attempt))
         }
         Event::StepAttemptFailed {
             step,
@@ -60,10 +55,10 @@ pub fn describe(e: &Event) -> String {
             retry_in_ms,
             ..
         } => {
-            let again = retry_in_ms
-                .map(|ms| format!("; retrying in {}", ms_text(ms)))
-                .unwrap_or_default();
-            format!("↻ {step} attempt {attempt} failed: {error}{again}")
+            format!(
+                "↻ {step} attempt {attempt} failed: {error}{}",
+                retrying(*retry_in_ms)
+            )
         }
         Event::StepSucceeded {
             step, elapsed_ms, ..
@@ -118,12 +113,10 @@ pub fn describe(e: &Event) -> String {
             attempt,
             ..
         } => {
-            let a = if *attempt > 1 {
-                format!(", attempt {attempt}")
-            } else {
-                String::new()
-            };
-            format!("⟲ compensating {step} ({action}{a})")
+            format!(
+                "⟲ compensating {step} ({action}{})",
+                later_attempt(*attempt)
+            )
         }
         Event::CompensationAttemptFailed {
             step,
@@ -132,10 +125,10 @@ pub fn describe(e: &Event) -> String {
             retry_in_ms,
             ..
         } => {
-            let again = retry_in_ms
-                .map(|ms| format!("; retrying in {}", ms_text(ms)))
-                .unwrap_or_default();
-            format!("↻ compensation of {step} attempt {attempt} failed: {error}{again}")
+            format!(
+                "↻ compensation of {step} attempt {attempt} failed: {error}{}",
+                retrying(*retry_in_ms)
+            )
         }
         Event::CompensationSucceeded { step, .. } => format!("✓ {step} compensated"),
         Event::CompensationFailed { step, error, .. } => {
@@ -155,6 +148,21 @@ pub fn describe(e: &Event) -> String {
             status, summary, ..
         } => format!("run {}: {summary}", status.as_str()),
     }
+}
+
+/// `, attempt N` after the first attempt, nothing for the first.
+fn later_attempt(attempt: u32) -> String {
+    if attempt > 1 {
+        format!(", attempt {attempt}")
+    } else {
+        String::new()
+    }
+}
+
+fn retrying(retry_in_ms: Option<u64>) -> String {
+    retry_in_ms
+        .map(|ms| format!("; retrying in {}", ms_text(ms)))
+        .unwrap_or_default()
 }
 
 pub fn ms_text(ms: u64) -> String {
