@@ -174,12 +174,7 @@ fn a_crashed_holders_lock_is_taken_over_once_its_session_is_gone() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if sb.path("started").exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    sb.wait_for("started", "", 200);
     let r = sb.lifeboat_env(
         &["run", "other.yaml", "--state", &url],
         &[("PGPASSWORD", PASSWORD)],
@@ -192,9 +187,7 @@ fn a_crashed_holders_lock_is_taken_over_once_its_session_is_gone() {
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let pgid: i32 = sb.read("pgid").trim().parse().unwrap();
-    // SAFETY: signalling the process group this test started.
-    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    sb.kill_group();
     // The server notices the dead session (its socket closed) and drops its advisory locks.
     let mut r = sb.lifeboat_env(
         &["run", "other.yaml", "--state", &url],

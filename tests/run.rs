@@ -446,12 +446,7 @@ fn a_held_lock_exits_4_and_names_the_holder_and_a_crashed_holder_is_taken_over()
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if sb.path("started").exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    sb.wait_for("started", "", 100);
     let r = sb.lifeboat(&["run", "other.yaml"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(
@@ -469,7 +464,7 @@ fn a_held_lock_exits_4_and_names_the_holder_and_a_crashed_holder_is_taken_over()
     // kill -9: the kernel drops the flock, so the holder is verifiably gone.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    kill_group(&sb);
+    sb.kill_group();
     let r = sb.lifeboat(&["run", "other.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let took = sb
@@ -636,12 +631,7 @@ steps:
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if sb.path("started").exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    sb.wait_for("started", "", 100);
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out: common::sandbox::Ran = child.wait_with_output().unwrap().into();
@@ -680,12 +670,7 @@ steps:
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if sb.path("started").exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    sb.wait_for("started", "", 100);
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let id = String::from_utf8_lossy(&out.stdout)
@@ -695,7 +680,7 @@ steps:
         .to_string();
     // The shell step was in its own process group and survives the engine: end it like an
     // operator would before resuming.
-    kill_group(&sb);
+    sb.kill_group();
     let r = sb.lifeboat(&["resume", &id]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("cut short"), "{}", r.stderr);
@@ -713,24 +698,13 @@ steps:
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if sb.read("started").starts_with("started") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    kill_group(&sb);
+    sb.wait_for("started", "started", 100);
+    sb.kill_group();
     let status = resumed.wait().unwrap();
     // The re-run's sleep was killed, so it failed; what matters is that it was run again at all.
     assert_eq!(status.code(), Some(1));
     assert_eq!(sb.read("side.txt"), "write\nwrite\n");
     assert_eq!(sb.lifeboat(&["verify", &id]).code, 0);
-}
-
-fn kill_group(sb: &Sandbox) {
-    let pgid: i32 = sb.read("pgid").trim().parse().unwrap();
-    // SAFETY: signalling a process group this test started.
-    unsafe { libc::killpg(pgid, libc::SIGKILL) };
 }
 
 #[test]

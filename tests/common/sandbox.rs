@@ -103,6 +103,24 @@ impl Sandbox {
             .collect()
     }
 
+    /// Waits until the file `name` exists and starts with `prefix`, polling every 50 ms at most
+    /// `tries` times (then goes on: the assertions that follow say what went wrong).
+    pub fn wait_for(&self, name: &str, prefix: &str, tries: u32) {
+        for _ in 0..tries {
+            if self.path(name).exists() && self.read(name).starts_with(prefix) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the process group whose id a shell step wrote to `pgid` (`echo $$ > pgid`).
+    pub fn kill_group(&self) {
+        let pgid: i32 = self.read("pgid").trim().parse().unwrap();
+        // SAFETY: signalling a process group the test started.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
+
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
