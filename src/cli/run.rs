@@ -247,15 +247,7 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
             yes: d.yes,
         };
         emitter.emit_durable(started).await.map_err(fail)?;
-        for (lock, from_run, from_pid) in locks.taken_over() {
-            emitter
-                .emit(Event::LockTakenOver {
-                    lock: lock.clone(),
-                    from_run: from_run.clone(),
-                    from_pid: *from_pid,
-                })
-                .map_err(fail)?;
-        }
+        record_takeovers(&emitter, &locks).map_err(fail)?;
         emitter.flush().await.map_err(fail)?;
         // A run exists only once its first line is durable: a crash before leaves nothing.
         store.publish_run(&run_id).await.map_err(fail)?;
@@ -272,6 +264,18 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         );
         Ok(drive(&store, &rb, emitter, scope, masker, p, run_id, locks).await)
     })
+}
+
+/// Records the locks taken from crashed runs, right after the run (re)starts.
+fn record_takeovers(emitter: &Emitter, locks: &LockSet) -> Result<(), engine::EngineError> {
+    for (lock, from_run, from_pid) in locks.taken_over() {
+        emitter.emit(Event::LockTakenOver {
+            lock: lock.clone(),
+            from_run: from_run.clone(),
+            from_pid: *from_pid,
+        })?;
+    }
+    Ok(())
 }
 
 fn run_map(
@@ -461,13 +465,7 @@ async fn resume_inner(run_id: &str, d: &Driving, p: Prepared) -> Result<Exit, Ex
                 yes: d.yes,
             })
             .await?;
-        for (lock, from_run, from_pid) in locks.taken_over() {
-            emitter.emit(Event::LockTakenOver {
-                lock: lock.clone(),
-                from_run: from_run.clone(),
-                from_pid: *from_pid,
-            })?;
-        }
+        record_takeovers(&emitter, &locks)?;
         for (step, attempt) in cut_short {
             emitter.emit(Event::StepInterrupted {
                 step,

@@ -183,21 +183,8 @@ impl Folder {
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
             }
-            if let Some(prev) = read_holder(&mut file)
-                && prev.run != me.run
-            {
-                match prev.state {
-                    LockState::Paused => {
-                        return Err(LockError::Paused {
-                            name: name.clone(),
-                            holder: prev,
-                        });
-                    }
-                    // Its flock is gone, so its process is too: a crash.
-                    LockState::Held => set.taken_over.push((name.clone(), prev.run, prev.pid)),
-                    LockState::Free => {}
-                }
-            }
+            set.taken_over
+                .extend(super::take_over(name, read_holder(&mut file), me)?);
             write_holder(&mut file, me).map_err(io)?;
             set.held.push((name.clone(), file));
         }

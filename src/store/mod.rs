@@ -52,6 +52,28 @@ pub enum LockError {
     Store { name: String, message: String },
 }
 
+/// What to do with a lock whose liveness lock (flock, advisory lock) was just taken, given who
+/// its record says held it last: the same rule for both stores. `Ok(Some(..))`: it was taken
+/// from a crashed run, to be recorded as (lock, run, pid).
+fn take_over(
+    name: &str,
+    prev: Option<Holder>,
+    me: &Holder,
+) -> Result<Option<(String, String, u32)>, LockError> {
+    match prev {
+        Some(prev) if prev.run != me.run => match prev.state {
+            LockState::Paused => Err(LockError::Paused {
+                name: name.to_string(),
+                holder: prev,
+            }),
+            // Its liveness lock is gone, so its process is too: a crash.
+            LockState::Held => Ok(Some((name.to_string(), prev.run, prev.pid))),
+            LockState::Free => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
 pub enum Store {
     Folder(Folder),
     Postgres(Box<PgStore>),

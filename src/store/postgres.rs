@@ -328,16 +328,7 @@ impl PgStore {
                 });
                 return Err(LockError::Held { name, holder });
             }
-            if let Some(prev) = prev
-                && prev.run != me.run
-            {
-                match prev.state {
-                    LockState::Paused => return Err(LockError::Paused { name, holder: prev }),
-                    // Its session is gone, so its process is too: a crash.
-                    LockState::Held => set.taken_over.push((name.clone(), prev.run, prev.pid)),
-                    LockState::Free => {}
-                }
-            }
+            set.taken_over.extend(super::take_over(&name, prev, me)?);
             let holder = serde_json::to_value(me).expect("holder serializes");
             set.client
                 .execute(
