@@ -593,11 +593,11 @@ fn a_missing_secret_or_an_unrunnable_action_stops_before_anything_runs() {
         r.stderr
     );
     assert!(!sb.path("ran").exists());
-    sb.write("pg.yaml", &runbook("pg", "connections:\n  k8s: {kubernetes: {context: prod}}\n  db: {postgres: {url: 'postgres://127.0.0.1/x'}}\nsteps:\n  - {id: a, action: shell, with: {script: 'touch ran'}}\n  - {id: q, action: kubernetes.scale, needs: [a], with: {connection: k8s, deployment: api, replicas: 0}}\n  - {id: d, action: postgres.backup, needs: [a], with: {connection: db, to: {path: x.dump}, jobs: 2}}\n"));
+    sb.write("pg.yaml", &runbook("pg", "connections:\n  db: {postgres: {url: 'postgres://127.0.0.1/x'}}\nsteps:\n  - {id: a, action: shell, with: {script: 'touch ran'}}\n  - {id: q, action: dns.verify, needs: [a], with: {name: api.example.test, type: A, expect: ['192.0.2.1']}}\n  - {id: d, action: postgres.backup, needs: [a], with: {connection: db, to: {path: x.dump}, jobs: 2}}\n"));
     let r = sb.lifeboat(&["run", "pg.yaml"]);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr.contains("step `q` uses `kubernetes.scale`")
+        r.stderr.contains("step `q` uses `dns.verify`")
             && r.stderr
                 .contains("step `d`: `jobs` needs pg_dump's directory format"),
         "{}",

@@ -186,6 +186,7 @@ fn retention_dry_run_lists_exactly_what_the_real_run_deletes() {
 
 mod backups {
     use super::*;
+    use common::kube::{FakeKubelet, KubeServer};
     use common::pg::{Cluster, PASSWORD};
 
     fn pg_s3_runbook(name: &str, pg: &Cluster, srv: &S3Server, steps: &str) -> String {
@@ -388,8 +389,9 @@ mod backups {
     }
 
     /// runbooks/postgres-backup.yaml then runbooks/postgres-restore.yaml, against real PostgreSQL
-    /// and S3, with the run history in the folder store or in PostgreSQL.
-    fn backup_then_restore(on_postgres: bool) {
+    /// and S3, with the run history in the folder store or in PostgreSQL; with `kube`, writers
+    /// are stopped by scaling their Deployment on a real API server instead of in PostgreSQL.
+    fn backup_then_restore(on_postgres: bool, kube: bool) {
         let pg = Cluster::start();
         pg.psql("postgres", "create role app_rw login password 'rw-Pw-77x'");
         pg.psql("postgres", "create database orders");
@@ -436,12 +438,54 @@ mod backups {
         let restore = shipped("postgres-restore.yaml");
         let mut args = vec!["run", restore.as_str(), "-p", "min_orders=100"];
         args.extend(&common);
+        let cluster = kube.then(|| {
+            let k = KubeServer::start();
+            k.namespace("orders");
+            let kubelet = FakeKubelet::start(&k, &["orders"]);
+            k.apply(&[k.deployment("orders", "orders-api", 3)]);
+            (k, kubelet)
+        });
+        let kube_args = cluster.as_ref().map(|(k, _)| {
+            [
+                "writers=kubernetes".to_string(),
+                format!("kubeconfig={}", k.kubeconfig.display()),
+                "kube_context=admin".to_string(),
+                "writer_namespace=orders".to_string(),
+            ]
+        });
+        for a in kube_args.iter().flatten() {
+            args.extend(["-p", a.as_str()]);
+        }
         let r = sb.lifeboat_env(&args, &env);
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert_eq!(
             pg.psql("orders", "select count(*), sum(total) from orders"),
             "100|7575.0"
         );
+        if let Some((k, _)) = &cluster {
+            let ev = sb.events(&r.run_id());
+            let out = |s: &str| {
+                ev.iter()
+                    .find(|e| e["event"] == "step_succeeded" && e["step"] == s)
+                    .unwrap_or_else(|| panic!("{s} did not succeed"))
+                    .clone()
+            };
+            assert_eq!(out("scale_down_writers")["outputs"]["previous_replicas"], 3);
+            assert_eq!(out("scale_up_writers")["outputs"]["ready_replicas"], 3);
+            assert!(
+                ev.iter()
+                    .any(|e| e["event"] == "step_skipped" && e["step"] == "stop_writers"),
+                "the PostgreSQL way was skipped"
+            );
+            let d = k.read("orders", "Deployment", "orders-api");
+            assert_eq!(
+                (
+                    d["spec"]["replicas"].clone(),
+                    d["status"]["availableReplicas"].clone()
+                ),
+                (3.into(), 3.into())
+            );
+        }
         assert_eq!(
             pg.psql_as(
                 "app_rw",
@@ -467,12 +511,18 @@ mod backups {
 
     #[test]
     fn shipped_backup_and_restore_on_the_folder_store() {
-        backup_then_restore(false);
+        backup_then_restore(false, false);
+    }
+
+    /// The Kubernetes variant of stopping writers, against a real kube-apiserver.
+    #[test]
+    fn shipped_restore_scales_the_writer_deployment_down_and_back() {
+        backup_then_restore(false, true);
     }
 
     #[test]
     fn shipped_backup_and_restore_on_the_postgres_store() {
-        backup_then_restore(true);
+        backup_then_restore(true, false);
     }
 
     /// Teams migrate from the shell scripts lifeboat replaces: their backups restore as they are.

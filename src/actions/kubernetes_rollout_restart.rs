@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, Workload, out, shared::connection};
+use super::kube::{self, Kube};
+use super::{ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem, Workload, out, shared::connection};
 use crate::runbook::{ConnectionKind, DurationText};
 
 /// Restart a workload as `kubectl rollout restart` does, optionally waiting for the rollout.
@@ -37,7 +38,30 @@ impl KubernetesRolloutRestart {
 impl ActionSpec for KubernetesRolloutRestart {
     const NAME: &'static str = "kubernetes.rollout_restart";
     const SUMMARY: &'static str = "Restart a workload by rolling update and wait for it";
-    const OUTPUTS: &'static [Output] = &[out("restarted_at", "the restart annotation's timestamp")];
+    const OUTPUTS: &'static [Output] = &[
+        out("restarted_at", "the restart annotation's timestamp"),
+        out("ready_replicas", "replicas ready when the step ended (with `wait`)"),
+    ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let (kind, name) = kube::kind_and_name(self.deployment.as_deref(), self.statefulset.as_deref())?;
+            let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
+            // What `kubectl rollout restart` does: a new pod-template annotation, so the
+            // controller rolls every pod with the workload's own update strategy.
+            let at = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}}}});
+            kube::patch_workload(&k, kind, name, &patch, true).await?;
+            let mut out = serde_json::json!({"restarted_at": at});
+            if self.wait {
+                let within = kube::duration_or(self.wait_timeout.as_ref(), std::time::Duration::from_secs(300))?;
+                let r = kube::wait_rollout(&k, kind, name, within, cx.progress).await?;
+                out["ready_replicas"] = serde_json::json!(r.ready);
+            }
+            Ok(out)
+        })
+    }
 
     /// A restart cannot be taken back; there is nothing a compensation could restore.
     fn effect(&self) -> Effect {

@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, Tpl, WithProblem, Workload, out, shared::connection};
+use super::kube::{self, Kube};
+use super::{ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, Tpl, WithProblem, Workload, out, shared::connection};
 use crate::runbook::{ConnectionKind, DurationText};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -34,6 +35,10 @@ pub struct KubernetesScale {
     pub wait_timeout: Option<DurationText>,
 }
 
+/// Annotations on the workload: which run and step scaled it, and the count before.
+const SCALED_BY: &str = "lifeboat.dev/scaled-by";
+const PREVIOUS: &str = "lifeboat.dev/previous-replicas";
+
 impl KubernetesScale {
     fn workload(&self) -> Workload<'_> {
         Workload { deployment: self.deployment.as_deref(), statefulset: self.statefulset.as_deref() }
@@ -46,7 +51,46 @@ impl ActionSpec for KubernetesScale {
     const OUTPUTS: &'static [Output] = &[
         out("previous_replicas", "the replica count before scaling"),
         out("replicas", "the replica count set"),
+        out("ready_replicas", "replicas ready when the step ended (with `wait: ready`)"),
     ];
+    const RUNNABLE: bool = true;
+
+    /// The count before the first attempt is kept on the workload itself (an annotation naming
+    /// the run and step), so an attempt run again after a crash reports the original count,
+    /// not the 0 it set, and `compensate` restores the right number.
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let (kind, name) = kube::kind_and_name(self.deployment.as_deref(), self.statefulset.as_deref())?;
+            let replicas = *self.replicas.value().ok_or_else(|| ActionError::permanent("`replicas` did not render to a number"))?;
+            let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
+            let w = kube::get_workload(&k, kind, name).await?;
+            let current = w.pointer("/spec/replicas").and_then(serde_json::Value::as_i64).unwrap_or(1);
+            let by = format!("{}/{}", cx.run_id, cx.step);
+            let ann = |key: &str| w.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1"))).and_then(serde_json::Value::as_str).map(String::from);
+            let previous = match (ann(SCALED_BY), ann(PREVIOUS)) {
+                (Some(b), Some(p)) if b == by => p.parse::<i64>().unwrap_or(current),
+                _ => current,
+            };
+            let rv = w.pointer("/metadata/resourceVersion").and_then(serde_json::Value::as_str).unwrap_or_default();
+            // One conditional write: a concurrent change to the workload makes it fail with a
+            // conflict (retried, reading afresh) instead of being overwritten blindly.
+            let mut patch = kube::annotations(&[(SCALED_BY, &by), (PREVIOUS, &previous.to_string())]);
+            patch["metadata"]["resourceVersion"] = serde_json::json!(rv);
+            patch["spec"] = serde_json::json!({"replicas": replicas});
+            kube::patch_workload(&k, kind, name, &patch, false).await?;
+            let mut out = serde_json::json!({"previous_replicas": previous, "replicas": replicas});
+            if self.wait == Some(WaitFor::Ready) {
+                let within = kube::duration_or(self.wait_timeout.as_ref(), std::time::Duration::from_secs(300))?;
+                let r = kube::wait_rollout(&k, kind, name, within, cx.progress).await?;
+                out["ready_replicas"] = serde_json::json!(r.ready);
+            }
+            Ok(out)
+        })
+    }
 
     fn effect(&self) -> Effect {
         Effect::Changes

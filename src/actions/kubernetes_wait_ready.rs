@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, Workload, out, shared::connection};
+use super::kube::{self, Kube};
+use super::{ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem, Workload, out, shared::connection};
 use crate::runbook::{ConnectionKind, DurationText};
 
 /// Wait until the workload's observed generation is current and all replicas are updated and
@@ -36,6 +37,19 @@ impl ActionSpec for KubernetesWaitReady {
         out("ready_replicas", "replicas ready at the end"),
         out("observed_generation", "the generation the controller has seen"),
     ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let (kind, name) = kube::kind_and_name(self.deployment.as_deref(), self.statefulset.as_deref())?;
+            let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
+            // Without `within` the step's own timeout is the limit; a day stands for "no limit
+            // of its own" and is never reached before that.
+            let within = kube::duration_or(self.within.as_ref(), std::time::Duration::from_secs(86_400))?;
+            let r = kube::wait_rollout(&k, kind, name, within, cx.progress).await?;
+            Ok(serde_json::json!({"ready_replicas": r.ready, "observed_generation": r.observed_generation}))
+        })
+    }
 
     fn effect(&self) -> Effect {
         Effect::ReadOnly

@@ -3,6 +3,7 @@
 //! place that names them all; everything else (schema, validation, plan, `lifeboat actions`) goes
 //! through the exhaustive match it generates.
 
+mod kube;
 mod legacy;
 mod pg;
 mod pipeline;
@@ -102,6 +103,9 @@ pub struct Exec<'a> {
     /// A named connection's fields, templates rendered (values from secrets are tainted and
     /// masked like any other).
     pub connection: &'a (dyn Fn(&str) -> Result<serde_json::Value, String> + Send + Sync),
+    /// Reports where a long attempt stands; recorded as `step_progress`. Call it when the state
+    /// changes, not on every poll: each call is a line in the run log.
+    pub progress: &'a (dyn Fn(&str) + Send + Sync),
 }
 
 /// Why an attempt failed, and whether trying again could help.
@@ -324,6 +328,9 @@ actions! {
     KubernetesScale => kubernetes_scale::KubernetesScale,
     KubernetesRolloutRestart => kubernetes_rollout_restart::KubernetesRolloutRestart,
     KubernetesWaitReady => kubernetes_wait_ready::KubernetesWaitReady,
+    KubernetesJob => kubernetes_job::KubernetesJob,
+    KubernetesDelete => kubernetes_delete::KubernetesDelete,
+    KubernetesApply => kubernetes_apply::KubernetesApply,
     DnsFailover => dns_failover::DnsFailover,
     DnsVerify => dns_verify::DnsVerify,
 }

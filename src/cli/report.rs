@@ -77,6 +77,7 @@ pub fn describe(e: &Event) -> String {
             format!("✗ {step} failed{c}: {error}")
         }
         Event::StepSkipped { step, reason, .. } => format!("- {step} skipped: {reason}"),
+        Event::StepProgress { step, message, .. } => format!("  {step}: {message}"),
         Event::StepInterrupted {
             step,
             attempt,

@@ -60,6 +60,12 @@ pub enum Event {
         retry_in_ms: Option<u64>,
         elapsed_ms: u64,
     },
+    /// Where a long attempt stands ("2 of 3 updated, 1 available"), emitted when it changes.
+    StepProgress {
+        step: String,
+        attempt: u32,
+        message: String,
+    },
     StepSucceeded {
         step: String,
         attempt: u32,
@@ -211,6 +217,7 @@ impl Event {
         match self {
             Event::StepStarted { step, .. }
             | Event::StepAttemptFailed { step, .. }
+            | Event::StepProgress { step, .. }
             | Event::StepSucceeded { step, .. }
             | Event::StepFailed { step, .. }
             | Event::StepSkipped { step, .. }

@@ -776,6 +776,15 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 .map_err(AttemptError::Log)?;
             let eval = |expr: &str, outputs: &Value| eval(sh, expr, Some(outputs));
             let connection = |name: &str| connection(sh, name);
+            let progress = |message: &str| {
+                // Progress is informative: a log that cannot take it will fail the next
+                // durable event, which is where that error belongs.
+                let _ = sh.emitter.emit(Event::StepProgress {
+                    step: a.id.into(),
+                    attempt,
+                    message: message.into(),
+                });
+            };
             let exec = Exec {
                 run_id: &sh.run_id,
                 step: a.id,
@@ -783,6 +792,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 http: &sh.http,
                 eval: &eval,
                 connection: &connection,
+                progress: &progress,
             };
             let outputs = match tokio::time::timeout(a.timeout, typed.execute(&exec)).await {
                 Ok(r) => r?,

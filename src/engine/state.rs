@@ -198,7 +198,7 @@ impl RunState {
                     }
                 }
             }
-            Event::LockTakenOver { .. } => {}
+            Event::LockTakenOver { .. } | Event::StepProgress { .. } => {}
             Event::StepStarted { step, attempt, .. } => {
                 if let Some(s) = self.step(step) {
                     s.state = StepState::Running { attempt: *attempt };

@@ -390,7 +390,14 @@ fn describe(
 
 /// `postgres orders_db (postgres://app@db:5432/orders)`: kind, name and where it points.
 fn connection_label(name: &str, c: &ValidConnection, fields: &Value) -> String {
-    let s = |k: &str| fields.get(k).and_then(Value::as_str).map(String::from);
+    // An empty string is "not set": runbooks pass optional params through templates.
+    let s = |k: &str| {
+        fields
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+    };
     let detail = match c.kind {
         crate::runbook::ConnectionKind::Postgres => s("url").map(|u| redact_url(&u)),
         crate::runbook::ConnectionKind::S3 => s("bucket").map(|b| format!("bucket {b}")),
