@@ -367,3 +367,106 @@ fn failures_are_classified_and_worded_for_the_operator() {
         2
     );
 }
+
+/// Killed while a Job runs, `resume` waits for that same Job instead of starting the work again;
+/// and a StatefulSet scales down and back like a Deployment.
+#[test]
+fn a_job_survives_a_crash_of_lifeboat_and_statefulsets_scale() {
+    let k = KubeServer::start();
+    k.namespace("batch");
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "kube-crash",
+            &format!(
+                "connections:\n{}steps:\n{}",
+                k.connection("cluster", "admin", "batch"),
+                r#"
+  - id: migrate
+    action: kubernetes.job
+    with:
+      connection: cluster
+      within: 2m
+      spec:
+        backoffLimit: 0
+        template:
+          spec:
+            restartPolicy: Never
+            containers: [{name: m, image: "registry.invalid/migrate:1"}]
+  - {id: down, action: kubernetes.scale, needs: [migrate], with: {connection: cluster, statefulset: db, replicas: 0, wait: ready, wait_timeout: 2m}}
+  - {id: up, action: kubernetes.scale, needs: [down], with: {connection: cluster, statefulset: db, replicas: "{{ steps.down.outputs.previous_replicas }}", wait: ready, wait_timeout: 2m}}
+"#
+            ),
+        ),
+    );
+    let jobs_of_step = || {
+        k.with_client(async |c| {
+            let api: kube::Api<k8s_openapi::api::batch::v1::Job> =
+                kube::Api::namespaced(c, "batch");
+            let lp = kube::api::ListParams::default().labels("lifeboat.dev/step=migrate");
+            api.list(&lp)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|j| j.metadata.name.unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    // No kubelet yet: the Job's pod stays Pending and the step waits.
+    let mut child = sb
+        .command(&["run", "r.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut created = Vec::new();
+    for _ in 0..200 {
+        created = jobs_of_step();
+        if !created.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(created.len(), 1, "the step created no Job");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(!run.is_empty(), "no run id printed");
+
+    k.apply(&[json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "batch"},
+        "spec": {
+            "replicas": 2, "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "registry.invalid/db:1"}]}}
+        }
+    })]);
+    let _kubelet = FakeKubelet::start(&k, &["batch"]);
+    let r = sb.lifeboat(&["resume", &run]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jobs_of_step(), created, "resume started a second Job");
+    let ev = sb.events(&run);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "step_interrupted" && e["step"] == "migrate")
+    );
+    assert_eq!(outputs(&ev, "migrate")["name"], created[0].as_str());
+    assert_eq!(outputs(&ev, "migrate")["succeeded"], 1);
+    assert_eq!(outputs(&ev, "down")["previous_replicas"], 2);
+    assert_eq!(outputs(&ev, "up")["ready_replicas"], 2);
+    let s = k.read("batch", "StatefulSet", "db");
+    assert_eq!(
+        (
+            s["spec"]["replicas"].clone(),
+            s["status"]["readyReplicas"].clone()
+        ),
+        (2.into(), 2.into())
+    );
+}

@@ -67,21 +67,32 @@ impl ActionSpec for KubernetesScale {
             let (kind, name) = kube::kind_and_name(self.deployment.as_deref(), self.statefulset.as_deref())?;
             let replicas = *self.replicas.value().ok_or_else(|| ActionError::permanent("`replicas` did not render to a number"))?;
             let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
-            let w = kube::get_workload(&k, kind, name).await?;
-            let current = w.pointer("/spec/replicas").and_then(serde_json::Value::as_i64).unwrap_or(1);
             let by = format!("{}/{}", cx.run_id, cx.step);
-            let ann = |key: &str| w.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1"))).and_then(serde_json::Value::as_str).map(String::from);
-            let previous = match (ann(SCALED_BY), ann(PREVIOUS)) {
-                (Some(b), Some(p)) if b == by => p.parse::<i64>().unwrap_or(current),
-                _ => current,
+            // Controllers write a workload's status all the time, and each write moves its
+            // resourceVersion: a conflict here is usually one of those, so read again and
+            // retry at once (as client-go's RetryOnConflict does) before giving up.
+            let mut tries = 0;
+            let previous = loop {
+                tries += 1;
+                let w = kube::get_workload(&k, kind, name).await?;
+                let current = w.pointer("/spec/replicas").and_then(serde_json::Value::as_i64).unwrap_or(1);
+                let ann = |key: &str| w.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1"))).and_then(serde_json::Value::as_str).map(String::from);
+                let previous = match (ann(SCALED_BY), ann(PREVIOUS)) {
+                    (Some(b), Some(p)) if b == by => p.parse::<i64>().unwrap_or(current),
+                    _ => current,
+                };
+                let rv = w.pointer("/metadata/resourceVersion").and_then(serde_json::Value::as_str).unwrap_or_default();
+                // One conditional write: a concurrent change to the workload makes it fail with
+                // a conflict instead of being overwritten blindly.
+                let mut patch = kube::annotations(&[(SCALED_BY, &by), (PREVIOUS, &previous.to_string())]);
+                patch["metadata"]["resourceVersion"] = serde_json::json!(rv);
+                patch["spec"] = serde_json::json!({"replicas": replicas});
+                match kube::patch_workload(&k, kind, name, &patch, false).await {
+                    Ok(_) => break previous,
+                    Err(e) if e.transient && e.message.contains("stale resourceVersion") && tries < 5 => continue,
+                    Err(e) => return Err(e),
+                }
             };
-            let rv = w.pointer("/metadata/resourceVersion").and_then(serde_json::Value::as_str).unwrap_or_default();
-            // One conditional write: a concurrent change to the workload makes it fail with a
-            // conflict (retried, reading afresh) instead of being overwritten blindly.
-            let mut patch = kube::annotations(&[(SCALED_BY, &by), (PREVIOUS, &previous.to_string())]);
-            patch["metadata"]["resourceVersion"] = serde_json::json!(rv);
-            patch["spec"] = serde_json::json!({"replicas": replicas});
-            kube::patch_workload(&k, kind, name, &patch, false).await?;
             let mut out = serde_json::json!({"previous_replicas": previous, "replicas": replicas});
             if self.wait == Some(WaitFor::Ready) {
                 let within = kube::duration_or(self.wait_timeout.as_ref(), std::time::Duration::from_secs(300))?;

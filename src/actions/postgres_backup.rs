@@ -31,7 +31,7 @@ pub struct PostgresBackup {
     pub to: BackupLocation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypt: Option<Encryption>,
-    /// zstd level, 1-19 (default 3).
+    /// zstd level, 1-19 (default 1: on typical table data it is both faster and no bigger than 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 19))]
     pub compression_level: Option<u8>,
@@ -218,7 +218,7 @@ async fn to_s3(
         ),
         Some(e) => Seal::Passphrase(e.passphrase.clone().unwrap_or_default()),
     };
-    let level = w.compression_level.map_or(3, i32::from);
+    let level = w.compression_level.map_or(1, i32::from);
     let mut cmd = std::process::Command::new(pg_tool("pg_dump"));
     cmd.args(["--format=custom", "--compress=0", &format!("--snapshot={snapshot}"), &format!("--dbname={}", target.url_for(db))]);
     for (k, v) in target.tool_env() {
