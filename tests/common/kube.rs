@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,37 +19,13 @@ pub struct KubeServer {
 
 impl KubeServer {
     pub fn start() -> KubeServer {
-        let mut last = String::new();
-        // A free port found by the script can be taken before etcd binds it: a fresh start
-        // picks fresh ports.
-        for _ in 0..3 {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().join("kube");
-            let out = Command::new(super::root().join("scripts/kube-server"))
-                .arg("start")
-                .arg(&dir)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                let port = std::fs::read_to_string(dir.join("port"))
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap();
-                return KubeServer {
-                    kubeconfig: dir.join("kubeconfig"),
-                    dir,
-                    port,
-                    _tmp: tmp,
-                };
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            let _ = Command::new(super::root().join("scripts/kube-server"))
-                .arg("stop")
-                .arg(&dir)
-                .output();
+        let s = super::start_service("kube-server", &[], &[]);
+        KubeServer {
+            kubeconfig: s.dir.join("kubeconfig"),
+            dir: s.dir,
+            port: s.port,
+            _tmp: s.tmp,
         }
-        panic!("kube-server start failed three times: {last}");
     }
 
     /// A client for the `admin` context.
@@ -175,10 +150,7 @@ impl KubeServer {
 
 impl Drop for KubeServer {
     fn drop(&mut self) {
-        let _ = Command::new(super::root().join("scripts/kube-server"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
+        super::stop_service("kube-server", &self.dir);
     }
 }
 

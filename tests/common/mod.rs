@@ -45,3 +45,46 @@ pub mod kube;
 pub mod pg;
 pub mod s3;
 pub mod sandbox;
+
+/// A test service started by one of the scripts/ (`SCRIPT start DIR ARGS...`): its folder, the
+/// port it wrote to DIR/port, and the temporary folder holding DIR, removed when dropped.
+pub struct Started {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub tmp: tempfile::TempDir,
+}
+
+/// Starts a service, trying three times on fresh folders (and so fresh ports): a free port the
+/// script chose can be taken by a parallel test before the server binds it.
+pub fn start_service(script: &str, args: &[&str], env: &[(&str, &str)]) -> Started {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("svc");
+        let out = std::process::Command::new(root().join("scripts").join(script))
+            .arg("start")
+            .arg(&dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let port = std::fs::read_to_string(dir.join("port"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            return Started { dir, port, tmp };
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        stop_service(script, &dir);
+    }
+    panic!("{script} start failed three times: {last}");
+}
+
+pub fn stop_service(script: &str, dir: &Path) {
+    let _ = std::process::Command::new(root().join("scripts").join(script))
+        .arg("stop")
+        .arg(dir)
+        .output();
+}

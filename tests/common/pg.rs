@@ -28,38 +28,12 @@ impl Cluster {
     }
 
     fn launch(extra: &[&str]) -> Cluster {
-        // A free port can be taken by a parallel test between the script choosing it and the
-        // server binding it: try again on a fresh folder (and so a fresh port).
-        let mut last = String::new();
-        for _ in 0..3 {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().join("pg");
-            let out = Command::new(super::root().join("scripts/pg-cluster"))
-                .arg("start")
-                .arg(&dir)
-                .args(extra)
-                .env("PG_TEST_PASSWORD", PASSWORD)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                let port = std::fs::read_to_string(dir.join("port"))
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap();
-                return Cluster {
-                    dir,
-                    port,
-                    _tmp: tmp,
-                };
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            let _ = Command::new(super::root().join("scripts/pg-cluster"))
-                .arg("stop")
-                .arg(&dir)
-                .output();
+        let s = super::start_service("pg-cluster", extra, &[("PG_TEST_PASSWORD", PASSWORD)]);
+        Cluster {
+            dir: s.dir,
+            port: s.port,
+            _tmp: s.tmp,
         }
-        panic!("pg-cluster start failed three times: {last}");
     }
 
     /// A URL for lifeboat connections (the password goes in a secret).
@@ -110,9 +84,6 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(super::root().join("scripts/pg-cluster"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
+        super::stop_service("pg-cluster", &self.dir);
     }
 }

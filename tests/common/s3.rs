@@ -1,7 +1,6 @@
 //! A throwaway SeaweedFS S3 gateway from scripts/s3-server, stopped when dropped.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 pub const ACCESS_KEY: &str = "AKIDLIFEBOATTEST";
 pub const SECRET_KEY: &str = "lifeboat-s3-secret-Tq81";
@@ -16,39 +15,21 @@ impl S3Server {
     /// A server with these buckets.
     pub fn start(buckets: &[&str]) -> S3Server {
         // weed also takes each port + 10,000 for gRPC, which the script cannot check: a clash
-        // makes it exit, and a fresh start picks fresh ports.
-        let mut last = String::new();
-        for _ in 0..3 {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().join("s3");
-            let mut cmd = Command::new(super::root().join("scripts/s3-server"));
-            cmd.arg("start").arg(&dir);
-            for b in buckets {
-                cmd.args(["--bucket", b]);
-            }
-            let out = cmd
-                .env("S3_TEST_ACCESS_KEY", ACCESS_KEY)
-                .env("S3_TEST_SECRET_KEY", SECRET_KEY)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                let port = std::fs::read_to_string(dir.join("port"))
-                    .unwrap()
-                    .trim()
-                    .to_string();
-                return S3Server {
-                    dir,
-                    endpoint: format!("http://127.0.0.1:{port}"),
-                    _tmp: tmp,
-                };
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            let _ = Command::new(super::root().join("scripts/s3-server"))
-                .arg("stop")
-                .arg(&dir)
-                .output();
+        // makes it exit, and a fresh start (which start_service makes) picks fresh ports.
+        let args: Vec<&str> = buckets.iter().flat_map(|b| ["--bucket", b]).collect();
+        let s = super::start_service(
+            "s3-server",
+            &args,
+            &[
+                ("S3_TEST_ACCESS_KEY", ACCESS_KEY),
+                ("S3_TEST_SECRET_KEY", SECRET_KEY),
+            ],
+        );
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{}", s.port),
+            dir: s.dir,
+            _tmp: s.tmp,
         }
-        panic!("s3-server start failed three times: {last}");
     }
 
     /// A `connections:` entry for lifeboat, with the keys as secrets `s3_key` and `s3_secret`.
@@ -62,9 +43,6 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = Command::new(super::root().join("scripts/s3-server"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
+        super::stop_service("s3-server", &self.dir);
     }
 }
