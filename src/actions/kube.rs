@@ -292,13 +292,12 @@ pub async fn wait_rollout(
     within: Duration,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Rollout, ActionError> {
-    let deadline = tokio::time::Instant::now() + within;
     let mut last: Option<Rollout> = None;
-    let mut blips = Blips::default();
+    let mut poll = Poll::new(within);
     loop {
         match get_workload(k, kind, name).await {
             Ok(w) => {
-                blips.ok();
+                poll.ok();
                 let r = rollout(kind, &w);
                 if r.done {
                     return Ok(r);
@@ -321,20 +320,17 @@ pub async fn wait_rollout(
                 }
                 last = Some(r);
             }
-            Err(e) => blips.failed(e, last.is_some())?,
+            Err(e) => poll.failed(e, last.is_some())?,
         }
-        if tokio::time::Instant::now() >= deadline {
-            let state = last
-                .map(|r| r.summary)
-                .unwrap_or_else(|| "never read".into());
-            return Err(ActionError::permanent(format!(
-                "{} {}/{name} was not rolled out after {}: {state}",
+        poll.next(|within| {
+            let state = last.as_ref().map_or("never read", |r| r.summary.as_str());
+            format!(
+                "{} {}/{name} was not rolled out after {within}: {state}",
                 kind.label(),
-                k.namespace,
-                crate::runbook::duration::format(within)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+                k.namespace
+            )
+        })
+        .await?;
     }
 }
 
@@ -385,17 +381,36 @@ pub fn object_label(kind: &str, namespace: Option<&str>, name: &str) -> String {
     }
 }
 
-/// How a wait loop treats failed reads. A blip once the object has been read is only "not
-/// yet", for up to `BLIP_LIMIT` in a row; the first read failing, a lasting outage, or a permanent
-/// error ends the wait with the error, so the step's retry policy decides what happens next.
-#[derive(Default)]
-pub struct Blips {
+/// A wait loop's clock: its deadline, the pause between reads, and how it treats failed reads.
+/// A blip once the object has been read is only "not yet", for up to `BLIP_LIMIT` in a row; the
+/// first read failing, a lasting outage, or a permanent error ends the wait with the error, so
+/// the step's retry policy decides what happens next.
+pub struct Poll {
+    within: Duration,
+    deadline: tokio::time::Instant,
     since: Option<tokio::time::Instant>,
 }
 
 const BLIP_LIMIT: Duration = Duration::from_secs(10);
 
-impl Blips {
+impl Poll {
+    pub fn new(within: Duration) -> Poll {
+        Poll {
+            within,
+            deadline: tokio::time::Instant::now() + within,
+            since: None,
+        }
+    }
+    /// Waits until the next read; past the deadline, fails with `timed_out(within)` instead.
+    pub async fn next(&self, timed_out: impl FnOnce(&str) -> String) -> Result<(), ActionError> {
+        if tokio::time::Instant::now() >= self.deadline {
+            return Err(ActionError::permanent(timed_out(
+                &crate::runbook::duration::format(self.within),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
     pub fn ok(&mut self) {
         self.since = None;
     }

@@ -98,21 +98,14 @@ impl ActionSpec for KubernetesDelete {
             };
             if self.wait {
                 let within = kube::duration_or(self.within.as_ref(), std::time::Duration::from_secs(300))?;
-                let deadline = tokio::time::Instant::now() + within;
-                let mut blips = kube::Blips::default();
+                let mut poll = kube::Poll::new(within);
                 loop {
                     match api.get_opt(&self.name).await {
                         Ok(None) => break,
-                        Ok(Some(_)) => blips.ok(),
-                        Err(e) => blips.failed(kube::classify(&e, &format!("reading {what}"), &k.server), true)?,
+                        Ok(Some(_)) => poll.ok(),
+                        Err(e) => poll.failed(kube::classify(&e, &format!("reading {what}"), &k.server), true)?,
                     }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(ActionError::permanent(format!(
-                            "{what} was still there {} after it was deleted (finalizers still running?)",
-                            crate::runbook::duration::format(within)
-                        )));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    poll.next(|within| format!("{what} was still there {within} after it was deleted (finalizers still running?)")).await?;
                 }
             }
             Ok(json!({"deleted": deleted}))

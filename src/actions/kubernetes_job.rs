@@ -102,14 +102,13 @@ impl ActionSpec for KubernetesJob {
                 return Ok(json!({"name": name, "namespace": k.namespace}));
             }
             let within = kube::duration_or(self.within.as_ref(), std::time::Duration::from_secs(86_400))?;
-            let deadline = tokio::time::Instant::now() + within;
             let mut last = String::new();
-            let mut blips = kube::Blips::default();
+            let mut poll = kube::Poll::new(within);
             loop {
                 let doing = format!("reading job {}/{name}", k.namespace);
                 match jobs.get(&name).await {
                     Ok(j) => {
-                        blips.ok();
+                        poll.ok();
                         let s = j.status.clone().unwrap_or_default();
                         let now = format!(
                             "job {}/{name}: {} active, {} succeeded, {} failed",
@@ -136,16 +135,9 @@ impl ActionSpec for KubernetesJob {
                         }
                     }
                     // The Job was created or found by this attempt: the server was reached before.
-                    Err(e) => blips.failed(kube::classify(&e, &doing, &k.server), true)?,
+                    Err(e) => poll.failed(kube::classify(&e, &doing, &k.server), true)?,
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(ActionError::permanent(format!(
-                        "job {}/{name} did not finish within {}; it is still there and may still run",
-                        k.namespace,
-                        crate::runbook::duration::format(within)
-                    )));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                poll.next(|within| format!("job {}/{name} did not finish within {within}; it is still there and may still run", k.namespace)).await?;
             }
         })
     }
