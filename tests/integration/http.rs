@@ -1,7 +1,7 @@
 //! `http.request`, `notify.webhook` and `wait` polling, against a real HTTP server on loopback
 //! (a small one in this file: each path answers as a test needs, and every request is recorded).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

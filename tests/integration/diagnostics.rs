@@ -1,7 +1,7 @@
 //! Snapshot tests of diagnostics: each fixture in tests/fixtures/invalid renders exactly as the CLI
 //! prints it, and names the codes it is meant to show.
 
-mod common;
+use crate::common;
 
 use lifeboat::diagnostics::Code;
 

@@ -1,7 +1,7 @@
 //! The Kubernetes actions against a real kube-apiserver and controller manager
 //! (scripts/kube-server), with a stand-in kubelet marking pods Ready so rollouts really happen.
 
-mod common;
+use crate::common;
 
 use common::kube::{FakeKubelet, KubeServer};
 use common::sandbox::{Sandbox, runbook};

@@ -1,6 +1,6 @@
 //! The PostgreSQL actions against real throwaway clusters (scripts/pg-cluster).
 
-mod common;
+use crate::common;
 
 use common::pg::{Cluster, PASSWORD};
 use common::sandbox::{Sandbox, runbook};

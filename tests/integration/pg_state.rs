@@ -1,7 +1,7 @@
 //! The PostgreSQL state store (`--state postgres://...`) against a real cluster: the same history,
 //! verification and locks as the folder store, shared by processes that share nothing else.
 
-mod common;
+use crate::common;
 
 use common::pg::{Cluster, PASSWORD};
 use common::sandbox::{Sandbox, runbook};

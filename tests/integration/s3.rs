@@ -1,7 +1,7 @@
 //! The S3 actions against a real SeaweedFS S3 gateway (scripts/s3-server), with enforced
 //! credentials and server-verified checksums.
 
-mod common;
+use crate::common;
 
 use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use common::sandbox::{Sandbox, runbook};

@@ -1,6 +1,6 @@
 //! The committed JSON Schema is the generated one, and it accepts every shipped runbook.
 
-mod common;
+use crate::common;
 
 #[test]
 fn committed_schema_is_current() {

@@ -1,7 +1,7 @@
 //! Every runbook shipped in runbooks/ and examples/ validates and plans, and its plan is snapshotted
 //! so a change in what a procedure would do shows up in review.
 
-mod common;
+use crate::common;
 
 use lifeboat::{plan, runbook};
 

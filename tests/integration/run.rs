@@ -1,6 +1,6 @@
 //! `lifeboat run`, `resume`, `approve` and the run log, end to end through the real binary.
 
-mod common;
+use crate::common;
 
 use common::sandbox::{Sandbox, runbook};
 

@@ -2,7 +2,7 @@
 //! moments, then resumed until they succeed, with the log and the side effects checked after
 //! each. The full 100-run version is the script itself; its result is quoted in docs/executor.md.
 
-mod common;
+use crate::common;
 
 #[test]
 fn runs_killed_at_random_moments_resume_to_success_without_running_a_completed_step_twice() {

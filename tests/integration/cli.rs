@@ -1,6 +1,6 @@
 //! The command line's contract: exit codes, where output goes, formats.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,0 +1,18 @@
+//! All integration tests, linked into one binary: each test binary links every dependency
+//! (kube, the AWS SDK, ...) again, so one binary instead of a dozen saves minutes of linking
+//! and gigabytes of disk. nextest still runs every test in its own process.
+
+mod common;
+
+mod cli;
+mod crash;
+mod diagnostics;
+mod hostile;
+mod http;
+mod kubernetes;
+mod pg_state;
+mod postgres;
+mod run;
+mod runbooks;
+mod s3;
+mod schema;
