@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionSpec, ConnectionUse, DescribeContext, Effect, Output, Tpl, WithProblem, out, shared::connection};
+use super::dns::{self, Provider, RecordSet};
+use super::{ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, Tpl, WithProblem, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -15,8 +16,9 @@ pub enum RecordType {
     CNAME,
 }
 
-/// Replace the record set `name`/`type` with `targets`. The previous records are outputs, so a
-/// `compensate` can fail back.
+/// Replace the record set `name`/`type` with `targets`, in one atomic change, and read it back.
+/// The previous records are outputs, so a `compensate` can fail back; they are noted in the run
+/// log before the change, so an attempt after a crash still knows them.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsFailover {
@@ -27,7 +29,8 @@ pub struct DnsFailover {
     #[serde(rename = "type")]
     pub record_type: RecordType,
     /// The new records: addresses for A/AAAA, one name for CNAME. May be one template, as in a
-    /// compensation that restores `{{ outputs.previous }}`.
+    /// compensation that restores `{{ outputs.previous }}`; a template that renders to an empty
+    /// list deletes the record set (failing back to a name that had no records).
     pub targets: Tpl<Vec<String>>,
     /// TTL in seconds (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,13 +43,24 @@ impl ActionSpec for DnsFailover {
     const OUTPUTS: &'static [Output] = &[
         out("previous", "the records before the change"),
         out("previous_ttl", "their TTL"),
-        out("records", "the records now served"),
+        out("records", "the records now served, read back from the server"),
+        out("ttl", "their TTL"),
+        out("changed", "false when the records were already the targets"),
+        out("server", "the server or hosted zone changed"),
+        out("change_id", "Route 53: the change's id (empty for RFC 2136)"),
     ];
+    const RUNNABLE: bool = true;
+    const PREVIEWS: bool = true;
 
     fn effect(&self) -> Effect {
         Effect::Changes
     }
     fn destructive(&self) -> bool {
+        true
+    }
+    /// Replacing a set with the same targets is a no-op, and the records it replaced are
+    /// recalled from the run log rather than read again.
+    fn idempotent(&self) -> bool {
         true
     }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
@@ -83,12 +97,120 @@ impl ActionSpec for DnsFailover {
         };
         let ttl = self.ttl.as_ref().map_or("60".to_string(), |t| t.to_string());
         format!(
-            "on {}: replace {} {:?} with {} (TTL {ttl}s); the current records are read when the step runs",
+            "on {}: replace {} {:?} with {} (TTL {ttl}s); the records it replaces are read when the step runs (`plan --live` reads them now)",
             cx.connection(&self.connection),
             self.name,
             self.record_type,
             targets
         )
+    }
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(self.run(cx))
+    }
+    fn preview<'a>(&'a self, cx: &'a Exec<'a>) -> Option<super::PreviewFuture<'a>> {
+        Some(Box::pin(self.look(cx)))
+    }
+}
+
+impl DnsFailover {
+    /// The records now and after, read with the step's own connection (and key, so a wrong
+    /// TSIG secret shows here).
+    async fn look(&self, cx: &Exec<'_>) -> Result<String, ActionError> {
+        let t = self.record_type;
+        let after = match self.targets.value() {
+            Some(targets) => dns::canonical_all(t, targets)?,
+            None => return Err(ActionError::permanent("`targets` did not render to a list")),
+        };
+        let ttl = match &self.ttl {
+            None => 60,
+            Some(t) => *t.value().ok_or_else(|| ActionError::permanent("`ttl` did not render to a number"))?,
+        };
+        let p = Provider::from_exec(cx, &self.connection).await?;
+        let name = dns::fqdn(&self.name);
+        let now = p.read(&name, t).await?;
+        let shown = |s: &RecordSet| match s.ttl {
+            Some(ttl) => format!("[{}] TTL {ttl}", s.values.join(", ")),
+            None => "no records".to_string(),
+        };
+        let after_set = RecordSet { ttl: (!after.is_empty()).then_some(ttl), values: after };
+        Ok(if now == after_set {
+            format!("{name} {t:?} on {} is already {}: no change", p.label(), shown(&now))
+        } else {
+            format!("{name} {t:?} on {}: now {}, after {}", p.label(), shown(&now), shown(&after_set))
+        })
+    }
+
+    async fn run(&self, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+        let targets = self
+            .targets
+            .value()
+            .ok_or_else(|| ActionError::permanent("`targets` did not render to a list"))?;
+        let ttl = match &self.ttl {
+            None => 60,
+            Some(t) => *t.value().ok_or_else(|| ActionError::permanent("`ttl` did not render to a number"))?,
+        };
+        let t = self.record_type;
+        let wanted = dns::canonical_all(t, targets)?;
+        if t == RecordType::CNAME && wanted.len() > 1 {
+            return Err(ActionError::permanent("a CNAME has exactly one target"));
+        }
+        let p = Provider::from_exec(cx, &self.connection).await?;
+        let name = dns::fqdn(&self.name);
+        let current = p.read(&name, t).await?;
+        // An earlier attempt may have made the change already: the records it replaced are the
+        // ones in the run log, not the ones served now.
+        let previous = match (cx.recall)("previous") {
+            Some(v) => recalled(&v),
+            None => {
+                (cx.note)("previous", json_set(&current)).await?;
+                current.clone()
+            }
+        };
+        let changed = current.values != wanted || (!wanted.is_empty() && current.ttl != Some(ttl));
+        let mut change_id = String::new();
+        if changed {
+            (cx.progress)(&format!("{name} {t:?}: [{}] -> [{}]", current.values.join(", "), wanted.join(", ")));
+            match &p {
+                Provider::Rfc2136(r) => r.replace(&name, t, ttl, &wanted).await?,
+                Provider::Route53(r) => {
+                    let comment = format!("lifeboat run {} step {}", cx.run_id, cx.step);
+                    change_id = r.replace(&name, t, ttl, &wanted, &current, &comment, cx.progress).await?;
+                }
+            }
+        }
+        let now = p.read(&name, t).await?;
+        if now.values != wanted {
+            return Err(ActionError::permanent(format!(
+                "{} accepted the change, but serves [{}] for {name} {t:?}, not [{}]",
+                p.label(),
+                now.values.join(", "),
+                wanted.join(", ")
+            )));
+        }
+        Ok(serde_json::json!({
+            "previous": previous.values,
+            // A name that had no records fails back with the new TTL (its records are deleted).
+            "previous_ttl": previous.ttl.unwrap_or(ttl),
+            "records": now.values,
+            "ttl": now.ttl.unwrap_or(ttl),
+            "changed": changed,
+            "server": p.label(),
+            "change_id": change_id,
+        }))
+    }
+}
+
+fn json_set(s: &RecordSet) -> serde_json::Value {
+    serde_json::json!({"values": s.values, "ttl": s.ttl})
+}
+
+fn recalled(v: &serde_json::Value) -> RecordSet {
+    RecordSet {
+        values: v["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
+        ttl: v["ttl"].as_u64().map(|t| t as u32),
     }
 }
 
@@ -104,7 +226,9 @@ mod tests {
         assert_eq!(f.check()[0].field, "/targets/0");
         let f = parse::<DnsFailover>(json!({"connection": "dns", "name": "a.test.", "type": "A", "targets": ["192.0.2.7"], "ttl": 30}));
         assert!(f.check().is_empty());
-        assert_eq!(f.describe(&Cx), "on <dns>: replace a.test. A with 192.0.2.7 (TTL 30s); the current records are read when the step runs");
+        assert_eq!(f.describe(&Cx), "on <dns>: replace a.test. A with 192.0.2.7 (TTL 30s); the records it replaces are read when the step runs (`plan --live` reads them now)");
+        let back = recalled(&json_set(&RecordSet { values: vec!["192.0.2.1".into()], ttl: Some(300) }));
+        assert_eq!(back, RecordSet { values: vec!["192.0.2.1".into()], ttl: Some(300) });
         assert!(reject::<DnsFailover>(json!({"connection": "d", "name": "n", "type": "MX", "targets": []})).starts_with("/type"));
     }
 }

@@ -427,21 +427,7 @@ impl Poll {
     }
 }
 
-/// Parses a duration field, or the default.
-pub fn duration_or(
-    d: Option<&crate::runbook::DurationText>,
-    default: Duration,
-) -> Result<Duration, ActionError> {
-    match d {
-        None => Ok(default),
-        Some(d) => {
-            let text =
-                d.0.as_str()
-                    .ok_or_else(|| ActionError::permanent("a duration must be a string"))?;
-            crate::runbook::duration::parse(text).map_err(ActionError::permanent)
-        }
-    }
-}
+pub use super::shared::duration_or;
 
 /// `{"metadata": {"annotations": {...}}}`, the shape most of our patches start from.
 pub fn annotations(pairs: &[(&str, &str)]) -> Value {

@@ -3,6 +3,7 @@
 //! place that names them all; everything else (schema, validation, plan, `lifeboat actions`) goes
 //! through the exhaustive match it generates.
 
+mod dns;
 mod kube;
 mod legacy;
 mod pg;
@@ -106,7 +107,16 @@ pub struct Exec<'a> {
     /// Reports where a long attempt stands; recorded as `step_progress`. Call it when the state
     /// changes, not on every poll: each call is a line in the run log.
     pub progress: &'a (dyn Fn(&str) + Send + Sync),
+    /// Records a fact for this step durably (`step_noted`) and returns once it is on disk: call
+    /// it before the change the fact is needed to undo.
+    pub note: &'a (dyn Fn(&str, serde_json::Value) -> NoteFuture + Send + Sync),
+    /// What an earlier attempt of this step (or of its compensation) noted under a key.
+    pub recall: &'a (dyn Fn(&str) -> Option<serde_json::Value> + Send + Sync),
 }
+
+/// Owns what it needs ('static), so that `Exec` stays covariant in its lifetime.
+pub type NoteFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ActionError>> + Send>>;
 
 /// Why an attempt failed, and whether trying again could help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +142,8 @@ impl ActionError {
 }
 
 pub type ActionResult = Result<serde_json::Value, ActionError>;
+pub type PreviewFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, ActionError>> + Send + 'a>>;
 pub type ActionFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = ActionResult> + Send + 'a>>;
 
@@ -170,6 +182,15 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     fn idempotent(&self) -> bool {
         self.effect() == Effect::ReadOnly
     }
+    /// `plan --live`: what the step would change, read from the live system now, in words (the
+    /// records a DNS failover replaces). Reads only; never notes, never writes. `None`: the
+    /// action has nothing to read ahead.
+    fn preview<'a>(&'a self, _cx: &'a Exec<'a>) -> Option<PreviewFuture<'a>> {
+        None
+    }
+    /// Whether `preview` has anything to say: `plan --live` renders only these steps' inputs.
+    const PREVIEWS: bool = false;
+
     /// Runs one attempt; returns the outputs as a JSON object. Dropping the future cancels it.
     fn execute<'a>(&'a self, _cx: &'a Exec<'a>) -> ActionFuture<'a> {
         Box::pin(async {
@@ -286,6 +307,12 @@ macro_rules! actions {
             }
             pub fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
                 match self { $(Action::$variant(a) => a.execute(cx),)* }
+            }
+            pub fn preview<'a>(&'a self, cx: &'a Exec<'a>) -> Option<PreviewFuture<'a>> {
+                match self { $(Action::$variant(a) => a.preview(cx),)* }
+            }
+            pub fn previews(&self) -> bool {
+                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::PREVIEWS,)* }
             }
         }
 

@@ -17,20 +17,7 @@ impl S3 {
         let get = |k: &str| fields.get(k).and_then(Value::as_str).map(String::from);
         let bucket = get("bucket")
             .ok_or_else(|| ActionError::permanent(format!("connection `{name}` has no bucket")))?;
-        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let region = get("region").unwrap_or_else(|| "us-east-1".into());
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .region(aws_config::Region::new(region));
-        if let (Some(ak), Some(sk)) = (get("access_key_id"), get("secret_access_key")) {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                ak, sk, None, None, "lifeboat",
-            ));
-        }
-        let shared = loader.load().await;
+        let shared = sdk_config(&fields).await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared);
         if let Some(e) = get("endpoint") {
             b = b.endpoint_url(e);
@@ -47,6 +34,27 @@ impl S3 {
             bucket,
         })
     }
+}
+
+/// The AWS configuration a connection's fields give (`region`, `access_key_id`,
+/// `secret_access_key`; the usual credential chain otherwise), on a rustls/ring HTTP client.
+/// Shared by the S3 and Route 53 clients.
+pub async fn sdk_config(fields: &Value) -> aws_config::SdkConfig {
+    let get = |k: &str| fields.get(k).and_then(Value::as_str).map(String::from);
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let region = get("region").unwrap_or_else(|| "us-east-1".into());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .region(aws_config::Region::new(region));
+    if let (Some(ak), Some(sk)) = (get("access_key_id"), get("secret_access_key")) {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ak, sk, None, None, "lifeboat",
+        ));
+    }
+    loader.load().await
 }
 
 /// No answer, a timeout, a 5xx or SlowDown may pass; a denial, a missing bucket or a failed
@@ -75,6 +83,8 @@ where
                     | "RequestTimeout"
                     | "Throttling"
                     | "ThrottlingException"
+                    // Route 53: the zone's previous change is still being applied.
+                    | "PriorRequestNotComplete"
             );
             if transient {
                 ActionError::transient(text)

@@ -47,6 +47,10 @@ enum Command {
         params: Vec<String>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// Also read, now, what the steps would change (the records a DNS failover replaces).
+        /// Reads secrets and talks to the servers; exits 1 if a read fails. Text and json only.
+        #[arg(long)]
+        live: bool,
     },
     /// Run a runbook. Prints the run id first; progress goes to stderr.
     Run {
@@ -157,7 +161,8 @@ pub fn main() -> Exit {
             file,
             params,
             format,
-        } => plan::run(&file, &params, format),
+            live,
+        } => plan::run(&file, &params, format, live),
         Command::Run {
             file,
             params,

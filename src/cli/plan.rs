@@ -3,11 +3,16 @@
 use std::path::Path;
 
 use super::{DiagnosticFormat, PlanFormat, parse_params, validate::print};
+use crate::engine::preview::{self, Look, LookResult};
 use crate::exit::Exit;
 use crate::plan;
 use crate::runbook::{load_file, params};
 
-pub(super) fn run(file: &Path, given: &[String], format: PlanFormat) -> Exit {
+pub(super) fn run(file: &Path, given: &[String], format: PlanFormat, live: bool) -> Exit {
+    if live && matches!(format, PlanFormat::Mermaid | PlanFormat::Dot) {
+        eprintln!("error: --live works with --format text or json");
+        return Exit::Invalid;
+    }
     let given = match parse_params(given) {
         Ok(g) => g,
         Err(e) => return e,
@@ -34,12 +39,77 @@ pub(super) fn run(file: &Path, given: &[String], format: PlanFormat) -> Exit {
             return Exit::Invalid;
         }
     };
+    let looks = if live {
+        match look(&rb, &values, &plan) {
+            Ok(l) => Some(l),
+            Err(e) => return e,
+        }
+    } else {
+        None
+    };
+    let failed = looks
+        .iter()
+        .flatten()
+        .any(|l| matches!(l.result, LookResult::Error(_)));
     let out = match format {
-        PlanFormat::Text => plan::render_text(&plan),
-        PlanFormat::Json => plan::render_json(&plan),
+        PlanFormat::Text => {
+            let mut out = plan::render_text(&plan);
+            if let Some(looks) = &looks {
+                out.push_str(&render_looks(looks));
+            }
+            out
+        }
+        PlanFormat::Json => {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&plan::render_json(&plan)).expect("the plan is JSON");
+            if let Some(looks) = &looks {
+                v["live"] = serde_json::json!(looks);
+            }
+            format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON prints"))
+        }
         PlanFormat::Mermaid => plan::render_mermaid(&plan),
         PlanFormat::Dot => plan::render_dot(&plan),
     };
     print!("{out}");
-    Exit::Success
+    if failed { Exit::Failed } else { Exit::Success }
+}
+
+/// Reads the live state of the steps that would run (not those `when` skips).
+fn look(
+    rb: &crate::runbook::ValidRunbook,
+    values: &indexmap::IndexMap<String, serde_json::Value>,
+    plan: &plan::Plan,
+) -> Result<Vec<Look>, Exit> {
+    let steps: Vec<usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.status != plan::StepStatus::Skipped)
+        .map(|(i, _)| i)
+        .collect();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    rt.block_on(preview::look(rb, values, &steps, &http))
+        .map_err(|e| {
+            eprintln!("error: --live cannot read the secrets: {e}");
+            Exit::Failed
+        })
+}
+
+fn render_looks(looks: &[Look]) -> String {
+    let mut out = String::from("\nLive (read just now):\n");
+    if looks.is_empty() {
+        out.push_str("  no step has anything to read ahead\n");
+    }
+    for l in looks {
+        match &l.result {
+            LookResult::Now(t) => out.push_str(&format!("  {}: {t}\n", l.step)),
+            LookResult::Error(e) => out.push_str(&format!("  {}: cannot read: {e}\n", l.step)),
+        }
+    }
+    out
 }

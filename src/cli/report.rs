@@ -78,6 +78,9 @@ pub fn describe(e: &Event) -> String {
         }
         Event::StepSkipped { step, reason, .. } => format!("- {step} skipped: {reason}"),
         Event::StepProgress { step, message, .. } => format!("  {step}: {message}"),
+        Event::StepNoted {
+            step, key, value, ..
+        } => format!("  {step}: noted {key} = {value}"),
         Event::StepInterrupted {
             step,
             attempt,

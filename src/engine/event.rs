@@ -66,6 +66,18 @@ pub enum Event {
         attempt: u32,
         message: String,
     },
+    /// A fact an attempt must not lose to a crash, durable before the change it protects starts
+    /// (the records a DNS change replaces). Later attempts of the step, in this process or after
+    /// `resume`, read it back instead of reading a world the first attempt already changed.
+    StepNoted {
+        step: String,
+        attempt: u32,
+        /// Whether the step's `compensate` noted it (its notes are kept apart from the step's).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        compensation: bool,
+        key: String,
+        value: Value,
+    },
     StepSucceeded {
         step: String,
         attempt: u32,
@@ -218,6 +230,7 @@ impl Event {
             Event::StepStarted { step, .. }
             | Event::StepAttemptFailed { step, .. }
             | Event::StepProgress { step, .. }
+            | Event::StepNoted { step, .. }
             | Event::StepSucceeded { step, .. }
             | Event::StepFailed { step, .. }
             | Event::StepSkipped { step, .. }

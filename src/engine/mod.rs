@@ -11,6 +11,7 @@
 pub mod context;
 pub mod event;
 mod inputs;
+pub mod preview;
 mod run;
 pub mod secrets;
 pub mod state;

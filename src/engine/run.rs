@@ -785,6 +785,26 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                     message: message.into(),
                 });
             };
+            let note = |k: &str, value: Value| -> crate::actions::NoteFuture {
+                let event = Event::StepNoted {
+                    step: a.id.into(),
+                    attempt,
+                    compensation: a.compensation,
+                    key: k.into(),
+                    value,
+                };
+                let sh = Arc::clone(sh);
+                Box::pin(async move {
+                    sh.emitter.emit_durable(event).await.map(drop).map_err(|e| {
+                        ActionError::permanent(format!("cannot record a note in the run log: {e}"))
+                    })
+                })
+            };
+            let recall = |k: &str| {
+                let state = sh.emitter.state();
+                let step = state.steps.get(a.id)?;
+                step.notes.get(&super::state::note_key(a.compensation, k)).cloned()
+            };
             let exec = Exec {
                 run_id: &sh.run_id,
                 step: a.id,
@@ -793,6 +813,8 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 eval: &eval,
                 connection: &connection,
                 progress: &progress,
+                note: &note,
+                recall: &recall,
             };
             let outputs = match tokio::time::timeout(a.timeout, typed.execute(&exec)).await {
                 Ok(r) => r?,

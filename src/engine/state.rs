@@ -60,6 +60,9 @@ pub struct StepRecord {
     pub compensation: Option<CompensationRecord>,
     /// An approval not yet used: for an approval gate, or to run an interrupted step again.
     pub grant: Option<Grant>,
+    /// What attempts noted (`step_noted`), by key; a compensation's keys start `compensate/`.
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub notes: IndexMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +131,7 @@ impl RunState {
                             completed_order: None,
                             compensation: None,
                             grant: None,
+                            notes: IndexMap::new(),
                         },
                     )
                 })
@@ -295,11 +299,24 @@ impl RunState {
                 }
             }
             Event::CompensationAttemptFailed { .. } => {}
+            Event::StepNoted {
+                step,
+                compensation,
+                key,
+                value,
+                ..
+            } => {
+                if let Some(s) = self.step(step) {
+                    s.notes.insert(note_key(*compensation, key), value.clone());
+                }
+            }
             Event::CompensationSucceeded { step, .. } => {
                 if let Some(s) = self.step(step) {
                     s.compensation = Some(CompensationRecord::Succeeded);
                     s.state = StepState::Compensated;
                     s.outputs = None;
+                    // Undone: a later run of the step starts from the world as it is then.
+                    s.notes.clear();
                 }
             }
             Event::CompensationFailed { step, error, .. } => {
@@ -344,5 +361,14 @@ impl RunState {
             st.apply(r.seq, &r.ts, &r.event);
         }
         st
+    }
+}
+
+/// Where a note lives in [`StepRecord::notes`].
+pub fn note_key(compensation: bool, key: &str) -> String {
+    if compensation {
+        format!("compensate/{key}")
+    } else {
+        key.to_string()
     }
 }

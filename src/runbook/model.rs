@@ -228,11 +228,18 @@ pub enum TsigAlgorithm {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route53Connection {
+    /// The hosted zone's id (`Z0123...`; a `/hostedzone/` prefix is accepted).
     pub hosted_zone_id: String,
+    /// Custom endpoint (a VPC endpoint, or a test server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Access key id; when absent, the usual AWS credential chain is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
