@@ -100,7 +100,12 @@ fn text(data: &RData) -> Option<String> {
 /// its end, as a client's resolver would (for `dns.verify`). Otherwise a CNAME at the name where
 /// another type was asked for is an error: such a name can hold nothing else, and an update
 /// adding to it would be ignored.
-fn record_set(answer: &Message, name: &Name, t: RecordType, follow: bool) -> Result<RecordSet, String> {
+fn record_set(
+    answer: &Message,
+    name: &Name,
+    t: RecordType,
+    follow: bool,
+) -> Result<RecordSet, String> {
     let same = |a: &Name, b: &Name| a.to_ascii().eq_ignore_ascii_case(&b.to_ascii());
     let mut at = name.clone();
     let mut set = RecordSet::default();
@@ -109,7 +114,9 @@ fn record_set(answer: &Message, name: &Name, t: RecordType, follow: bool) -> Res
         let mut next = None;
         for r in answer.answers.iter().filter(|r| same(&r.name, &at)) {
             if r.record_type() == WireType::CNAME && t != RecordType::CNAME {
-                let RData::CNAME(target) = &r.data else { continue };
+                let RData::CNAME(target) = &r.data else {
+                    continue;
+                };
                 if !follow {
                     return Err(format!(
                         "{name} is a CNAME (to {}), which can hold no {t:?} records: fail over \
@@ -143,7 +150,11 @@ pub fn server_addr(server: &str) -> Result<SocketAddr, ActionError> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, 53));
     }
     Err(ActionError::permanent(format!(
@@ -175,14 +186,17 @@ const UDP_TRIES: usize = 3;
 
 /// Sends one message and returns the raw answer: UDP, then TCP if the answer was truncated.
 async fn exchange(server: SocketAddr, request: &[u8], id: u16) -> Result<Vec<u8>, ActionError> {
-    let unreachable =
-        |e: std::io::Error| ActionError::transient(format!("cannot reach DNS server {server}: {e}"));
+    let unreachable = |e: std::io::Error| {
+        ActionError::transient(format!("cannot reach DNS server {server}: {e}"))
+    };
     let local: SocketAddr = if server.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let socket = tokio::net::UdpSocket::bind(local).await.map_err(unreachable)?;
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(unreachable)?;
     socket.connect(server).await.map_err(unreachable)?;
     let mut buf = vec![0u8; 65535];
     for _ in 0..UDP_TRIES {
@@ -213,8 +227,7 @@ async fn exchange(server: SocketAddr, request: &[u8], id: u16) -> Result<Vec<u8>
 }
 
 async fn exchange_tcp(server: SocketAddr, request: &[u8]) -> Result<Vec<u8>, ActionError> {
-    let fail =
-        |e: std::io::Error| ActionError::transient(format!("DNS over TCP to {server}: {e}"));
+    let fail = |e: std::io::Error| ActionError::transient(format!("DNS over TCP to {server}: {e}"));
     let io = async {
         let mut s = tokio::net::TcpStream::connect(server).await?;
         let len = u16::try_from(request.len()).map_err(std::io::Error::other)?;
@@ -228,7 +241,9 @@ async fn exchange_tcp(server: SocketAddr, request: &[u8]) -> Result<Vec<u8>, Act
     };
     tokio::time::timeout(UDP_WAIT * UDP_TRIES as u32, io)
         .await
-        .map_err(|_| ActionError::transient(format!("DNS server {server} did not answer over TCP")))?
+        .map_err(|_| {
+            ActionError::transient(format!("DNS server {server} did not answer over TCP"))
+        })?
         .map_err(fail)
 }
 
@@ -243,10 +258,14 @@ pub async fn query(
     let mut m = Message::query();
     m.add_query(Query::query(qname.clone(), wire_type(t)));
     m.metadata.recursion_desired = recursion;
-    let bytes = m.to_vec().map_err(|e| ActionError::permanent(format!("DNS query: {e}")))?;
+    let bytes = m
+        .to_vec()
+        .map_err(|e| ActionError::permanent(format!("DNS query: {e}")))?;
     let raw = exchange(server, &bytes, m.metadata.id).await?;
     let answer = Message::from_vec(&raw).map_err(|e| {
-        ActionError::transient(format!("DNS server {server} sent an answer that does not parse: {e}"))
+        ActionError::transient(format!(
+            "DNS server {server} sent an answer that does not parse: {e}"
+        ))
     })?;
     match answer.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {
@@ -347,7 +366,10 @@ impl Rfc2136 {
                      (BADTIME)",
                     self.server
                 ),
-                other => format!("{doing}: {} rejected TSIG key `{key}` ({other:?})", self.server),
+                other => format!(
+                    "{doing}: {} rejected TSIG key `{key}` ({other:?})",
+                    self.server
+                ),
             }));
         }
         match (answer.signature().is_some(), verifier.as_mut()) {
@@ -545,8 +567,7 @@ impl Route53 {
         ttl: u32,
         values: &[String],
         current: &RecordSet,
-        comment: &str,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        cx: &Exec<'_>,
     ) -> Result<String, ActionError> {
         use aws_sdk_route53::types::{
             Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet,
@@ -556,7 +577,11 @@ impl Route53 {
             if current.values.is_empty() {
                 return Ok(String::new());
             }
-            (ChangeAction::Delete, current.ttl.unwrap_or(ttl), current.values.as_slice())
+            (
+                ChangeAction::Delete,
+                current.ttl.unwrap_or(ttl),
+                current.values.as_slice(),
+            )
         } else {
             (ChangeAction::Upsert, ttl, values)
         };
@@ -576,7 +601,7 @@ impl Route53 {
             .build()
             .map_err(built)?;
         let batch = ChangeBatch::builder()
-            .comment(comment)
+            .comment(format!("lifeboat run {} step {}", cx.run_id, cx.step))
             .changes(change)
             .build()
             .map_err(built)?;
@@ -590,7 +615,9 @@ impl Route53 {
             .await
             .map_err(|e| super::s3::classify(&e, &doing))?;
         let Some(info) = out.change_info() else {
-            return Err(ActionError::transient(format!("{doing}: no change info in the answer")));
+            return Err(ActionError::transient(format!(
+                "{doing}: no change info in the answer"
+            )));
         };
         let id = info.id().trim_start_matches("/change/").to_string();
         let mut status = info.status().clone();
@@ -598,7 +625,7 @@ impl Route53 {
         // Route 53 takes about a minute to go INSYNC; the step's timeout bounds the wait.
         while status != ChangeStatus::Insync {
             if reported.as_ref() != Some(&status) {
-                progress(&format!("change {id} is {}", status.as_str()));
+                (cx.progress)(&format!("change {id} is {}", status.as_str()));
                 reported = Some(status.clone());
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -686,20 +713,40 @@ mod tests {
 
     #[test]
     fn canonical_text_compares_equal_spellings() {
-        assert_eq!(canonical(RecordType::AAAA, "2001:DB8:0::1").unwrap(), "2001:db8::1");
-        assert_eq!(canonical(RecordType::CNAME, "App.Example.com").unwrap(), "app.example.com.");
+        assert_eq!(
+            canonical(RecordType::AAAA, "2001:DB8:0::1").unwrap(),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            canonical(RecordType::CNAME, "App.Example.com").unwrap(),
+            "app.example.com."
+        );
         assert!(canonical(RecordType::A, "300.1.1.1").is_err());
         assert!(canonical(RecordType::CNAME, "192.0.2.1").is_err());
-        let all = canonical_all(RecordType::A, &["192.0.2.2".into(), " 192.0.2.1".into(), "192.0.2.2".into()]);
+        let all = canonical_all(
+            RecordType::A,
+            &["192.0.2.2".into(), " 192.0.2.1".into(), "192.0.2.2".into()],
+        );
         assert_eq!(all.unwrap(), ["192.0.2.1", "192.0.2.2"]);
     }
 
     #[test]
     fn servers_are_addresses_never_names() {
-        assert_eq!(server_addr("127.0.0.1").unwrap(), "127.0.0.1:53".parse().unwrap());
-        assert_eq!(server_addr("127.0.0.1:5353").unwrap(), "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(
+            server_addr("127.0.0.1").unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            server_addr("127.0.0.1:5353").unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        );
         assert_eq!(server_addr("[::1]").unwrap(), "[::1]:53".parse().unwrap());
-        assert!(server_addr("ns1.example.com").unwrap_err().message.contains("not an address"));
+        assert!(
+            server_addr("ns1.example.com")
+                .unwrap_err()
+                .message
+                .contains("not an address")
+        );
     }
 
     #[test]
@@ -739,6 +786,12 @@ mod tests {
         assert!(err.message.contains("is not base64"), "{}", err.message);
         assert!(!err.message.contains("not base64 secret!"));
         let fields = serde_json::json!({"server": "127.0.0.1:53", "zone": "example.com.", "key_name": "k", "key_secret": "c2VjcmV0", "algorithm": "hmac-md5"});
-        assert!(Rfc2136::from_fields(&fields).err().unwrap().message.contains("not supported"));
+        assert!(
+            Rfc2136::from_fields(&fields)
+                .err()
+                .unwrap()
+                .message
+                .contains("not supported")
+        );
     }
 }

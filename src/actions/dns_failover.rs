@@ -173,8 +173,7 @@ impl DnsFailover {
             match &p {
                 Provider::Rfc2136(r) => r.replace(&name, t, ttl, &wanted).await?,
                 Provider::Route53(r) => {
-                    let comment = format!("lifeboat run {} step {}", cx.run_id, cx.step);
-                    change_id = r.replace(&name, t, ttl, &wanted, &current, &comment, cx.progress).await?;
+                    change_id = r.replace(&name, t, ttl, &wanted, &current, cx).await?;
                 }
             }
         }

@@ -17,7 +17,7 @@ pub struct DnsVerify {
     /// The records the answer must hold, in any order.
     pub expect: Vec<String>,
     /// `address:port` of the server to ask (an address, never a name); the first `nameserver` of
-    /// /etc/resolv.conf when absent.
+    /// /etc/resolv.conf when absent or empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// Give up after this long (default 2m).
@@ -60,6 +60,7 @@ impl ActionSpec for DnsVerify {
         }
         if let Some(s) = &self.server
             && !super::is_template(s)
+            && !s.trim().is_empty()
             && let Err(e) = dns::server_addr(s)
         {
             p.push(WithProblem::new("/server", e.message));
@@ -67,7 +68,7 @@ impl ActionSpec for DnsVerify {
         p
     }
     fn describe(&self, _: &dyn DescribeContext) -> String {
-        let server = self.server.as_deref().map_or("the system resolver".to_string(), |s| s.to_string());
+        let server = self.server.as_deref().filter(|s| !s.trim().is_empty()).map_or("the system resolver".to_string(), |s| s.to_string());
         let within = self.within.as_ref().and_then(|d| d.0.as_str()).unwrap_or("2m");
         format!("ask {server} for {} {:?} until it answers {} (up to {within})", self.name, self.record_type, self.expect.join(", "))
     }
@@ -79,7 +80,7 @@ impl ActionSpec for DnsVerify {
 impl DnsVerify {
     async fn run(&self, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
         let t = self.record_type;
-        let (server, recursion) = match &self.server {
+        let (server, recursion) = match self.server.as_deref().filter(|s| !s.trim().is_empty()) {
             Some(s) => (dns::server_addr(s)?, false),
             None => (dns::system_resolver()?, true),
         };

@@ -122,4 +122,3 @@ pub fn duration_or(
         }
     }
 }
-

@@ -65,7 +65,10 @@ pub(super) fn run(file: &Path, given: &[String], format: PlanFormat, live: bool)
             if let Some(looks) = &looks {
                 v["live"] = serde_json::json!(looks);
             }
-            format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON prints"))
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&v).expect("JSON prints")
+            )
         }
         PlanFormat::Mermaid => plan::render_mermaid(&plan),
         PlanFormat::Dot => plan::render_dot(&plan),

@@ -803,7 +803,9 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             let recall = |k: &str| {
                 let state = sh.emitter.state();
                 let step = state.steps.get(a.id)?;
-                step.notes.get(&super::state::note_key(a.compensation, k)).cloned()
+                step.notes
+                    .get(&super::state::note_key(a.compensation, k))
+                    .cloned()
             };
             let exec = Exec {
                 run_id: &sh.run_id,

@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod crash;
 mod diagnostics;
+mod dns;
 mod hostile;
 mod http;
 mod kubernetes;

@@ -41,6 +41,7 @@ pub fn rendered(path: &Path) -> String {
         .map(|(_, d)| lifeboat::diagnostics::render(&loaded.source, d, false))
         .collect()
 }
+pub mod dns;
 pub mod kube;
 pub mod pg;
 pub mod s3;
