@@ -18,14 +18,6 @@ fn run(sb: &Sandbox, args: &[&str], secret: &str) -> Ran {
     sb.lifeboat_env(args, &[("LB_TSIG", secret)])
 }
 
-fn outputs(sb: &Sandbox, run: &str, event: &str, step: &str) -> serde_json::Value {
-    sb.events(run)
-        .into_iter()
-        .find(|e| e["event"] == event && e["step"] == step)
-        .unwrap_or_else(|| panic!("no {event} for {step}"))["outputs"]
-        .clone()
-}
-
 fn a(ttl: u32, v: &str) -> (u32, String) {
     (ttl, v.to_string())
 }
@@ -97,7 +89,7 @@ fn failover_verify_and_fail_back_through_bind() {
     let r = run(&sb, &["run", "r.yaml"], &dns.secret);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let id = r.run_id();
-    let moved = outputs(&sb, &id, "step_succeeded", "move");
+    let moved = sb.outputs(&id, "move");
     assert_eq!(moved["previous"], serde_json::json!(["192.0.2.10"]));
     assert_eq!(moved["previous_ttl"], 300);
     assert_eq!(
@@ -105,7 +97,7 @@ fn failover_verify_and_fail_back_through_bind() {
         serde_json::json!(["192.0.2.20", "192.0.2.21"])
     );
     assert_eq!(moved["changed"], true);
-    let seen = outputs(&sb, &id, "step_succeeded", "clients_see_it");
+    let seen = sb.outputs(&id, "clients_see_it");
     assert_eq!(
         seen["answer"],
         serde_json::json!(["192.0.2.20", "192.0.2.21"]),
@@ -113,7 +105,7 @@ fn failover_verify_and_fail_back_through_bind() {
     );
     assert_eq!(seen["ttl"], 30);
     assert_eq!(
-        outputs(&sb, &id, "step_succeeded", "new_name")["previous"],
+        sb.outputs(&id, "new_name")["previous"],
         serde_json::json!([])
     );
 
@@ -277,7 +269,7 @@ fn an_attempt_after_the_change_fails_back_to_the_records_before_it() {
         &[("LB_TSIG", &dns.secret), ("LB_PASS", "1")],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let out = outputs(&sb, &id, "step_succeeded", "move");
+    let out = sb.outputs(&id, "move");
     assert_eq!(
         out["previous"],
         serde_json::json!(["192.0.2.10"]),
@@ -375,12 +367,12 @@ fn route53_upserts_waits_for_insync_and_fails_back() {
     let r = sb.lifeboat_env(&["run", "r.yaml"], &env);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let id = r.run_id();
-    let moved = outputs(&sb, &id, "step_succeeded", "move");
+    let moved = sb.outputs(&id, "move");
     assert_eq!(moved["previous"], serde_json::json!(["192.0.2.10"]));
     assert_eq!(moved["records"], serde_json::json!(["192.0.2.20"]));
     assert!(!moved["change_id"].as_str().unwrap().is_empty());
     assert_eq!(
-        outputs(&sb, &id, "step_succeeded", "alias")["records"],
+        sb.outputs(&id, "alias")["records"],
         serde_json::json!(["app.failover.test."])
     );
     // Rolled back: the A record as it was, and the CNAME that did not exist deleted.
@@ -422,16 +414,12 @@ fn shipped_region_failover_runs_green() {
         "create table orders(id int primary key); insert into orders values (1), (2)",
     );
     let replica = Cluster::replica_of(&primary);
-    for _ in 0..100 {
-        if replica.psql(
-            "orders",
-            "select count(*) from pg_class where relname = 'orders'",
-        ) == "1"
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    replica.wait_for(
+        "orders",
+        "select count(*) from pg_class where relname = 'orders'",
+        "1",
+        100,
+    );
     let k = KubeServer::start();
     k.namespace("orders");
     let _kubelet = FakeKubelet::start(&k, &["orders"]);
@@ -468,10 +456,10 @@ fn shipped_region_failover_runs_green() {
     assert_eq!(d["spec"]["replicas"], 2);
     assert_eq!(d["status"]["readyReplicas"], 2, "{}", d["status"]);
     assert_eq!(dns.dig("orders.failover.test", "A"), [a(60, "192.0.2.77")]);
-    let moved = outputs(&sb, &id, "step_succeeded", "move_dns");
+    let moved = sb.outputs(&id, "move_dns");
     assert_eq!(moved["previous"], serde_json::json!(["192.0.2.10"]));
     assert_eq!(
-        outputs(&sb, &id, "step_succeeded", "clients_see_it")["answer"],
+        sb.outputs(&id, "clients_see_it")["answer"],
         serde_json::json!(["192.0.2.77"])
     );
     assert!(sb.trace(&id).contains(&"step_skipped:announce".to_string()));

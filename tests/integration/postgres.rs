@@ -155,12 +155,7 @@ fn stop_writers_blocks_a_real_writer_and_resume_restores_exactly_the_prior_state
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if pg.psql("postgres", "select count(*) from pg_stat_activity where usename = 'app_rw' and backend_xid is not null") == "1" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    pg.wait_for("postgres", "select count(*) from pg_stat_activity where usename = 'app_rw' and backend_xid is not null", "1", 200);
 
     let sb = Sandbox::new();
     sb.write(
@@ -390,16 +385,12 @@ fn promote_makes_the_replica_take_writes_and_refuses_a_primary() {
         "create table t(x int); insert into t values (1)",
     );
     let replica = Cluster::replica_of(&primary);
-    for _ in 0..100 {
-        if replica.psql(
-            "postgres",
-            "select count(*) from pg_class where relname = 't'",
-        ) == "1"
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    replica.wait_for(
+        "postgres",
+        "select count(*) from pg_class where relname = 't'",
+        "1",
+        100,
+    );
     let sb = Sandbox::new();
     sb.write(
         "r.yaml",

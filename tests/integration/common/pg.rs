@@ -41,6 +41,17 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Polls `sql` until it returns `want` (a replica catching up, a session starting); gives
+    /// up after `tries` × 100 ms and goes on, so the assertions that follow say what is wrong.
+    pub fn wait_for(&self, db: &str, sql: &str, want: &str, tries: u32) {
+        for _ in 0..tries {
+            if self.psql(db, sql) == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Runs SQL with psql as the superuser; returns unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         self.psql_as("postgres", PASSWORD, db, sql)

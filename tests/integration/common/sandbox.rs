@@ -92,6 +92,15 @@ impl Sandbox {
             .collect()
     }
 
+    /// The outputs of `step`'s `step_succeeded` in the run's log.
+    pub fn outputs(&self, run: &str, step: &str) -> serde_json::Value {
+        self.events(run)
+            .into_iter()
+            .find(|e| e["event"] == "step_succeeded" && e["step"] == step)
+            .unwrap_or_else(|| panic!("step {step} did not succeed in run {run}"))["outputs"]
+            .clone()
+    }
+
     /// `event` names in order, with their step when they have one: `step_started:a`.
     pub fn trace(&self, run: &str) -> Vec<String> {
         self.events(run)
