@@ -13,6 +13,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod engine;
 pub mod exit;
+pub mod metrics;
 pub mod plan;
 pub mod runbook;
 pub mod runlog;

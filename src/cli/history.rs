@@ -59,15 +59,15 @@ pub(super) fn runs(state: &str, json: bool) -> Exit {
         .unwrap_or_else(|e| e)
 }
 
-async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
-    let store = open(state).await?;
+/// One JSON row per run in the store, newest first (the `runs --json` shape).
+async fn rows(store: &Store) -> Result<Vec<serde_json::Value>, Exit> {
     let ids = store.runs().await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::Failed
     })?;
     let mut rows = Vec::new();
     for id in ids {
-        let Ok(text) = read(&store, &id).await else {
+        let Ok(text) = read(store, &id).await else {
             continue;
         };
         let row = match state_of(&text) {
@@ -90,6 +90,12 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
         };
         rows.push(row);
     }
+    Ok(rows)
+}
+
+async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
+    let store = open(state).await?;
+    let rows = rows(&store).await?;
     if json {
         println!("{}", serde_json::Value::Array(rows));
     } else if rows.is_empty() {
@@ -107,6 +113,40 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
         }
     }
     Ok(Exit::Success)
+}
+
+pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Exit {
+    let rows = match runtime().block_on(async { rows(&open(state).await?).await }) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let summaries: Vec<crate::metrics::RunSummary> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(crate::metrics::RunSummary {
+                runbook: r["runbook"].as_str()?.to_string(),
+                status: r["status"].as_str()?.to_string(),
+                started_at: r["started_at"].as_str()?.to_string(),
+                finished_at: r["finished_at"].as_str().map(String::from),
+            })
+        })
+        .collect();
+    let text = crate::metrics::render(&summaries);
+    let Some(path) = out else {
+        print!("{text}");
+        return Exit::Success;
+    };
+    // The collector may read at any moment: it must see the old file or the new one, whole.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let written = std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, path));
+    match written {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!("error: cannot write {}: {e}", path.display());
+            Exit::Failed
+        }
+    }
 }
 
 pub(super) fn show(state: &str, run: &str, json: bool) -> Exit {

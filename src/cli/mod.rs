@@ -83,6 +83,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prometheus metrics of the runs in a state store: last success per runbook, durations.
+    Metrics {
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
+        /// Write them to this file (atomically, for node_exporter's textfile collector) instead
+        /// of stdout.
+        #[arg(long, value_name = "PATH")]
+        out: Option<std::path::PathBuf>,
+    },
     /// One run: its steps, attempts, timings and outputs.
     Show {
         run: String,
@@ -176,6 +185,7 @@ pub fn main() -> Exit {
             operator,
         } => run::approve(&run, &step, &state, operator),
         Command::Runs { state, json } => history::runs(&state, json),
+        Command::Metrics { state, out } => history::metrics(&state, out.as_deref()),
         Command::Show { run, state, json } => history::show(&state, &run, json),
         Command::Log { run, state, json } => history::log(&state, &run, json),
         Command::Verify { run, state, json } => history::verify(&state, &run, json),

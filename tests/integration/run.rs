@@ -899,3 +899,65 @@ steps:
     assert!(!no.path("after").exists());
     assert!(no.path("undone").exists(), "declining rolls back");
 }
+
+#[test]
+fn metrics_give_each_runbooks_last_success_for_the_textfile_collector() {
+    let sb = Sandbox::new();
+    sb.write(
+        "ok.yaml",
+        &runbook(
+            "nightly-backup",
+            "steps:\n  - {id: a, action: shell, with: {script: 'true'}}\n",
+        ),
+    );
+    sb.write(
+        "bad.yaml",
+        &runbook(
+            "restore-check",
+            "steps:\n  - {id: a, action: shell, with: {script: 'exit 1'}}\n",
+        ),
+    );
+    let now = || jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    let before = now();
+    assert_eq!(sb.lifeboat(&["run", "ok.yaml"]).code, 0);
+    assert_eq!(sb.lifeboat(&["run", "bad.yaml"]).code, 1);
+    let after = now();
+    let m = sb.lifeboat(&["metrics"]);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    let value = |prefix: &str| -> Option<f64> {
+        m.stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    };
+    let success = value("lifeboat_last_success_timestamp_seconds{runbook=\"nightly-backup\"} ")
+        .expect("a last success");
+    assert!(
+        before - 1.0 <= success && success <= after + 1.0,
+        "{success} not in [{before}, {after}]"
+    );
+    assert_eq!(
+        value("lifeboat_last_success_timestamp_seconds{runbook=\"restore-check\"}"),
+        None,
+        "it never succeeded"
+    );
+    let took = value("lifeboat_run_duration_seconds{runbook=\"restore-check\",status=\"failed\"} ")
+        .unwrap();
+    assert!(took >= 0.0 && took <= after - before, "{took}");
+    assert_eq!(
+        value("lifeboat_runs{runbook=\"nightly-backup\",status=\"succeeded\"} "),
+        Some(1.0)
+    );
+
+    // --out replaces the file whole, as the textfile collector needs, and leaves nothing beside it.
+    let r = sb.lifeboat(&["metrics", "--out", "lifeboat.prom"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+    assert_eq!(sb.read("lifeboat.prom"), m.stdout);
+    let leftovers: Vec<_> = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,168 @@
+//! Prometheus text exposition of a state store's history, for node_exporter's textfile collector:
+//! the alert that matters most in a backup system is "backups stopped succeeding", and it needs
+//! the time of the last success per runbook. Pure: runs in, text out.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// What the metrics need of one run.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub runbook: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+fn unix(ts: &str) -> Option<f64> {
+    let t: jiff::Timestamp = ts.parse().ok()?;
+    Some(t.as_millisecond() as f64 / 1000.0)
+}
+
+/// Label values are runbook names and statuses, which are plain; escape anyway, as the format
+/// requires.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The exposition text. Runs not finished (running, waiting) count in `lifeboat_runs` only.
+pub fn render(runs: &[RunSummary]) -> String {
+    #[derive(Default)]
+    struct PerRunbook {
+        /// (finished, duration, status) of the newest finished run.
+        last: Option<(f64, f64, String)>,
+        last_success: Option<f64>,
+        by_status: BTreeMap<String, u64>,
+    }
+    let mut per: BTreeMap<&str, PerRunbook> = BTreeMap::new();
+    for r in runs {
+        let p = per.entry(&r.runbook).or_default();
+        *p.by_status.entry(r.status.clone()).or_default() += 1;
+        let (Some(start), Some(end)) =
+            (unix(&r.started_at), r.finished_at.as_deref().and_then(unix))
+        else {
+            continue;
+        };
+        if p.last.as_ref().is_none_or(|(t, _, _)| end > *t) {
+            p.last = Some((end, (end - start).max(0.0), r.status.clone()));
+        }
+        if r.status == "succeeded" && p.last_success.is_none_or(|t| end > t) {
+            p.last_success = Some(end);
+        }
+    }
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    };
+    family(
+        "lifeboat_run_duration_seconds",
+        "Duration of the newest finished run of each runbook, with its status.",
+        per.iter()
+            .filter_map(|(rb, p)| {
+                let (_, d, status) = p.last.as_ref()?;
+                Some((
+                    format!("runbook=\"{}\",status=\"{}\"", label(rb), label(status)),
+                    *d,
+                ))
+            })
+            .collect(),
+    );
+    family(
+        "lifeboat_last_success_timestamp_seconds",
+        "When the newest successful run of each runbook finished, in Unix time. Alert when it grows old.",
+        per.iter()
+            .filter_map(|(rb, p)| Some((format!("runbook=\"{}\"", label(rb)), p.last_success?)))
+            .collect(),
+    );
+    family(
+        "lifeboat_last_run_timestamp_seconds",
+        "When the newest finished run of each runbook finished, whatever its status, in Unix time.",
+        per.iter()
+            .filter_map(|(rb, p)| Some((format!("runbook=\"{}\"", label(rb)), p.last.as_ref()?.0)))
+            .collect(),
+    );
+    family(
+        "lifeboat_runs",
+        "Runs recorded in the state store, by runbook and status.",
+        per.iter()
+            .flat_map(|(rb, p)| {
+                p.by_status.iter().map(move |(s, n)| {
+                    (
+                        format!("runbook=\"{}\",status=\"{}\"", label(rb), label(s)),
+                        *n as f64,
+                    )
+                })
+            })
+            .collect(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rb: &str, status: &str, start: &str, end: Option<&str>) -> RunSummary {
+        RunSummary {
+            runbook: rb.into(),
+            status: status.into(),
+            started_at: start.into(),
+            finished_at: end.map(String::from),
+        }
+    }
+
+    #[test]
+    fn the_newest_run_and_the_newest_success_per_runbook() {
+        let text = render(&[
+            run(
+                "backup",
+                "succeeded",
+                "2026-11-20T01:00:00Z",
+                Some("2026-11-20T01:00:30Z"),
+            ),
+            run(
+                "backup",
+                "failed",
+                "2026-11-21T01:00:00Z",
+                Some("2026-11-21T01:00:05.5Z"),
+            ),
+            run("backup", "running", "2026-11-22T01:00:00Z", None),
+            run(
+                "restore",
+                "failed",
+                "2026-11-21T02:00:00Z",
+                Some("2026-11-21T02:01:00Z"),
+            ),
+        ]);
+        let expected = "\
+# HELP lifeboat_run_duration_seconds Duration of the newest finished run of each runbook, with its status.
+# TYPE lifeboat_run_duration_seconds gauge
+lifeboat_run_duration_seconds{runbook=\"backup\",status=\"failed\"} 5.5
+lifeboat_run_duration_seconds{runbook=\"restore\",status=\"failed\"} 60
+# HELP lifeboat_last_success_timestamp_seconds When the newest successful run of each runbook finished, in Unix time. Alert when it grows old.
+# TYPE lifeboat_last_success_timestamp_seconds gauge
+lifeboat_last_success_timestamp_seconds{runbook=\"backup\"} 1795136430
+# HELP lifeboat_last_run_timestamp_seconds When the newest finished run of each runbook finished, whatever its status, in Unix time.
+# TYPE lifeboat_last_run_timestamp_seconds gauge
+lifeboat_last_run_timestamp_seconds{runbook=\"backup\"} 1795222805.5
+lifeboat_last_run_timestamp_seconds{runbook=\"restore\"} 1795226460
+# HELP lifeboat_runs Runs recorded in the state store, by runbook and status.
+# TYPE lifeboat_runs gauge
+lifeboat_runs{runbook=\"backup\",status=\"failed\"} 1
+lifeboat_runs{runbook=\"backup\",status=\"running\"} 1
+lifeboat_runs{runbook=\"backup\",status=\"succeeded\"} 1
+lifeboat_runs{runbook=\"restore\",status=\"failed\"} 1
+";
+        assert_eq!(text, expected);
+        assert_eq!(render(&[]), "");
+        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
