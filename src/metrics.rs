@@ -14,9 +14,15 @@ pub struct RunSummary {
     pub finished_at: Option<String>,
 }
 
-fn unix(ts: &str) -> Option<f64> {
+/// Milliseconds since the epoch: integers, so a duration has no float noise (0.114, not
+/// 0.11400008201599121).
+fn unix_ms(ts: &str) -> Option<i64> {
     let t: jiff::Timestamp = ts.parse().ok()?;
-    Some(t.as_millisecond() as f64 / 1000.0)
+    Some(t.as_millisecond())
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 /// Label values are runbook names and statuses, which are plain; escape anyway, as the format
@@ -32,21 +38,22 @@ pub fn render(runs: &[RunSummary]) -> String {
     #[derive(Default)]
     struct PerRunbook {
         /// (finished, duration, status) of the newest finished run.
-        last: Option<(f64, f64, String)>,
-        last_success: Option<f64>,
+        last: Option<(i64, i64, String)>,
+        last_success: Option<i64>,
         by_status: BTreeMap<String, u64>,
     }
     let mut per: BTreeMap<&str, PerRunbook> = BTreeMap::new();
     for r in runs {
         let p = per.entry(&r.runbook).or_default();
         *p.by_status.entry(r.status.clone()).or_default() += 1;
-        let (Some(start), Some(end)) =
-            (unix(&r.started_at), r.finished_at.as_deref().and_then(unix))
-        else {
+        let (Some(start), Some(end)) = (
+            unix_ms(&r.started_at),
+            r.finished_at.as_deref().and_then(unix_ms),
+        ) else {
             continue;
         };
         if p.last.as_ref().is_none_or(|(t, _, _)| end > *t) {
-            p.last = Some((end, (end - start).max(0.0), r.status.clone()));
+            p.last = Some((end, (end - start).max(0), r.status.clone()));
         }
         if r.status == "succeeded" && p.last_success.is_none_or(|t| end > t) {
             p.last_success = Some(end);
@@ -70,7 +77,7 @@ pub fn render(runs: &[RunSummary]) -> String {
                 let (_, d, status) = p.last.as_ref()?;
                 Some((
                     format!("runbook=\"{}\",status=\"{}\"", label(rb), label(status)),
-                    *d,
+                    seconds(*d),
                 ))
             })
             .collect(),
@@ -79,14 +86,24 @@ pub fn render(runs: &[RunSummary]) -> String {
         "lifeboat_last_success_timestamp_seconds",
         "When the newest successful run of each runbook finished, in Unix time. Alert when it grows old.",
         per.iter()
-            .filter_map(|(rb, p)| Some((format!("runbook=\"{}\"", label(rb)), p.last_success?)))
+            .filter_map(|(rb, p)| {
+                Some((
+                    format!("runbook=\"{}\"", label(rb)),
+                    seconds(p.last_success?),
+                ))
+            })
             .collect(),
     );
     family(
         "lifeboat_last_run_timestamp_seconds",
         "When the newest finished run of each runbook finished, whatever its status, in Unix time.",
         per.iter()
-            .filter_map(|(rb, p)| Some((format!("runbook=\"{}\"", label(rb)), p.last.as_ref()?.0)))
+            .filter_map(|(rb, p)| {
+                Some((
+                    format!("runbook=\"{}\"", label(rb)),
+                    seconds(p.last.as_ref()?.0),
+                ))
+            })
             .collect(),
     );
     family(
@@ -137,6 +154,12 @@ mod tests {
             run("backup", "running", "2026-11-22T01:00:00Z", None),
             run(
                 "restore",
+                "succeeded",
+                "2026-11-19T02:00:00.886Z",
+                Some("2026-11-19T02:00:01Z"),
+            ),
+            run(
+                "restore",
                 "failed",
                 "2026-11-21T02:00:00Z",
                 Some("2026-11-21T02:01:00Z"),
@@ -150,6 +173,7 @@ lifeboat_run_duration_seconds{runbook=\"restore\",status=\"failed\"} 60
 # HELP lifeboat_last_success_timestamp_seconds When the newest successful run of each runbook finished, in Unix time. Alert when it grows old.
 # TYPE lifeboat_last_success_timestamp_seconds gauge
 lifeboat_last_success_timestamp_seconds{runbook=\"backup\"} 1795136430
+lifeboat_last_success_timestamp_seconds{runbook=\"restore\"} 1795053601
 # HELP lifeboat_last_run_timestamp_seconds When the newest finished run of each runbook finished, whatever its status, in Unix time.
 # TYPE lifeboat_last_run_timestamp_seconds gauge
 lifeboat_last_run_timestamp_seconds{runbook=\"backup\"} 1795222805.5
@@ -160,9 +184,23 @@ lifeboat_runs{runbook=\"backup\",status=\"failed\"} 1
 lifeboat_runs{runbook=\"backup\",status=\"running\"} 1
 lifeboat_runs{runbook=\"backup\",status=\"succeeded\"} 1
 lifeboat_runs{runbook=\"restore\",status=\"failed\"} 1
+lifeboat_runs{runbook=\"restore\",status=\"succeeded\"} 1
 ";
         assert_eq!(text, expected);
         assert_eq!(render(&[]), "");
+        // Durations come from integer milliseconds: no float noise.
+        let one = render(&[run(
+            "r",
+            "succeeded",
+            "2026-11-19T02:00:00.886Z",
+            Some("2026-11-19T02:00:01Z"),
+        )]);
+        assert!(
+            one.contains(
+                "lifeboat_run_duration_seconds{runbook=\"r\",status=\"succeeded\"} 0.114\n"
+            ),
+            "{one}"
+        );
         assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }
 }
