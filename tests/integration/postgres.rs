@@ -47,13 +47,7 @@ fn query_returns_typed_rows_read_only_unless_it_writes() {
     let r = run(&sb, &["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let events = sb.events(&r.run_id());
-    let out = |step: &str| {
-        events
-            .iter()
-            .find(|e| e["event"] == "step_succeeded" && e["step"] == step)
-            .unwrap()["outputs"]
-            .clone()
-    };
+    let out = |step: &str| sb.outputs(&r.run_id(), step);
     assert_eq!(out("count")["rows"][0]["n"], 2);
     assert_eq!(out("count")["rows"][0]["total"], 13.5);
     let rows = out("rows")["rows"].clone();

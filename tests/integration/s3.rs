@@ -52,13 +52,7 @@ fn put_list_latest_get_and_delete_round_trip() {
     let r = run(&sb, &["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let events = sb.events(&r.run_id());
-    let out = |s: &str| {
-        events
-            .iter()
-            .find(|e| e["event"] == "step_succeeded" && e["step"] == s)
-            .unwrap()["outputs"]
-            .clone()
-    };
+    let out = |s: &str| sb.outputs(&r.run_id(), s);
     assert_eq!(out("new")["size"], 100_000);
     let refused = events
         .iter()
@@ -160,14 +154,7 @@ fn retention_dry_run_lists_exactly_what_the_real_run_deletes() {
     sb.write("r.yaml", &s3_runbook("gfs", &srv, &steps));
     let r = run(&sb, &["run", "r.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let events = sb.events(&r.run_id());
-    let out = |s: &str| {
-        events
-            .iter()
-            .find(|e| e["event"] == "step_succeeded" && e["step"] == s)
-            .unwrap()["outputs"]
-            .clone()
-    };
+    let out = |s: &str| sb.outputs(&r.run_id(), s);
     let would: Vec<String> = serde_json::from_value(out("plan")["would_delete"].clone()).unwrap();
     assert_eq!(would.len(), 3, "{would:?}");
     let deleted: Vec<String> = serde_json::from_value(out("prune")["deleted"].clone()).unwrap();
@@ -258,14 +245,7 @@ mod backups {
 "#)));
         let r = run_env(&sb, &["run", "r.yaml"], &env(&id));
         assert_eq!(r.code, 0, "{}", r.stderr);
-        let events = sb.events(&r.run_id());
-        let out = |s: &str| {
-            events
-                .iter()
-                .find(|e| e["event"] == "step_succeeded" && e["step"] == s)
-                .unwrap()["outputs"]
-                .clone()
-        };
+        let out = |s: &str| sb.outputs(&r.run_id(), s);
         assert_eq!(out("restore")["counts"]["orders"], 20000);
         assert_eq!(out("restore_pw")["counts"]["orders"], 20000);
         assert_eq!(out("restore")["sha256"], out("dump")["sha256"]);
