@@ -27,6 +27,26 @@ pub fn render(
     Ok(Rendered { real, recorded })
 }
 
+/// A named connection's fields with their templates rendered: what an action's
+/// `Exec::connection` returns, in a run and in `plan --live` alike.
+pub fn connection(
+    rb: &crate::runbook::ValidRunbook,
+    scope: &super::context::RunScope,
+    env: &minijinja::Environment<'_>,
+    masker: &Masker,
+    name: &str,
+) -> Result<Value, String> {
+    let c = rb
+        .connections
+        .get(name)
+        .ok_or_else(|| format!("no connection `{name}`"))?;
+    let touched = std::sync::Arc::new(AtomicBool::new(false));
+    let ctx = scope.context(None, None, Some(&touched));
+    render(env, &c.fields, &ctx, &touched, masker)
+        .map(|r| r.real)
+        .map_err(|e| format!("connection `{name}`: {e}"))
+}
+
 /// Renders each template on its own, so that taint is known per value. A template taints what
 /// it produced when it read a secret at run time, or names `secrets` at all (for reads that
 /// happen only on some branch): the recorded value becomes `***`, and the text it produced,

@@ -50,17 +50,7 @@ pub async fn look(
     run.insert("version".into(), rb.version.to_string().into());
     let scope = RunScope::new(params, &secrets, run);
     let env = crate::runbook::templates::environment();
-    let connection = |name: &str| -> Result<Value, String> {
-        let c = rb
-            .connections
-            .get(name)
-            .ok_or_else(|| format!("no connection `{name}`"))?;
-        let touched = Arc::new(AtomicBool::new(false));
-        let ctx = scope.context(None, None, Some(&touched));
-        inputs::render(&env, &c.fields, &ctx, &touched, &masker)
-            .map(|r| r.real)
-            .map_err(|e| format!("connection `{name}`: {e}"))
-    };
+    let connection = |name: &str| inputs::connection(rb, &scope, &env, &masker, name);
     let eval = |_: &str, _: &Value| -> Result<bool, String> { Ok(false) };
     let progress = |_: &str| {};
     let note = |_: &str, _: Value| -> NoteFuture {

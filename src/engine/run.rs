@@ -631,19 +631,6 @@ fn publish(sh: &Shared, i: usize) {
 }
 
 /// A connection's fields, rendered now (they may read `env`, which a resumed run sees anew).
-fn connection(sh: &Shared, name: &str) -> Result<Value, String> {
-    let c = sh
-        .rb
-        .connections
-        .get(name)
-        .ok_or_else(|| format!("no connection `{name}`"))?;
-    let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ctx = sh.scope.context(None, None, Some(&touched));
-    inputs::render(&sh.env, &c.fields, &ctx, &touched, &sh.masker)
-        .map(|r| r.real)
-        .map_err(|e| format!("connection `{name}`: {e}"))
-}
-
 fn eval(sh: &Shared, expr: &str, outputs: Option<&Value>) -> Result<bool, String> {
     let ctx = sh.scope.context(None, outputs, None);
     sh.env
@@ -775,7 +762,8 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 .await
                 .map_err(AttemptError::Log)?;
             let eval = |expr: &str, outputs: &Value| eval(sh, expr, Some(outputs));
-            let connection = |name: &str| connection(sh, name);
+            let connection =
+                |name: &str| inputs::connection(&sh.rb, &sh.scope, &sh.env, &sh.masker, name);
             let progress = |message: &str| {
                 // Progress is informative: a log that cannot take it will fail the next
                 // durable event, which is where that error belongs.
