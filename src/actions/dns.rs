@@ -499,7 +499,7 @@ pub struct Route53 {
 impl Route53 {
     async fn from_fields(fields: &Value) -> Result<Route53, ActionError> {
         let get = |k: &str| fields.get(k).and_then(Value::as_str).map(String::from);
-        let shared = super::s3::sdk_config(fields).await;
+        let shared = super::aws::sdk_config(fields).await;
         let mut b = aws_sdk_route53::config::Builder::from(&shared);
         if let Some(e) = get("endpoint") {
             b = b.endpoint_url(e);
@@ -528,7 +528,7 @@ impl Route53 {
             .max_items(1)
             .send()
             .await
-            .map_err(|e| super::s3::classify(&e, &doing))?;
+            .map_err(|e| super::aws::classify(&e, &doing))?;
         let Some(rrs) = out.resource_record_sets().first() else {
             return Ok(RecordSet::default());
         };
@@ -613,7 +613,7 @@ impl Route53 {
             .change_batch(batch)
             .send()
             .await
-            .map_err(|e| super::s3::classify(&e, &doing))?;
+            .map_err(|e| super::aws::classify(&e, &doing))?;
         let Some(info) = out.change_info() else {
             return Err(ActionError::transient(format!(
                 "{doing}: no change info in the answer"
@@ -635,7 +635,7 @@ impl Route53 {
                 .id(&id)
                 .send()
                 .await
-                .map_err(|e| super::s3::classify(&e, &format!("waiting for change {id}")))?;
+                .map_err(|e| super::aws::classify(&e, &format!("waiting for change {id}")))?;
             status = got
                 .change_info()
                 .map(|c| c.status().clone())

@@ -121,14 +121,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub(super) async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ActionError> {
     req.send().await.map_err(|e| {
         let shown = crate::plan::redact_url(url);
-        let mut why = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            why = format!("{why}: {s}");
-            source = s.source();
-        }
         // reqwest's messages repeat the URL, which may carry a credential.
-        let why = why.replace(url, &shown);
+        let why = super::shared::error_chain(&e).replace(url, &shown);
         ActionError::transient(format!("no answer from {shown}: {why}"))
     })
 }

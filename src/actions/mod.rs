@@ -3,6 +3,7 @@
 //! place that names them all; everything else (schema, validation, plan, `lifeboat actions`) goes
 //! through the exhaustive match it generates.
 
+mod aws;
 mod dns;
 mod kube;
 mod legacy;

@@ -223,13 +223,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         }
         return s;
     }
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        s.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    s
+    super::shared::error_chain(e)
 }
 
 /// Converts JSON values to the types the statement's parameters have.

@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use sha2::Digest;
 
 use super::ActionError;
-use super::s3::{self, S3};
+use super::aws;
+use super::s3::S3;
 
 /// Multipart part size: large enough for S3's 10,000-part limit up to 160 GB.
 pub const PART: usize = 16 * 1024 * 1024;
@@ -140,7 +141,7 @@ pub async fn dump_to_s3(
         .key(key)
         .send()
         .await
-        .map_err(|e| s3::classify(&e, &what))?;
+        .map_err(|e| aws::classify(&e, &what))?;
     let upload_id = upload.upload_id().unwrap_or_default().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     let worker = tokio::task::spawn_blocking(move || -> Result<Sealed, ActionError> {
@@ -208,7 +209,7 @@ pub async fn dump_to_s3(
                     .build(),
             ),
             Err(e) => {
-                failure = Some(s3::classify(&e, &what));
+                failure = Some(aws::classify(&e, &what));
                 break;
             }
         }
@@ -234,7 +235,7 @@ pub async fn dump_to_s3(
                 .multipart_upload(done)
                 .send()
                 .await
-                .map_err(|e| s3::classify(&e, &what))?;
+                .map_err(|e| aws::classify(&e, &what))?;
             Ok(s)
         }
         Err(e) => {
@@ -298,7 +299,7 @@ pub async fn fetch_from_s3(
         .key(key)
         .send()
         .await
-        .map_err(|e| s3::classify(&e, &what))?;
+        .map_err(|e| aws::classify(&e, &what))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let path = plain_path.to_path_buf();
     let worker = tokio::task::spawn_blocking(move || -> Result<u64, String> {

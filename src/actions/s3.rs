@@ -1,9 +1,9 @@
 //! What the S3 actions share: a client for a rendered `s3` connection (aws-sdk-s3 on a
-//! rustls/ring HTTP client, never the SDK's default stack), and error classification.
+//! rustls/ring HTTP client, never the SDK's default stack) and object listing.
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde_json::Value;
 
+use super::aws::{classify, sdk_config};
 use super::{ActionError, Exec};
 
 pub struct S3 {
@@ -34,79 +34,6 @@ impl S3 {
             bucket,
         })
     }
-}
-
-/// The AWS configuration a connection's fields give (`region`, `access_key_id`,
-/// `secret_access_key`; the usual credential chain otherwise), on a rustls/ring HTTP client.
-/// Shared by the S3 and Route 53 clients.
-pub async fn sdk_config(fields: &Value) -> aws_config::SdkConfig {
-    let get = |k: &str| fields.get(k).and_then(Value::as_str).map(String::from);
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let region = get("region").unwrap_or_else(|| "us-east-1".into());
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .region(aws_config::Region::new(region));
-    if let (Some(ak), Some(sk)) = (get("access_key_id"), get("secret_access_key")) {
-        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-            ak, sk, None, None, "lifeboat",
-        ));
-    }
-    loader.load().await
-}
-
-/// No answer, a timeout, a 5xx or SlowDown may pass; a denial, a missing bucket or a failed
-/// precondition will not.
-pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    e: &SdkError<E, R>,
-    doing: &str,
-) -> ActionError
-where
-    SdkError<E, R>: std::error::Error,
-{
-    match e {
-        SdkError::ServiceError(se) => {
-            let err = se.err();
-            let code = err.code().unwrap_or("unknown");
-            let msg = err.message().unwrap_or("");
-            let text = format!(
-                "{doing}: {code}{}{msg}",
-                if msg.is_empty() { "" } else { ": " }
-            );
-            let transient = matches!(
-                code,
-                "SlowDown"
-                    | "InternalError"
-                    | "ServiceUnavailable"
-                    | "RequestTimeout"
-                    | "Throttling"
-                    | "ThrottlingException"
-                    // Route 53: the zone's previous change is still being applied.
-                    | "PriorRequestNotComplete"
-            );
-            if transient {
-                ActionError::transient(text)
-            } else {
-                ActionError::permanent(text)
-            }
-        }
-        SdkError::ConstructionFailure(_) => {
-            ActionError::permanent(format!("{doing}: {}", chain(e)))
-        }
-        _ => ActionError::transient(format!("{doing}: {}", chain(e))),
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    s
 }
 
 pub fn rfc3339(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<String> {

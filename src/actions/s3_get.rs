@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::s3::{self, S3};
+use super::aws;
+use super::s3::S3;
 use super::{ActionError, ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
@@ -46,7 +47,7 @@ impl ActionSpec for S3Get {
                 .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
                 .send()
                 .await
-                .map_err(|e| s3::classify(&e, &what))?;
+                .map_err(|e| aws::classify(&e, &what))?;
             let path = std::path::PathBuf::from(&self.to);
             let tmp = std::path::PathBuf::from(format!("{}.partial-{}", self.to, std::process::id()));
             let io = |e: std::io::Error| ActionError::permanent(format!("writing {}: {e}", self.to));

@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::s3::{self, S3};
+use super::aws;
+use super::s3::S3;
 use super::{ActionError, ActionFuture, Exec, ActionSpec, ConnectionUse, DescribeContext, Effect, Output, WithProblem, out, shared::connection};
 use crate::runbook::ConnectionKind;
 
@@ -71,7 +72,7 @@ impl ActionSpec for S3Put {
             if self.if_absent {
                 req = req.if_none_match("*");
             }
-            let out = req.send().await.map_err(|e| s3::classify(&e, &format!("uploading s3://{}/{}", s3.bucket, self.key)))?;
+            let out = req.send().await.map_err(|e| aws::classify(&e, &format!("uploading s3://{}/{}", s3.bucket, self.key)))?;
             Ok(serde_json::json!({
                 "key": self.key,
                 "size": size,

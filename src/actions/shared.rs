@@ -122,3 +122,15 @@ pub fn duration_or(
         }
     }
 }
+
+/// An error and its sources, joined with `: `: the outermost message of a client library
+/// ("error sending request") alone rarely says what went wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    s
+}
