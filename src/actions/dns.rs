@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode, UpdateMessage};
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType as WireType, TSigner};
@@ -472,7 +472,9 @@ impl Rfc2136 {
         zone.set_name(self.zone.clone())
             .set_query_class(DNSClass::IN)
             .set_query_type(WireType::SOA);
-        let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Update);
+        // Message::query() draws the random id; an update is a query with another opcode.
+        let mut m = Message::query();
+        m.metadata.op_code = OpCode::Update;
         m.metadata.recursion_desired = false;
         m.add_zone(zone);
         let mut delete = Record::update0(qname.clone(), 0, wire_type(t));
@@ -484,10 +486,6 @@ impl Rfc2136 {
         self.signed(m, &format!("updating {qname} {t:?}")).await?;
         Ok(())
     }
-}
-
-fn rand_id() -> u16 {
-    Message::query().metadata.id
 }
 
 /// The Route 53 API for one hosted zone.

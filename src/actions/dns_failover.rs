@@ -113,34 +113,8 @@ impl ActionSpec for DnsFailover {
 }
 
 impl DnsFailover {
-    /// The records now and after, read with the step's own connection (and key, so a wrong
-    /// TSIG secret shows here).
-    async fn look(&self, cx: &Exec<'_>) -> Result<String, ActionError> {
-        let t = self.record_type;
-        let after = match self.targets.value() {
-            Some(targets) => dns::canonical_all(t, targets)?,
-            None => return Err(ActionError::permanent("`targets` did not render to a list")),
-        };
-        let ttl = match &self.ttl {
-            None => 60,
-            Some(t) => *t.value().ok_or_else(|| ActionError::permanent("`ttl` did not render to a number"))?,
-        };
-        let p = Provider::from_exec(cx, &self.connection).await?;
-        let name = dns::fqdn(&self.name);
-        let now = p.read(&name, t).await?;
-        let shown = |s: &RecordSet| match s.ttl {
-            Some(ttl) => format!("[{}] TTL {ttl}", s.values.join(", ")),
-            None => "no records".to_string(),
-        };
-        let after_set = RecordSet { ttl: (!after.is_empty()).then_some(ttl), values: after };
-        Ok(if now == after_set {
-            format!("{name} {t:?} on {} is already {}: no change", p.label(), shown(&now))
-        } else {
-            format!("{name} {t:?} on {}: now {}, after {}", p.label(), shown(&now), shown(&after_set))
-        })
-    }
-
-    async fn run(&self, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+    /// The targets in canonical text and the TTL, as rendered for this attempt.
+    fn wanted(&self) -> Result<(Vec<String>, u32), ActionError> {
         let targets = self
             .targets
             .value()
@@ -149,11 +123,36 @@ impl DnsFailover {
             None => 60,
             Some(t) => *t.value().ok_or_else(|| ActionError::permanent("`ttl` did not render to a number"))?,
         };
-        let t = self.record_type;
-        let wanted = dns::canonical_all(t, targets)?;
-        if t == RecordType::CNAME && wanted.len() > 1 {
+        let values = dns::canonical_all(self.record_type, targets)?;
+        if self.record_type == RecordType::CNAME && values.len() > 1 {
             return Err(ActionError::permanent("a CNAME has exactly one target"));
         }
+        Ok((values, ttl))
+    }
+
+    /// The records now and after, read with the step's own connection (and key, so a wrong
+    /// TSIG secret shows here).
+    async fn look(&self, cx: &Exec<'_>) -> Result<String, ActionError> {
+        let t = self.record_type;
+        let (after, ttl) = self.wanted()?;
+        let p = Provider::from_exec(cx, &self.connection).await?;
+        let name = dns::fqdn(&self.name);
+        let now = p.read(&name, t).await?;
+        let shown = |s: &RecordSet| match s.ttl {
+            Some(ttl) if !s.values.is_empty() => format!("[{}] TTL {ttl}", s.values.join(", ")),
+            _ => "no records".to_string(),
+        };
+        let after = RecordSet { ttl: Some(ttl), values: after };
+        Ok(if serves(&now, &after.values, ttl) {
+            format!("{name} {t:?} on {} is already {}: no change", p.label(), shown(&now))
+        } else {
+            format!("{name} {t:?} on {}: now {}, after {}", p.label(), shown(&now), shown(&after))
+        })
+    }
+
+    async fn run(&self, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+        let t = self.record_type;
+        let (wanted, ttl) = self.wanted()?;
         let p = Provider::from_exec(cx, &self.connection).await?;
         let name = dns::fqdn(&self.name);
         let current = p.read(&name, t).await?;
@@ -166,7 +165,7 @@ impl DnsFailover {
                 current.clone()
             }
         };
-        let changed = current.values != wanted || (!wanted.is_empty() && current.ttl != Some(ttl));
+        let changed = !serves(&current, &wanted, ttl);
         let mut change_id = String::new();
         if changed {
             (cx.progress)(&format!("{name} {t:?}: [{}] -> [{}]", current.values.join(", "), wanted.join(", ")));
@@ -197,6 +196,11 @@ impl DnsFailover {
             "change_id": change_id,
         }))
     }
+}
+
+/// Whether `current` is already `values` with `ttl` (an empty set has no TTL to match).
+fn serves(current: &RecordSet, values: &[String], ttl: u32) -> bool {
+    current.values == values && (values.is_empty() || current.ttl == Some(ttl))
 }
 
 fn json_set(s: &RecordSet) -> serde_json::Value {
