@@ -427,8 +427,6 @@ impl Poll {
     }
 }
 
-pub use super::shared::duration_or;
-
 /// `{"metadata": {"annotations": {...}}}`, the shape most of our patches start from.
 pub fn annotations(pairs: &[(&str, &str)]) -> Value {
     let mut a = serde_json::Map::new();

@@ -97,7 +97,7 @@ impl ActionSpec for KubernetesDelete {
                 Err(e) => return Err(kube::classify(&e, &format!("deleting {what}"), &k.server)),
             };
             if self.wait {
-                let within = kube::duration_or(self.within.as_ref(), std::time::Duration::from_secs(300))?;
+                let within = super::shared::duration_or(self.within.as_ref(), std::time::Duration::from_secs(300))?;
                 let mut poll = kube::Poll::new(within);
                 loop {
                     match api.get_opt(&self.name).await {

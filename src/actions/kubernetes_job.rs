@@ -101,7 +101,7 @@ impl ActionSpec for KubernetesJob {
             if !self.wait {
                 return Ok(json!({"name": name, "namespace": k.namespace}));
             }
-            let within = kube::duration_or(self.within.as_ref(), std::time::Duration::from_secs(86_400))?;
+            let within = super::shared::duration_or(self.within.as_ref(), std::time::Duration::from_secs(86_400))?;
             let mut last = String::new();
             let mut poll = kube::Poll::new(within);
             loop {

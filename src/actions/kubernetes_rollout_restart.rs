@@ -55,7 +55,7 @@ impl ActionSpec for KubernetesRolloutRestart {
             kube::patch_workload(&k, kind, name, &patch, true).await?;
             let mut out = serde_json::json!({"restarted_at": at});
             if self.wait {
-                let within = kube::duration_or(self.wait_timeout.as_ref(), std::time::Duration::from_secs(300))?;
+                let within = super::shared::duration_or(self.wait_timeout.as_ref(), std::time::Duration::from_secs(300))?;
                 let r = kube::wait_rollout(&k, kind, name, within, cx.progress).await?;
                 out["ready_replicas"] = serde_json::json!(r.ready);
             }

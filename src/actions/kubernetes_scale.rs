@@ -95,7 +95,7 @@ impl ActionSpec for KubernetesScale {
             };
             let mut out = serde_json::json!({"previous_replicas": previous, "replicas": replicas});
             if self.wait == Some(WaitFor::Ready) {
-                let within = kube::duration_or(self.wait_timeout.as_ref(), std::time::Duration::from_secs(300))?;
+                let within = super::shared::duration_or(self.wait_timeout.as_ref(), std::time::Duration::from_secs(300))?;
                 let r = kube::wait_rollout(&k, kind, name, within, cx.progress).await?;
                 out["ready_replicas"] = serde_json::json!(r.ready);
             }

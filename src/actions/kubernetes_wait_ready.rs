@@ -45,7 +45,7 @@ impl ActionSpec for KubernetesWaitReady {
             let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
             // Without `within` the step's own timeout is the limit; a day stands for "no limit
             // of its own" and is never reached before that.
-            let within = kube::duration_or(self.within.as_ref(), std::time::Duration::from_secs(86_400))?;
+            let within = super::shared::duration_or(self.within.as_ref(), std::time::Duration::from_secs(86_400))?;
             let r = kube::wait_rollout(&k, kind, name, within, cx.progress).await?;
             Ok(serde_json::json!({"ready_replicas": r.ready, "observed_generation": r.observed_generation}))
         })

@@ -107,20 +107,22 @@ pub fn connection<'a>(
     ConnectionUse { field, name, kinds }
 }
 
+/// Parses a duration field (validation already checked its text).
+pub fn duration(
+    d: &crate::runbook::DurationText,
+) -> Result<std::time::Duration, super::ActionError> {
+    let text =
+        d.0.as_str()
+            .ok_or_else(|| super::ActionError::permanent("a duration must be a string"))?;
+    crate::runbook::duration::parse(text).map_err(super::ActionError::permanent)
+}
+
 /// Parses a duration field, or the default.
 pub fn duration_or(
     d: Option<&crate::runbook::DurationText>,
     default: std::time::Duration,
 ) -> Result<std::time::Duration, super::ActionError> {
-    match d {
-        None => Ok(default),
-        Some(d) => {
-            let text =
-                d.0.as_str()
-                    .ok_or_else(|| super::ActionError::permanent("a duration must be a string"))?;
-            crate::runbook::duration::parse(text).map_err(super::ActionError::permanent)
-        }
-    }
+    d.map_or(Ok(default), duration)
 }
 
 /// An error and its sources, joined with `: `: the outermost message of a client library

@@ -108,12 +108,8 @@ impl ActionSpec for Wait {
                     "outputs": outputs,
                 })
             };
-            let parse = |d: &DurationText| -> Result<std::time::Duration, ActionError> {
-                let text = d.0.as_str().ok_or_else(|| ActionError::permanent("a duration must be a string"))?;
-                crate::runbook::duration::parse(text).map_err(ActionError::permanent)
-            };
             if let Some(d) = &self.duration {
-                let d = parse(d)?;
+                let d = super::shared::duration(d)?;
                 // tokio's timer ticks in milliseconds: even a zero sleep would wait for a tick.
                 if !d.is_zero() {
                     tokio::time::sleep(d).await;
@@ -123,7 +119,7 @@ impl ActionSpec for Wait {
             let (Some(until), Some(probe)) = (&self.until, &self.check) else {
                 return Err(ActionError::permanent("give `for`, or `until` and `check`"));
             };
-            let every = self.every.as_ref().map(parse).transpose()?.unwrap_or(DEFAULT_EVERY);
+            let every = super::shared::duration_or(self.every.as_ref(), DEFAULT_EVERY)?;
             let action = probe.typed().map_err(|p| ActionError::permanent(p.message))?;
             let mut polls = 0;
             loop {
