@@ -90,13 +90,9 @@ fn look(
         .filter(|(_, s)| s.status != plan::StepStatus::Skipped)
         .map(|(i, _)| i)
         .collect();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts");
-    rt.block_on(preview::look(rb, values, &steps, &http))
+    let http = super::run::http_client()?;
+    super::run::runtime()
+        .block_on(preview::look(rb, values, &steps, &http))
         .map_err(|e| {
             eprintln!("error: --live cannot read the secrets: {e}");
             Exit::Failed

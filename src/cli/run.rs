@@ -105,15 +105,7 @@ fn prepare(d: &Driving) -> Result<Prepared, Exit> {
         };
         (Arc::new(human), prompter)
     };
-    // One TLS provider for the whole process: ring (see DEPENDENCIES.md).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot set up the HTTP client: {e}");
-            Exit::Failed
-        })?;
+    let http = http_client()?;
     Ok(Prepared {
         opts: engine::Options {
             max_parallel: d.max_parallel as usize,
@@ -161,7 +153,19 @@ fn check_runnable(rb: &ValidRunbook) -> Result<(), Exit> {
     Err(Exit::Invalid)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// The HTTP client actions share, on the process's one TLS provider: ring (see DEPENDENCIES.md).
+pub(super) fn http_client() -> Result<reqwest::Client, Exit> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot set up the HTTP client: {e}");
+            Exit::Failed
+        })
+}
+
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
