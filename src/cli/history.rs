@@ -59,19 +59,30 @@ pub(super) fn runs(state: &str, json: bool) -> Exit {
         .unwrap_or_else(|e| e)
 }
 
-/// One JSON row per run in the store, newest first (the `runs --json` shape).
-async fn rows(store: &Store) -> Result<Vec<serde_json::Value>, Exit> {
+/// Each run in the store, newest first, with its state folded from its log (or why the log
+/// cannot be read). A log that cannot be fetched at all is left out.
+async fn states(store: &Store) -> Result<Vec<(String, Result<RunState, String>)>, Exit> {
     let ids = store.runs().await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::Failed
     })?;
-    let mut rows = Vec::new();
+    let mut states = Vec::new();
     for id in ids {
         let Ok(text) = read(store, &id).await else {
             continue;
         };
-        let row = match state_of(&text) {
-            Ok((st, _)) if !st.run.is_empty() => serde_json::json!({
+        states.push((id, state_of(&text).map(|(st, _)| st)));
+    }
+    Ok(states)
+}
+
+async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
+    let store = open(state).await?;
+    let rows: Vec<serde_json::Value> = states(&store)
+        .await?
+        .into_iter()
+        .map(|(id, st)| match st {
+            Ok(st) if !st.run.is_empty() => serde_json::json!({
                 "id": id,
                 "runbook": st.runbook,
                 "version": st.version,
@@ -87,15 +98,8 @@ async fn rows(store: &Store) -> Result<Vec<serde_json::Value>, Exit> {
             Err(e) => {
                 serde_json::json!({"id": id, "runbook": null, "version": null, "status": "unreadable", "error": e, "started_at": null, "finished_at": null})
             }
-        };
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
-    let store = open(state).await?;
-    let rows = rows(&store).await?;
+        })
+        .collect();
     if json {
         println!("{}", serde_json::Value::Array(rows));
     } else if rows.is_empty() {
@@ -116,19 +120,19 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
 }
 
 pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Exit {
-    let rows = match runtime().block_on(async { rows(&open(state).await?).await }) {
-        Ok(r) => r,
+    let states = match runtime().block_on(async { states(&open(state).await?).await }) {
+        Ok(s) => s,
         Err(e) => return e,
     };
-    let summaries: Vec<crate::metrics::RunSummary> = rows
-        .iter()
-        .filter_map(|r| {
-            Some(crate::metrics::RunSummary {
-                runbook: r["runbook"].as_str()?.to_string(),
-                status: r["status"].as_str()?.to_string(),
-                started_at: r["started_at"].as_str()?.to_string(),
-                finished_at: r["finished_at"].as_str().map(String::from),
-            })
+    // Runs that never started or cannot be read have no runbook to count them under.
+    let summaries: Vec<crate::metrics::RunSummary> = states
+        .into_iter()
+        .filter_map(|(_, st)| st.ok().filter(|st| !st.run.is_empty()))
+        .map(|st| crate::metrics::RunSummary {
+            status: st.status.as_str().to_string(),
+            runbook: st.runbook,
+            started_at: st.started_at,
+            finished_at: st.finished_at,
         })
         .collect();
     let text = crate::metrics::render(&summaries);
