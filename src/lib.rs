@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod cli;
 pub mod diagnostics;
+pub mod drill;
 pub mod engine;
 pub mod exit;
 pub mod metrics;

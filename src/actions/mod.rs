@@ -191,6 +191,10 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     }
     /// Whether `preview` has anything to say: `plan --live` renders only these steps' inputs.
     const PREVIEWS: bool = false;
+    /// The output (an RFC 3339 time) that says how recent the data this action brought back is:
+    /// a restored backup's consistency point, a promoted replica's last replayed commit. A drill
+    /// measures RPO from it.
+    const RESTORED_AS_OF: Option<&'static str> = None;
 
     /// Runs one attempt; returns the outputs as a JSON object. Dropping the future cancels it.
     fn execute<'a>(&'a self, _cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -331,6 +335,14 @@ macro_rules! actions {
         }
 
         pub const NAMES: &[&str] = &[$(<$module::$ty as ActionSpec>::NAME,)*];
+
+        /// [`ActionSpec::RESTORED_AS_OF`] of an action by name.
+        pub fn restored_as_of(name: &str) -> Option<&'static str> {
+            $(if name == <$module::$ty as ActionSpec>::NAME {
+                return <$module::$ty as ActionSpec>::RESTORED_AS_OF;
+            })*
+            None
+        }
     };
 }
 

@@ -33,6 +33,7 @@ impl ActionSpec for PostgresPromote {
         out("lsn", "the replay position at promotion"),
     ];
     const RUNNABLE: bool = true;
+    const RESTORED_AS_OF: Option<&'static str> = Some("replayed_at");
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
         Box::pin(async move {

@@ -48,6 +48,7 @@ impl ActionSpec for PostgresRestore {
         out("database", "the database restored into"),
     ];
     const RUNNABLE: bool = true;
+    const RESTORED_AS_OF: Option<&'static str> = Some("consistent_at");
 
     fn unsupported(&self) -> Option<String> {
         if self.from.path.is_some() && self.decrypt_with.is_some() {

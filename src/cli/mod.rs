@@ -2,6 +2,7 @@
 //! a person (diagnostics, summaries) to stderr.
 
 mod actions;
+mod drill;
 mod explain;
 mod history;
 mod plan;
@@ -59,6 +60,30 @@ enum Command {
         params: Vec<String>,
         #[command(flatten)]
         driving: run::Driving,
+    },
+    /// Run a game-day drill: the scenario's steady-state checks, its fault, the runbook's steps,
+    /// the checks again; then RTO and RPO against the objectives. Exit 0 when the drill passes.
+    Drill {
+        file: PathBuf,
+        #[command(flatten)]
+        drill: drill::DrillArgs,
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// (With --json: the drill report's numbers as JSON on stdout, not the run's events.)
+        #[command(flatten)]
+        driving: run::Driving,
+    },
+    /// The report of a drill run, measured again from its log (after `resume`, or for an audit).
+    DrillReport {
+        run: String,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
+        /// Write `PATH.md` and `PATH.html`.
+        #[arg(long, value_name = "PATH")]
+        report: Option<PathBuf>,
+        /// The numbers as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Continue a stopped, failed or crashed run; steps recorded as done are not run again.
     Resume {
@@ -177,6 +202,18 @@ pub fn main() -> Exit {
             params,
             driving,
         } => run::run(&file, &params, &driving),
+        Command::Drill {
+            file,
+            drill,
+            params,
+            driving,
+        } => drill::drill(&file, &params, &drill, &driving),
+        Command::DrillReport {
+            run,
+            state,
+            report,
+            json,
+        } => drill::drill_report(&state, &run, report.as_deref(), json),
         Command::Resume { run, driving } => run::resume(&run, &driving),
         Command::Approve {
             run,

@@ -19,8 +19,8 @@ use crate::runbook::{ValidRunbook, load_file, params};
 use crate::runlog;
 use crate::store::{self, Holder, LockError, LockSet, LockState, Store};
 
-/// What `run` and `resume` share on the command line.
-#[derive(Debug, clap::Args)]
+/// What `run`, `resume` and `drill` share on the command line.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Driving {
     /// The state store: a folder, or a `postgres://` URL shared by a team (password from
     /// $PGPASSWORD).
@@ -215,13 +215,34 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         print(&loaded.source, diags, DiagnosticFormat::Human);
         Exit::Invalid
     })?;
-    check_runnable(&rb)?;
-    let secrets = engine::secrets::resolve(&rb).map_err(|e| {
+    let text = loaded.source.text.as_bytes().to_vec();
+    start(file, &text, &rb, &values, d, None, !d.json).map(|s| s.exit)
+}
+
+/// A run that was started: how it ended, and its id.
+pub(super) struct Started {
+    pub exit: Exit,
+    pub run_id: String,
+}
+
+/// Starts and drives a new run of `rb` (validated from `text`, the file's bytes, which are
+/// stored with the run). `drill` marks it as a drill in `run_started`.
+pub(super) fn start(
+    file: &Path,
+    text: &[u8],
+    rb: &ValidRunbook,
+    values: &IndexMap<String, serde_json::Value>,
+    d: &Driving,
+    drill: Option<Box<crate::drill::DrillInfo>>,
+    print_id: bool,
+) -> Result<Started, Exit> {
+    check_runnable(rb)?;
+    let secrets = engine::secrets::resolve(rb).map_err(|e| {
         eprintln!("error: {e}");
         Exit::Invalid
     })?;
     let p = prepare(d)?;
-    let text = loaded.source.text.as_bytes().to_vec();
+    let text = text.to_vec();
     let rt = runtime();
     rt.block_on(async move {
         let store = open_store(&d.state).await?;
@@ -249,6 +270,7 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
             max_parallel: p.opts.max_parallel,
             timeout_ms: p.opts.timeout.map(|t| t.as_millis() as u64),
             yes: d.yes,
+            drill,
         };
         emitter.emit_durable(started).await.map_err(fail)?;
         record_takeovers(&emitter, &locks).map_err(fail)?;
@@ -257,16 +279,17 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         store.publish_run(&run_id).await.map_err(fail)?;
         let _driver = store.drive(&run_id).await.map_err(fail)?;
         // The id comes once the run is recorded: a script that has it can always resume it.
-        if !d.json {
+        if print_id {
             println!("{run_id}");
         }
         let started_at = emitter.state().started_at.clone();
         let scope = RunScope::new(
-            &values,
+            values,
             &secrets,
-            run_map(&run_id, &started_at, &p.opts.operator, &rb),
+            run_map(&run_id, &started_at, &p.opts.operator, rb),
         );
-        Ok(drive(&store, &rb, emitter, scope, masker, p, run_id, locks).await)
+        let exit = drive(&store, rb, emitter, scope, masker, p, run_id.clone(), locks).await;
+        Ok(Started { exit, run_id })
     })
 }
 
@@ -385,7 +408,10 @@ async fn load_run(
         return Err(Exit::Failed);
     };
     let Event::RunStarted {
-        file_sha256, file, ..
+        file_sha256,
+        file,
+        drill,
+        ..
     } = &first.event
     else {
         eprintln!("error: run {run_id}'s log does not begin with run_started");
@@ -405,6 +431,15 @@ async fn load_run(
             print(&loaded.source, diags, DiagnosticFormat::Human);
             return Err(Exit::Invalid);
         }
+    };
+    // A drill ran its scenario's steps too: continue the same composition.
+    let rb = match drill {
+        Some(info) => {
+            crate::drill::compose(&rb, &info.scenario)
+                .map_err(fail)?
+                .runbook
+        }
+        None => rb,
     };
     Ok((rb, events, verdict))
 }

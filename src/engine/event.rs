@@ -27,6 +27,9 @@ pub enum Event {
         /// `--yes` was given: approvals are answered without a person.
         #[serde(default)]
         yes: bool,
+        /// Set by `lifeboat drill`: the scenario, its objectives and which step is in which part.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drill: Option<Box<crate::drill::DrillInfo>>,
     },
     /// A later process took the run over (`lifeboat resume`).
     RunResumed {

@@ -38,6 +38,44 @@ pub struct Runbook {
     /// The steps. Order does not matter to execution: `needs` does.
     #[schemars(length(min = 1))]
     pub steps: Vec<Step>,
+    /// Game-day drills of this procedure: faults to inject on purpose, and the checks that say the
+    /// service is healthy. Run with `lifeboat drill FILE --scenario NAME`; `run` ignores this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<Drill>,
+}
+
+/// Game-day drills: `lifeboat drill` runs a scenario's steady-state checks, its fault, the
+/// runbook's steps (the recovery), then the checks again, and measures RTO and RPO.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Drill {
+    /// The connections a drill may touch. `lifeboat drill` refuses to run a scenario whose steps
+    /// use any other connection unless `--i-know` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Scenarios by name (lowercase letters, digits, `-` and `_`).
+    #[schemars(extend("minProperties" = 1))]
+    pub scenarios: IndexMap<String, Scenario>,
+}
+
+/// One way of breaking the service on purpose, and how to tell that it works again.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Objectives for this scenario; each one not given is the runbook's `objectives`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+    /// Checks that hold while the service is healthy (it answers, counts match). They run before
+    /// the fault and again after the recovery, so they must only read; retry them to wait for
+    /// the service to come back. Their ids appear in the run as `before.<id>` and `after.<id>`.
+    #[schemars(length(min = 1))]
+    pub steady_state: Vec<Step>,
+    /// The fault, run once the steady state holds: drop a table, stop writers, delete a
+    /// Deployment, kill a server process. Its end is the incident that RTO and RPO count from.
+    #[schemars(length(min = 1))]
+    pub inject: Vec<Step>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]

@@ -298,7 +298,16 @@ fn pattern_error(pointer: &str, instance: &Value, pattern: &str) -> Diagnostic {
     }
     let segs: Vec<&str> = pointer.split('/').collect();
     let message = match segs.as_slice() {
-        ["", "steps", _, "id"] => format!(
+        ["", "steps", _, "id"]
+        | [
+            "",
+            "drill",
+            "scenarios",
+            _,
+            "steady_state" | "inject",
+            _,
+            "id",
+        ] => format!(
             "invalid step id `{got}`: an id starts with a lowercase letter and holds only lowercase letters, digits and `_`"
         ),
         ["", "metadata", "name"] => {
@@ -317,8 +326,18 @@ fn describe_place(pointer: &str, doc: &Value) -> String {
     let segs: Vec<&str> = pointer.split('/').skip(1).collect();
     match segs.as_slice() {
         [] => "at the top level".into(),
-        ["steps", i, rest @ ..] => {
-            let step = doc.pointer(&format!("/steps/{i}"));
+        ["steps", _, rest @ ..]
+        | [
+            "drill",
+            "scenarios",
+            _,
+            "steady_state" | "inject",
+            _,
+            rest @ ..,
+        ] => {
+            let base_len = segs.len() - rest.len();
+            let base: String = segs[..base_len].iter().map(|s| format!("/{s}")).collect();
+            let step = doc.pointer(&base);
             let id = step
                 .and_then(|s| s.get("id"))
                 .and_then(Value::as_str)

@@ -10,7 +10,7 @@ use super::model::{self, Runbook};
 use super::templates::{self, Scope};
 use super::{
     ConnectionKind, DEFAULT_TIMEOUT, RetryPolicy, SecretSource, ValidCompensation, ValidConnection,
-    ValidObjectives, ValidRunbook, ValidStep, duration, params, schema,
+    ValidDrill, ValidObjectives, ValidRunbook, ValidScenario, ValidStep, duration, params, schema,
 };
 use crate::actions::{Action, Effect, Output, outputs_of};
 use crate::diagnostics::{At, Code, Diagnostic, did_you_mean, ptr};
@@ -65,6 +65,49 @@ pub fn validate(doc: &Value) -> Result<ValidRunbook, Vec<Diagnostic>> {
             _ => Err(all),
         }
     })
+}
+
+/// What every list of steps is checked against.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    connections: &'a indexmap::IndexMap<String, ValidConnection>,
+    default_timeout: std::time::Duration,
+    default_retry: RetryPolicy,
+    params: &'a [&'a str],
+    secrets: &'a [&'a str],
+}
+
+/// Which list a step is in: the recovery (`steps`) or a drill scenario's part.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Recovery,
+    SteadyState,
+    Inject,
+}
+
+impl Phase {
+    fn with_place(self) -> &'static str {
+        match self {
+            Phase::Recovery => "`with`",
+            Phase::SteadyState => "`with` of a steady-state check",
+            Phase::Inject => "`with` of an inject step",
+        }
+    }
+    fn among(self) -> &'static str {
+        match self {
+            Phase::Recovery => "",
+            Phase::SteadyState => " among this scenario's `steady_state` checks",
+            Phase::Inject => " among this scenario's `inject` steps",
+        }
+    }
+    fn needs_help(self) -> Option<&'static str> {
+        match self {
+            Phase::Recovery => None,
+            Phase::SteadyState | Phase::Inject => Some(
+                "a drill orders its parts itself (steady state, inject, the runbook's steps, steady state again): `needs` names steps of the same part",
+            ),
+        }
+    }
 }
 
 struct Checker {
@@ -249,14 +292,66 @@ impl Checker {
             "/defaults/retry",
         );
 
+        let shared = Shared {
+            connections: &connections,
+            default_timeout,
+            default_retry,
+            params: &param_names,
+            secrets: &secret_names,
+        };
+        let steps = self.steps(&rb.steps, "/steps", Phase::Recovery, &shared);
+        let drill = rb
+            .drill
+            .as_ref()
+            .and_then(|d| self.drill(d, rb, objectives, &shared));
+
+        if !self.out.is_empty() {
+            return None;
+        }
+        let steps = steps?;
+        let drill = match rb.drill {
+            Some(_) => Some(drill?),
+            None => None,
+        };
+        Some(ValidRunbook {
+            name: rb.metadata.name.clone(),
+            version: version?,
+            description: rb.metadata.description.clone(),
+            owners: rb.metadata.owners.clone(),
+            objectives,
+            params: rb.params.clone(),
+            secrets,
+            connections,
+            locks: rb.locks.clone(),
+            steps,
+            drill,
+        })
+    }
+
+    /// Checks one list of steps, a DAG of its own: the runbook's `steps`, or a scenario's
+    /// `steady_state` or `inject`. `needs` and `steps.<id>` resolve only within the list.
+    fn steps(
+        &mut self,
+        group: &[model::Step],
+        base: &str,
+        phase: Phase,
+        shared: &Shared<'_>,
+    ) -> Option<Vec<ValidStep>> {
+        let Shared {
+            connections,
+            default_timeout,
+            default_retry,
+            params: param_names,
+            secrets: secret_names,
+        } = *shared;
         // Ids first: every later check resolves names through them.
         let mut index: HashMap<&str, usize> = HashMap::new();
-        for (i, s) in rb.steps.iter().enumerate() {
+        for (i, s) in group.iter().enumerate() {
             if let Some(&first) = index.get(s.id.as_str()) {
                 self.out.push(
                     Diagnostic::new(
                         Code::DuplicateStepId,
-                        At::node(format!("/steps/{i}/id")),
+                        At::node(format!("{base}/{i}/id")),
                         format!("duplicate step id `{}`", s.id),
                     )
                     .label(format!("also the id of step #{}", first + 1))
@@ -268,9 +363,9 @@ impl Checker {
         }
 
         let mut graph: DiGraph<usize, usize> = DiGraph::new();
-        let nodes: Vec<NodeIndex> = (0..rb.steps.len()).map(|i| graph.add_node(i)).collect();
-        let mut needs: Vec<Vec<usize>> = vec![Vec::new(); rb.steps.len()];
-        for (i, s) in rb.steps.iter().enumerate() {
+        let nodes: Vec<NodeIndex> = (0..group.len()).map(|i| graph.add_node(i)).collect();
+        let mut needs: Vec<Vec<usize>> = vec![Vec::new(); group.len()];
+        for (i, s) in group.iter().enumerate() {
             for (j, n) in s.needs.iter().enumerate() {
                 match index.get(n.as_str()) {
                     Some(&dep) => {
@@ -282,29 +377,53 @@ impl Checker {
                     None => self.out.push(
                         Diagnostic::new(
                             Code::UnknownStep,
-                            At::node(format!("/steps/{i}/needs/{j}")),
-                            format!("step `{}` needs `{n}`, which is not a step", s.id),
+                            At::node(format!("{base}/{i}/needs/{j}")),
+                            format!(
+                                "step `{}` needs `{n}`, which is not a step{}",
+                                s.id,
+                                phase.among()
+                            ),
                         )
                         .label("no step has this id")
-                        .help_opt(did_you_mean(n, index.keys().copied())),
+                        .help(
+                            did_you_mean(n, index.keys().copied())
+                                .or_else(|| phase.needs_help().map(String::from))
+                                .unwrap_or_else(|| "`needs` names the ids of other steps".into()),
+                        ),
                     ),
                 }
             }
         }
-        let acyclic = self.cycles(&graph, rb);
+        let acyclic = self.cycles(&graph, group, base);
         let reach = templates::Reach::new(&needs);
 
         let mut step_outputs: HashMap<&str, (usize, &'static [Output])> = HashMap::new();
         for (id, &i) in &index {
-            if let Some(o) = outputs_of(&rb.steps[i].action) {
+            if let Some(o) = outputs_of(&group[i].action) {
                 step_outputs.insert(id, (i, o));
             }
         }
 
         let mut steps = Vec::new();
-        for (i, s) in rb.steps.iter().enumerate() {
-            let at = format!("/steps/{i}");
-            let action = self.action(&s.action, &s.with, &at, &connections);
+        for (i, s) in group.iter().enumerate() {
+            let at = format!("{base}/{i}");
+            let action = self.action(&s.action, &s.with, &at, connections);
+            if phase == Phase::SteadyState
+                && let Some(a) = &action
+                && a.effect() != Effect::ReadOnly
+            {
+                self.out.push(
+                    Diagnostic::new(
+                        Code::SteadyStateWrites,
+                        At::node(ptr(&at, "action")),
+                        format!(
+                            "steady-state check `{}` uses `{}`, which changes things; a check runs twice and must only read",
+                            s.id, s.action
+                        ),
+                    )
+                    .help("check with a read: `postgres.query` without `writes`, `http.request` GET, `shell` with `changes: false`, `kubernetes.wait_ready`, `dns.verify`"),
+                );
+            }
             let timeout = self
                 .duration(s.timeout.as_ref(), &ptr(&at, "timeout"))
                 .unwrap_or(default_timeout);
@@ -316,11 +435,14 @@ impl Checker {
                 of: i,
                 itself: false,
             });
+            // Steady-state checks run twice under other ids (`before.x`, `after.x`), so one
+            // cannot name another's outputs.
+            let steps_here = (phase != Phase::SteadyState).then_some(&step_outputs);
             let mut scope = Scope {
-                place: "`with`",
-                params: &param_names,
-                secrets: Some(&secret_names),
-                steps: Some(&step_outputs),
+                place: phase.with_place(),
+                params: param_names,
+                secrets: Some(secret_names),
+                steps: steps_here,
                 upstream: upstream_here,
                 outputs: None,
                 run: true,
@@ -358,13 +480,13 @@ impl Checker {
                         );
                     }
                 }
-                let caction = self.action(&c.action, &c.with, &cat, &connections);
+                let caction = self.action(&c.action, &c.with, &cat, connections);
                 // The compensation runs after its step, so it may read that step's outputs too.
                 let cscope = Scope {
                     place: "`compensate`",
-                    params: &param_names,
-                    secrets: Some(&secret_names),
-                    steps: Some(&step_outputs),
+                    params: param_names,
+                    secrets: Some(secret_names),
+                    steps: steps_here,
                     upstream: upstream_here.map(|u| templates::Upstream { itself: true, ..u }),
                     outputs: own_outputs,
                     run: true,
@@ -378,6 +500,7 @@ impl Checker {
             if let Some(action) = action {
                 steps.push(ValidStep {
                     id: s.id.clone(),
+                    at,
                     action,
                     with: s.with.clone(),
                     needs: needs[i].clone(),
@@ -393,20 +516,109 @@ impl Checker {
             }
         }
 
-        if !self.out.is_empty() || steps.len() != rb.steps.len() {
-            return None;
+        (steps.len() == group.len()).then_some(steps)
+    }
+
+    /// Checks `drill`: its targets name connections, each scenario's parts are valid step lists,
+    /// and no id of a scenario is also the id of another of its steps or of a runbook step.
+    fn drill(
+        &mut self,
+        d: &model::Drill,
+        rb: &Runbook,
+        objectives: ValidObjectives,
+        shared: &Shared<'_>,
+    ) -> Option<ValidDrill> {
+        for (i, t) in d.targets.iter().enumerate() {
+            if !shared.connections.contains_key(t) && !rb.connections.contains_key(t) {
+                self.out.push(
+                    Diagnostic::new(
+                        Code::UnknownConnection,
+                        At::node(format!("/drill/targets/{i}")),
+                        format!("drill target `{t}` is not a connection"),
+                    )
+                    .label("not under `connections`")
+                    .help_opt(did_you_mean(t, rb.connections.keys().map(String::as_str))),
+                );
+            }
         }
-        Some(ValidRunbook {
-            name: rb.metadata.name.clone(),
-            version: version?,
-            description: rb.metadata.description.clone(),
-            owners: rb.metadata.owners.clone(),
-            objectives,
-            params: rb.params.clone(),
-            secrets,
-            connections,
-            locks: rb.locks.clone(),
-            steps,
+        let mut scenarios = indexmap::IndexMap::new();
+        let mut complete = true;
+        for (name, sc) in &d.scenarios {
+            let at = ptr("/drill/scenarios", name);
+            if !is_scenario_name(name) {
+                self.out.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        At::key(&at),
+                        format!("invalid scenario name `{name}`"),
+                    )
+                    .help("scenario names are lowercase letters, digits, `-` and `_`, starting with a letter, so they can be typed after --scenario"),
+                );
+            }
+            let own = ValidObjectives {
+                rto: sc
+                    .objectives
+                    .as_ref()
+                    .and_then(|o| self.duration(o.rto.as_ref(), &format!("{at}/objectives/rto")))
+                    .or(objectives.rto),
+                rpo: sc
+                    .objectives
+                    .as_ref()
+                    .and_then(|o| self.duration(o.rpo.as_ref(), &format!("{at}/objectives/rpo")))
+                    .or(objectives.rpo),
+            };
+            let steady_at = ptr(&at, "steady_state");
+            let inject_at = ptr(&at, "inject");
+            let steady = self.steps(&sc.steady_state, &steady_at, Phase::SteadyState, shared);
+            let inject = self.steps(&sc.inject, &inject_at, Phase::Inject, shared);
+            // Every id of the composed run must be unique; steady-state checks become
+            // `before.x`/`after.x` there, but one name per thing keeps the report readable.
+            let mut seen: HashMap<&str, String> = rb
+                .steps
+                .iter()
+                .map(|s| (s.id.as_str(), "a step of the runbook".to_string()))
+                .collect();
+            for (part_at, part, list) in [
+                (&steady_at, "steady_state", &sc.steady_state),
+                (&inject_at, "inject", &sc.inject),
+            ] {
+                for (i, s) in list.iter().enumerate() {
+                    match seen.get(s.id.as_str()) {
+                        // Duplicates inside one part were reported by `steps`.
+                        Some(other) if !other.starts_with(part) => self.out.push(
+                            Diagnostic::new(
+                                Code::DuplicateStepId,
+                                At::node(format!("{part_at}/{i}/id")),
+                                format!("duplicate step id `{}`", s.id),
+                            )
+                            .label(format!("also the id of {other}"))
+                            .help("a scenario's step ids must differ from each other and from the runbook's steps: the report names steps by id"),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            seen.insert(&s.id, format!("{part} step `{}` of this scenario", s.id));
+                        }
+                    }
+                }
+            }
+            match (steady, inject) {
+                (Some(steady_state), Some(inject)) => {
+                    scenarios.insert(
+                        name.clone(),
+                        ValidScenario {
+                            description: sc.description.clone(),
+                            objectives: own,
+                            steady_state,
+                            inject,
+                        },
+                    );
+                }
+                _ => complete = false,
+            }
+        }
+        complete.then(|| ValidDrill {
+            targets: d.targets.clone(),
+            scenarios,
         })
     }
 
@@ -505,7 +717,7 @@ impl Checker {
     }
 
     /// Reports each cycle once, with its path, at the `needs` entry that closes it.
-    fn cycles(&mut self, graph: &DiGraph<usize, usize>, rb: &Runbook) -> bool {
+    fn cycles(&mut self, graph: &DiGraph<usize, usize>, group: &[model::Step], base: &str) -> bool {
         let mut acyclic = true;
         for scc in petgraph::algo::tarjan_scc(graph) {
             let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
@@ -517,10 +729,7 @@ impl Checker {
             // Start at the member that comes first in the file, so the message is stable.
             let start = *scc.iter().min_by_key(|n| graph[**n]).expect("non-empty");
             let path = cycle_path(graph, start, &members);
-            let ids: Vec<&str> = path
-                .iter()
-                .map(|n| rb.steps[graph[*n]].id.as_str())
-                .collect();
+            let ids: Vec<&str> = path.iter().map(|n| group[graph[*n]].id.as_str()).collect();
             // The edge from the last step back to the first is the closing `needs` entry.
             let last = *path.last().expect("non-empty");
             let edge = graph.find_edge(last, start).expect("cycle edge");
@@ -543,7 +752,7 @@ impl Checker {
             self.out.push(
                 Diagnostic::new(
                     Code::DependencyCycle,
-                    At::node(format!("/steps/{step}/needs/{entry}")),
+                    At::node(format!("{base}/{step}/needs/{entry}")),
                     message,
                 )
                 .label("this `needs` closes the cycle")
@@ -586,6 +795,13 @@ fn cycle_path(
         }
     }
     vec![start]
+}
+
+/// A scenario name: typed after `--scenario`, shown in reports and metrics labels.
+fn is_scenario_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Matches [`model::NAME_PATTERN`].

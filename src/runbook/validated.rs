@@ -21,6 +21,25 @@ pub struct ValidRunbook {
     pub locks: Vec<String>,
     /// In file order; `needs` are indices into this list, and the graph is acyclic.
     pub steps: Vec<ValidStep>,
+    pub drill: Option<ValidDrill>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidDrill {
+    /// Connection names a drill may touch.
+    pub targets: Vec<String>,
+    pub scenarios: IndexMap<String, ValidScenario>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidScenario {
+    pub description: Option<String>,
+    /// The scenario's own objectives, each falling back to the runbook's.
+    pub objectives: ValidObjectives,
+    /// Read-only checks; `needs` are indices into this list.
+    pub steady_state: Vec<ValidStep>,
+    /// `needs` are indices into this list.
+    pub inject: Vec<ValidStep>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,6 +64,9 @@ pub struct ValidConnection {
 #[derive(Debug, Clone)]
 pub struct ValidStep {
     pub id: String,
+    /// JSON pointer of the step in its file (`/steps/3`, `/drill/scenarios/x/inject/0`), where
+    /// later diagnostics about it point.
+    pub at: String,
     pub action: Action,
     /// `with` as written, templates unrendered: rendered per run (or per plan) and typed again.
     pub with: serde_json::Value,

@@ -1,0 +1,204 @@
+//! `lifeboat drill FILE --scenario NAME` and `lifeboat drill-report RUN`: run a game-day scenario
+//! as a run, then measure it from its log and write the report.
+
+use std::path::{Path, PathBuf};
+
+use super::run::{Driving, Started, start};
+use super::{DiagnosticFormat, parse_params, validate::print};
+use crate::drill::{self, DrillReport, Evidence};
+use crate::engine;
+use crate::exit::Exit;
+use crate::runbook::{load_file, params};
+use crate::runlog;
+use crate::store::Store;
+
+/// What `drill` adds to `run`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct DrillArgs {
+    /// The scenario to run, from the runbook's `drill.scenarios`.
+    #[arg(long)]
+    pub scenario: String,
+    /// Write the report here: `PATH.md` and `PATH.html` (an extension given is replaced).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Run even though the scenario uses connections that are not `drill.targets`; they are
+    /// named in the run log and the report.
+    #[arg(long)]
+    pub i_know: bool,
+}
+
+pub(super) fn drill(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Exit {
+    match drill_inner(file, given, a, d) {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+fn drill_inner(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Result<Exit, Exit> {
+    let given = parse_params(given)?;
+    let loaded = load_file(file);
+    let rb = match loaded.result {
+        Ok(rb) => rb,
+        Err(diags) => {
+            print(&loaded.source, diags, DiagnosticFormat::Human);
+            return Err(Exit::Invalid);
+        }
+    };
+    let values = params::resolve(&rb, &given, true).map_err(|diags| {
+        print(&loaded.source, diags, DiagnosticFormat::Human);
+        Exit::Invalid
+    })?;
+    let composed = drill::compose(&rb, &a.scenario).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    let targets = rb
+        .drill
+        .as_ref()
+        .map(|d| d.targets.clone())
+        .unwrap_or_default();
+    let outside = drill::outside_targets(&composed.runbook, &targets, &values);
+    if !outside.is_empty() {
+        let list = outside
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !a.i_know {
+            eprintln!(
+                "error: scenario `{}` would touch {list}, which {} not listed in `drill.targets`; nothing was started",
+                a.scenario,
+                if outside.len() == 1 { "is" } else { "are" }
+            );
+            eprintln!(
+                "  a drill breaks things on purpose: add them to `drill.targets` if they are drill systems, or pass --i-know to run against them anyway (recorded in the run log)"
+            );
+            return Err(Exit::Invalid);
+        }
+        eprintln!("warning: --i-know: running against {list}, which are not drill targets");
+    }
+    let mut info = composed.info;
+    info.outside_targets = outside;
+    // `--json` here is the report's numbers on stdout, so progress stays human, on stderr.
+    let driving = Driving {
+        json: false,
+        ..d.clone()
+    };
+    let text = loaded.source.text.as_bytes().to_vec();
+    let Started { exit, run_id } = start(
+        file,
+        &text,
+        &composed.runbook,
+        &values,
+        &driving,
+        Some(Box::new(info)),
+        !d.json,
+    )?;
+    let finished = report(&d.state, &run_id, a.report.as_deref(), d.json)?;
+    // A run stopped at a gate or by a signal is not a verdict yet: say so with the run's code.
+    Ok(match exit {
+        Exit::WaitingForApproval | Exit::Interrupted => exit,
+        _ if finished.passed => Exit::Success,
+        _ => Exit::Failed,
+    })
+}
+
+/// `lifeboat drill-report RUN`: the report of a drill run, from its log (after `resume`, or
+/// again later).
+pub(super) fn drill_report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Exit {
+    match report(state, run, path, json) {
+        Ok(r) if r.passed => Exit::Success,
+        Ok(_) => Exit::Failed,
+        Err(e) => e,
+    }
+}
+
+fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<DrillReport, Exit> {
+    let rt = super::run::runtime();
+    let (text, head) = rt.block_on(async {
+        let store = Store::open(state).await.map_err(|e| {
+            eprintln!("error: {e}");
+            Exit::Failed
+        })?;
+        store.exists(run).await.map_err(|e| {
+            eprintln!("error: {e}");
+            Exit::Invalid
+        })?;
+        let text = store.read_log(run).await.map_err(fail)?;
+        let head = store.head(run).await.map_err(fail)?;
+        Ok::<_, Exit>((text, head))
+    })?;
+    let verdict = runlog::verify(&text, head.as_ref());
+    let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(fail)?;
+    let evidence = Evidence {
+        log_hash: verdict.last_hash.clone(),
+        log_lines: verdict.lines,
+        log_intact: verdict.first_bad.is_none(),
+    };
+    let r = drill::measure(&events, evidence).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    if let Some(p) = path {
+        for (ext, body) in [
+            ("md", drill::render_markdown(&r)),
+            ("html", drill::render_html(&r)),
+        ] {
+            let out = p.with_extension(ext);
+            write_atomic(&out, &body).map_err(|e| {
+                eprintln!("error: cannot write the report to {}: {e}", out.display());
+                Exit::Failed
+            })?;
+            eprintln!("report: {}", out.display());
+        }
+    }
+    summarize(&r);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("the report serializes")
+        );
+    }
+    Ok(r)
+}
+
+/// Beside the target, then renamed: a reader never sees half a report.
+fn write_atomic(path: &Path, body: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn summarize(r: &DrillReport) {
+    let verdict = if r.passed { "PASSED" } else { "FAILED" };
+    eprintln!(
+        "drill {verdict}: {} / {} (run {})",
+        r.runbook, r.scenario, r.run
+    );
+    eprintln!(
+        "  RTO: {}",
+        crate::drill::against(r.rto_ms, r.objectives.rto_ms)
+    );
+    eprintln!(
+        "  RPO: {}",
+        crate::drill::against(r.rpo_ms, r.objectives.rpo_ms)
+    );
+    for why in &r.reasons {
+        eprintln!("  - {why}");
+    }
+    for n in &r.notes {
+        eprintln!("  note: {n}");
+    }
+    eprintln!("  log hash {}", r.evidence.log_hash);
+}
+
+fn fail(e: impl std::fmt::Display) -> Exit {
+    eprintln!("error: {e}");
+    Exit::Failed
+}
