@@ -52,6 +52,10 @@ enum Command {
         /// Reads secrets and talks to the servers; exits 1 if a read fails. Text and json only.
         #[arg(long)]
         live: bool,
+        /// Plan this drill scenario: its checks and fault around the runbook's steps, as
+        /// `lifeboat drill` runs them.
+        #[arg(long, value_name = "NAME")]
+        scenario: Option<String>,
     },
     /// Run a runbook. Prints the run id first; progress goes to stderr.
     Run {
@@ -196,7 +200,8 @@ pub fn main() -> Exit {
             params,
             format,
             live,
-        } => plan::run(&file, &params, format, live),
+            scenario,
+        } => plan::run(&file, &params, format, live, scenario.as_deref()),
         Command::Run {
             file,
             params,

@@ -8,7 +8,13 @@ use crate::exit::Exit;
 use crate::plan;
 use crate::runbook::{load_file, params};
 
-pub(super) fn run(file: &Path, given: &[String], format: PlanFormat, live: bool) -> Exit {
+pub(super) fn run(
+    file: &Path,
+    given: &[String],
+    format: PlanFormat,
+    live: bool,
+    scenario: Option<&str>,
+) -> Exit {
     if live && matches!(format, PlanFormat::Mermaid | PlanFormat::Dot) {
         eprintln!("error: --live works with --format text or json");
         return Exit::Invalid;
@@ -32,8 +38,21 @@ pub(super) fn run(file: &Path, given: &[String], format: PlanFormat, live: bool)
             return Exit::Invalid;
         }
     };
+    let rb = match scenario {
+        Some(name) => match crate::drill::compose(&rb, name) {
+            Ok(c) => c.runbook,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        },
+        None => rb,
+    };
     let plan = match plan::build(&rb, &values) {
-        Ok(p) => p,
+        Ok(mut p) => {
+            p.scenario = scenario.map(String::from);
+            p
+        }
         Err(diags) => {
             print(&loaded.source, diags, DiagnosticFormat::Human);
             return Exit::Invalid;

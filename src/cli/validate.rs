@@ -53,12 +53,18 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
         };
         if diags.is_empty() {
             if let (Ok(rb), DiagnosticFormat::Human) = (&loaded.result, format) {
+                let scenarios = rb.drill.as_ref().map_or(0, |d| d.scenarios.len());
                 eprintln!(
-                    "ok: {} ({} {}, {} steps)",
+                    "ok: {} ({} {}, {} steps{})",
                     loaded.source.name,
                     rb.name,
                     rb.version,
-                    rb.steps.len()
+                    rb.steps.len(),
+                    match scenarios {
+                        0 => String::new(),
+                        1 => ", 1 drill scenario".into(),
+                        n => format!(", {n} drill scenarios"),
+                    }
                 );
             }
             continue;

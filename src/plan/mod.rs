@@ -40,6 +40,21 @@ pub struct Plan {
     pub critical_path: CriticalPath,
     pub steps: Vec<PlannedStep>,
     pub warnings: Vec<String>,
+    /// The runbook's drill scenarios (`lifeboat drill --scenario NAME`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scenarios: Vec<PlannedScenario>,
+    /// Set when this is the plan of a drill scenario: its steps are the scenario's and the
+    /// runbook's, in the order `lifeboat drill` runs them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedScenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub steady_state: Vec<String>,
+    pub inject: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -204,7 +219,7 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
             }
             Err(e) => errors.push(Diagnostic::new(
                 Code::TemplateRender,
-                At::node(format!("/steps/{i}/when")),
+                At::node(ptr(&s.at, "when")),
                 format!(
                     "`when` fails to evaluate: {}",
                     e.detail().unwrap_or("error")
@@ -242,7 +257,7 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
 
     let mut steps = Vec::with_capacity(rb.steps.len());
     for (i, s) in rb.steps.iter().enumerate() {
-        let at = format!("/steps/{i}");
+        let at = s.at.clone();
         let (inputs, does) = describe(
             &env,
             &ctx,
@@ -348,6 +363,18 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
             rpo: rb.objectives.rpo.map(duration::format),
         },
         locks: rb.locks.clone(),
+        scenarios: rb
+            .drill
+            .iter()
+            .flat_map(|d| &d.scenarios)
+            .map(|(name, sc)| PlannedScenario {
+                name: name.clone(),
+                description: sc.description.clone(),
+                steady_state: sc.steady_state.iter().map(|s| s.id.clone()).collect(),
+                inject: sc.inject.iter().map(|s| s.id.clone()).collect(),
+            })
+            .collect(),
+        scenario: None,
         waves,
         critical_path: CriticalPath {
             steps: path,

@@ -9,7 +9,18 @@ use super::{Plan, StepStatus};
 pub fn render(plan: &Plan) -> String {
     let mut o = String::new();
     let r = &plan.runbook;
-    let _ = writeln!(o, "Plan for {} {}", r.name, r.version);
+    match &plan.scenario {
+        Some(sc) => {
+            let _ = writeln!(o, "Plan for {} {}, drill scenario {sc}", r.name, r.version);
+            let _ = writeln!(
+                o,
+                "  steady state (before.*), inject, the runbook's steps, steady state again (after.*)"
+            );
+        }
+        None => {
+            let _ = writeln!(o, "Plan for {} {}", r.name, r.version);
+        }
+    }
     if let Some(d) = &r.description {
         let _ = writeln!(o, "  {d}");
     }
@@ -117,6 +128,24 @@ pub fn render(plan: &Plan) -> String {
         cp.worst_case,
         cp.steps.join(" -> ")
     );
+    if !plan.scenarios.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nDrill scenarios (plan one with --scenario NAME, run it with `lifeboat drill`):"
+        );
+        for sc in &plan.scenarios {
+            let _ = writeln!(
+                o,
+                "  {}: steady state [{}], inject [{}]",
+                sc.name,
+                sc.steady_state.join(", "),
+                sc.inject.join(", ")
+            );
+            if let Some(d) = &sc.description {
+                let _ = writeln!(o, "      {}", d.trim());
+            }
+        }
+    }
     for w in &plan.warnings {
         let _ = writeln!(o, "warning: {w}");
     }

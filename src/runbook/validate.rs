@@ -385,10 +385,9 @@ impl Checker {
                             ),
                         )
                         .label("no step has this id")
-                        .help(
+                        .help_opt(
                             did_you_mean(n, index.keys().copied())
-                                .or_else(|| phase.needs_help().map(String::from))
-                                .unwrap_or_else(|| "`needs` names the ids of other steps".into()),
+                                .or_else(|| phase.needs_help().map(String::from)),
                         ),
                     ),
                 }

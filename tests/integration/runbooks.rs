@@ -57,7 +57,21 @@ fn shipped_runbooks_validate_and_plan() {
         assert_eq!(json["steps"].as_array().unwrap().len(), rb.steps.len());
         let dot = plan::render_dot(&plan);
         assert!(dot.starts_with("digraph") && dot.trim_end().ends_with('}'));
+        // Each drill scenario plans too, as `lifeboat drill` would run it.
+        for name in rb.drill.iter().flat_map(|d| d.scenarios.keys()) {
+            let composed = lifeboat::drill::compose(&rb, name).unwrap();
+            let mut plan = plan::build(&composed.runbook, &values)
+                .unwrap_or_else(|d| panic!("{}: scenario {name}: plan failed: {d:?}", rel.display()));
+            plan.scenario = Some(name.clone());
+            insta::assert_snapshot!(format!("{snap}_drill_{name}"), plan::render_text(&plan));
+        }
     }
+    let scenarios: usize = common::yaml_files(&root.join("runbooks"))
+        .iter()
+        .filter_map(|p| runbook::load_file(p).result.ok())
+        .filter_map(|rb| rb.drill.map(|d| d.scenarios.len()))
+        .sum();
+    assert!(scenarios >= 4, "the four drill scenarios ship in runbooks/");
 }
 
 #[test]
