@@ -12,6 +12,17 @@ pub struct RunSummary {
     pub status: String,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// Set for finished drills.
+    pub drill: Option<DrillSummary>,
+}
+
+/// What the drill metrics need of a finished drill.
+#[derive(Debug, Clone)]
+pub struct DrillSummary {
+    pub scenario: String,
+    pub rto_ms: Option<u64>,
+    pub rpo_ms: Option<u64>,
+    pub passed: bool,
 }
 
 /// Milliseconds since the epoch: integers, so a duration has no float noise (0.114, not
@@ -43,7 +54,15 @@ pub fn render(runs: &[RunSummary]) -> String {
         by_status: BTreeMap<String, u64>,
     }
     let mut per: BTreeMap<&str, PerRunbook> = BTreeMap::new();
+    // The newest finished drill of each (runbook, scenario): (finished, its numbers).
+    let mut drills: BTreeMap<(&str, &str), (i64, &DrillSummary)> = BTreeMap::new();
     for r in runs {
+        if let (Some(d), Some(end)) = (&r.drill, r.finished_at.as_deref().and_then(unix_ms)) {
+            let e = drills.entry((&r.runbook, &d.scenario)).or_insert((end, d));
+            if end > e.0 {
+                *e = (end, d);
+            }
+        }
         let p = per.entry(&r.runbook).or_default();
         *p.by_status.entry(r.status.clone()).or_default() += 1;
         let (Some(start), Some(end)) = (
@@ -106,6 +125,37 @@ pub fn render(runs: &[RunSummary]) -> String {
             })
             .collect(),
     );
+    let drill_rows = |f: &dyn Fn(&DrillSummary, i64) -> Option<f64>| -> Vec<(String, f64)> {
+        drills
+            .iter()
+            .filter_map(|((rb, sc), (end, d))| {
+                Some((
+                    format!("runbook=\"{}\",scenario=\"{}\"", label(rb), label(sc)),
+                    f(d, *end)?,
+                ))
+            })
+            .collect()
+    };
+    family(
+        "lifeboat_drill_rto_seconds",
+        "RTO measured by the newest finished drill of each scenario: from the end of the injected fault to the steady state holding again.",
+        drill_rows(&|d, _| d.rto_ms.map(|m| seconds(m as i64))),
+    );
+    family(
+        "lifeboat_drill_rpo_seconds",
+        "RPO measured by the newest finished drill of each scenario: from the incident back to the point in time of the data restored.",
+        drill_rows(&|d, _| d.rpo_ms.map(|m| seconds(m as i64))),
+    );
+    family(
+        "lifeboat_drill_passed",
+        "Whether the newest finished drill of each scenario passed (1) or failed (0).",
+        drill_rows(&|d, _| Some(if d.passed { 1.0 } else { 0.0 })),
+    );
+    family(
+        "lifeboat_drill_last_timestamp_seconds",
+        "When the newest finished drill of each scenario finished, in Unix time. Alert when game days stop happening.",
+        drill_rows(&|_, end| Some(seconds(end))),
+    );
     family(
         "lifeboat_runs",
         "Runs recorded in the state store, by runbook and status.",
@@ -133,7 +183,60 @@ mod tests {
             status: status.into(),
             started_at: start.into(),
             finished_at: end.map(String::from),
+            drill: None,
         }
+    }
+
+    fn drill(start: &str, end: &str, rto_ms: Option<u64>, passed: bool) -> RunSummary {
+        RunSummary {
+            drill: Some(DrillSummary {
+                scenario: "data-corruption".into(),
+                rto_ms,
+                rpo_ms: Some(61_250),
+                passed,
+            }),
+            ..run(
+                "restore",
+                if passed { "succeeded" } else { "failed" },
+                start,
+                Some(end),
+            )
+        }
+    }
+
+    #[test]
+    fn the_newest_drill_of_each_scenario_gives_rto_rpo_and_whether_it_passed() {
+        let text = render(&[
+            drill(
+                "2026-11-20T01:00:00Z",
+                "2026-11-20T01:10:00Z",
+                Some(42_500),
+                true,
+            ),
+            drill("2026-11-21T01:00:00Z", "2026-11-21T01:10:00Z", None, false),
+        ]);
+        // The newer drill failed before its RTO could be measured: no stale RTO from the older.
+        assert!(!text.contains("lifeboat_drill_rto_seconds{"), "{text}");
+        for line in [
+            "lifeboat_drill_rpo_seconds{runbook=\"restore\",scenario=\"data-corruption\"} 61.25\n",
+            "lifeboat_drill_passed{runbook=\"restore\",scenario=\"data-corruption\"} 0\n",
+            "lifeboat_drill_last_timestamp_seconds{runbook=\"restore\",scenario=\"data-corruption\"} 1795223400\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        let text = render(&[drill(
+            "2026-11-20T01:00:00Z",
+            "2026-11-20T01:10:00Z",
+            Some(42_500),
+            true,
+        )]);
+        assert!(text.contains("lifeboat_drill_rto_seconds{runbook=\"restore\",scenario=\"data-corruption\"} 42.5\n"), "{text}");
+        assert!(
+            text.contains(
+                "lifeboat_drill_passed{runbook=\"restore\",scenario=\"data-corruption\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

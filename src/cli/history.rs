@@ -61,7 +61,9 @@ pub(super) fn runs(state: &str, json: bool) -> Exit {
 
 /// Each run in the store, newest first, with its state folded from its log (or why the log
 /// cannot be read). A log that cannot be fetched at all is left out.
-async fn states(store: &Store) -> Result<Vec<(String, Result<RunState, String>)>, Exit> {
+type Folded = Result<(RunState, Vec<engine::Recorded>), String>;
+
+async fn states(store: &Store) -> Result<Vec<(String, Folded)>, Exit> {
     let ids = store.runs().await.map_err(|e| {
         eprintln!("error: {e}");
         Exit::Failed
@@ -71,7 +73,7 @@ async fn states(store: &Store) -> Result<Vec<(String, Result<RunState, String>)>
         let Ok(text) = read(store, &id).await else {
             continue;
         };
-        states.push((id, state_of(&text).map(|(st, _)| st)));
+        states.push((id, state_of(&text)));
     }
     Ok(states)
 }
@@ -81,7 +83,7 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
     let rows: Vec<serde_json::Value> = states(&store)
         .await?
         .into_iter()
-        .map(|(id, st)| match st {
+        .map(|(id, st)| match st.map(|(st, _)| st) {
             Ok(st) if !st.run.is_empty() => serde_json::json!({
                 "id": id,
                 "runbook": st.runbook,
@@ -127,8 +129,9 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Exit {
     // Runs that never started or cannot be read have no runbook to count them under.
     let summaries: Vec<crate::metrics::RunSummary> = states
         .into_iter()
-        .filter_map(|(_, st)| st.ok().filter(|st| !st.run.is_empty()))
-        .map(|st| crate::metrics::RunSummary {
+        .filter_map(|(_, st)| st.ok().filter(|(st, _)| !st.run.is_empty()))
+        .map(|(st, events)| crate::metrics::RunSummary {
+            drill: drill_summary(&events),
             status: st.status.as_str().to_string(),
             runbook: st.runbook,
             started_at: st.started_at,
@@ -151,6 +154,23 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Exit {
             Exit::Failed
         }
     }
+}
+
+/// A finished drill's numbers; `None` for other runs and for drills still going.
+fn drill_summary(events: &[engine::Recorded]) -> Option<crate::metrics::DrillSummary> {
+    let evidence = crate::drill::Evidence {
+        log_hash: String::new(),
+        log_lines: 0,
+        log_intact: true,
+    };
+    let r = crate::drill::measure(events, evidence).ok()?;
+    r.finished_at.as_ref()?;
+    Some(crate::metrics::DrillSummary {
+        scenario: r.scenario,
+        rto_ms: r.rto_ms,
+        rpo_ms: r.rpo_ms,
+        passed: r.passed,
+    })
 }
 
 pub(super) fn show(state: &str, run: &str, json: bool) -> Exit {

@@ -11,10 +11,8 @@ pub(super) fn dur(ms: u64) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
-    } else if ms < 3_600_000 {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
     } else {
-        duration::format(std::time::Duration::from_secs(ms / 60_000 * 60))
+        duration::format(std::time::Duration::from_secs(ms / 1000))
     }
 }
 

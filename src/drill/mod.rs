@@ -15,7 +15,7 @@ mod markdown;
 mod measure;
 
 pub use compose::{Composed, compose, outside_targets};
-pub use html::render as render_html;
+pub use html::{FAILED_RGB, PASSED_RGB, render as render_html};
 pub use markdown::{against, render as render_markdown};
 pub use measure::{Attempt, DrillReport, Evidence, Outcome, StepRow, measure};
 

@@ -403,7 +403,7 @@ fn route53_upserts_waits_for_insync_and_fails_back() {
 /// The shipped runbooks/region-failover.yaml, end to end: a real streaming replica promoted, a
 /// real Deployment scaled up by the real controllers, BIND updated and checked.
 #[test]
-fn shipped_region_failover_runs_green() {
+fn shipped_region_failover_drill_loses_the_primary_and_passes() {
     use common::kube::{FakeKubelet, KubeServer};
     use common::pg::{Cluster, PASSWORD};
 
@@ -420,6 +420,9 @@ fn shipped_region_failover_runs_green() {
         "1",
         100,
     );
+    // A write the replica replays: its commit time is the point the drill's RPO counts from.
+    primary.psql("orders", "insert into orders values (10)");
+    replica.wait_for("orders", "select count(*) from orders", "3", 100);
     let k = KubeServer::start();
     k.namespace("orders");
     let _kubelet = FakeKubelet::start(&k, &["orders"]);
@@ -437,8 +440,25 @@ fn shipped_region_failover_runs_green() {
         format!("dns_server={}", dns.server()),
         format!("resolver={}", dns.server()),
         "announce=false".to_string(),
+        "min_orders=2".to_string(),
+        // The drill's fault: the primary region's database dies, no clean shutdown.
+        format!(
+            "primary_stop_command={} stop {}",
+            common::root().join("scripts/pg-cluster").display(),
+            primary.dir.display()
+        ),
     ];
-    let mut args = vec!["run", file.to_str().unwrap(), "--yes"];
+    let report = sb.path("report");
+    let report = report.to_str().unwrap();
+    let mut args = vec![
+        "drill",
+        file.to_str().unwrap(),
+        "--scenario",
+        "regional-failover",
+        "--yes",
+        "--report",
+        report,
+    ];
     for p in &params {
         args.extend(["-p", p.as_str()]);
     }
@@ -449,6 +469,19 @@ fn shipped_region_failover_runs_green() {
     let r = sb.lifeboat_env(&args, &env);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let id = r.run_id();
+    assert!(
+        primary
+            .psql_as("postgres", PASSWORD, "postgres", "select 1")
+            .is_err(),
+        "the primary is down"
+    );
+    let md = sb.read("report.md");
+    assert!(
+        md.starts_with("# Drill PASSED: region-failover / regional-failover"),
+        "{md}"
+    );
+    // RPO from the promoted replica's last replayed commit: the inserts made at setup.
+    assert!(md.contains("(`promote`, output `replayed_at`)"), "{md}");
 
     assert_eq!(replica.psql("orders", "select pg_is_in_recovery()"), "f");
     replica.psql("orders", "insert into orders values (3)");

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod diagnostics;
 mod dns;
+mod drills;
 mod hostile;
 mod http;
 mod kubernetes;

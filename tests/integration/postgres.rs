@@ -589,20 +589,40 @@ mod shipped {
 
     fn failover(on_postgres: bool) {
         let primary = Cluster::start();
-        let st = state(&primary, on_postgres);
+        // The drill kills the primary: the run history lives elsewhere, as it must in real life.
+        let history = on_postgres.then(Cluster::start);
+        let st = state(history.as_ref().unwrap_or(&primary), on_postgres);
         primary.psql(
             "postgres",
-            "create table t(x int); insert into t values (1)",
+            "create table orders(x int); insert into orders values (1)",
         );
         let replica = Cluster::replica_of(&primary);
+        // Replayed by the replica: the commit the drill's RPO counts from.
+        primary.psql("postgres", "insert into orders values (2)");
+        replica.wait_for("postgres", "select count(*) from orders", "2", 100);
         let sb = Sandbox::new();
         let url = format!("replica_url={}", replica.url("postgres"));
+        let orders = format!("orders_url={}", replica.url("postgres"));
+        // The partial failure: the primary's server process dies.
+        let kill = format!(
+            "primary_stop_command={} stop {}",
+            common::root().join("scripts/pg-cluster").display(),
+            primary.dir.display()
+        );
         let r = sb.lifeboat_env(
             &[
-                "run",
+                "drill",
                 &shipped("postgres-failover.yaml"),
+                "--scenario",
+                "partial-failure",
                 "-p",
                 &url,
+                "-p",
+                &orders,
+                "-p",
+                "min_orders=2",
+                "-p",
+                &kill,
                 "--yes",
                 "--state",
                 &st,
@@ -610,7 +630,29 @@ mod shipped {
             &[("PGPASSWORD", PASSWORD)],
         );
         assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("drill PASSED: postgres-failover / partial-failure"),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            primary
+                .psql_as("postgres", PASSWORD, "postgres", "select 1")
+                .is_err(),
+            "the primary is down"
+        );
         assert_eq!(replica.psql("postgres", "select pg_is_in_recovery()"), "f");
+        let report = sb.lifeboat_env(
+            &["drill-report", &r.run_id(), "--json", "--state", &st],
+            &[("PGPASSWORD", PASSWORD)],
+        );
+        let report: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+        assert_eq!(
+            report["restored_as_of"]["output"], "replayed_at",
+            "{report}"
+        );
+        assert!(report["rpo_ms"].as_u64().is_some(), "{report}");
         let trace = trace_in(&sb, &st, &r.run_id());
         assert!(
             trace.contains(&"approval_granted:go_ahead".to_string()),

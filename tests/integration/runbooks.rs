@@ -60,8 +60,9 @@ fn shipped_runbooks_validate_and_plan() {
         // Each drill scenario plans too, as `lifeboat drill` would run it.
         for name in rb.drill.iter().flat_map(|d| d.scenarios.keys()) {
             let composed = lifeboat::drill::compose(&rb, name).unwrap();
-            let mut plan = plan::build(&composed.runbook, &values)
-                .unwrap_or_else(|d| panic!("{}: scenario {name}: plan failed: {d:?}", rel.display()));
+            let mut plan = plan::build(&composed.runbook, &values).unwrap_or_else(|d| {
+                panic!("{}: scenario {name}: plan failed: {d:?}", rel.display())
+            });
             plan.scenario = Some(name.clone());
             insta::assert_snapshot!(format!("{snap}_drill_{name}"), plan::render_text(&plan));
         }
