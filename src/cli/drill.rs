@@ -3,12 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::run::{Driving, Started, start};
-use super::{DiagnosticFormat, parse_params, validate::print};
+use super::run::{Driving, Started, load_for_run, start};
 use crate::drill::{self, DrillReport, Evidence};
 use crate::engine;
 use crate::exit::Exit;
-use crate::runbook::{load_file, params};
 use crate::runlog;
 use crate::store::Store;
 
@@ -34,19 +32,7 @@ pub(super) fn drill(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -
 }
 
 fn drill_inner(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Result<Exit, Exit> {
-    let given = parse_params(given)?;
-    let loaded = load_file(file);
-    let rb = match loaded.result {
-        Ok(rb) => rb,
-        Err(diags) => {
-            print(&loaded.source, diags, DiagnosticFormat::Human);
-            return Err(Exit::Invalid);
-        }
-    };
-    let values = params::resolve(&rb, &given, true).map_err(|diags| {
-        print(&loaded.source, diags, DiagnosticFormat::Human);
-        Exit::Invalid
-    })?;
+    let (text, rb, values) = load_for_run(file, given)?;
     let composed = drill::compose(&rb, &a.scenario).map_err(|e| {
         eprintln!("error: {e}");
         Exit::Invalid
@@ -83,7 +69,6 @@ fn drill_inner(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Res
         json: false,
         ..d.clone()
     };
-    let text = loaded.source.text.as_bytes().to_vec();
     let Started { exit, run_id } = start(
         file,
         &text,

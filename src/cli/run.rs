@@ -202,6 +202,17 @@ pub(super) fn run(file: &Path, given: &[String], d: &Driving) -> Exit {
 }
 
 fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
+    let (text, rb, values) = load_for_run(file, given)?;
+    start(file, &text, &rb, &values, d, None, !d.json).map(|s| s.exit)
+}
+
+/// A runbook about to run: the file's bytes (stored with the run), the validated runbook and the
+/// param values.
+pub(super) type ForRun = (Vec<u8>, ValidRunbook, IndexMap<String, serde_json::Value>);
+
+/// Loads, validates and takes the params of a runbook to run; invalid input is printed as
+/// diagnostics.
+pub(super) fn load_for_run(file: &Path, given: &[String]) -> Result<ForRun, Exit> {
     let given = parse_params(given)?;
     let loaded = load_file(file);
     let rb = match loaded.result {
@@ -215,8 +226,7 @@ fn run_inner(file: &Path, given: &[String], d: &Driving) -> Result<Exit, Exit> {
         print(&loaded.source, diags, DiagnosticFormat::Human);
         Exit::Invalid
     })?;
-    let text = loaded.source.text.as_bytes().to_vec();
-    start(file, &text, &rb, &values, d, None, !d.json).map(|s| s.exit)
+    Ok((loaded.source.text.as_bytes().to_vec(), rb, values))
 }
 
 /// A run that was started: how it ended, and its id.

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::Part;
-use super::markdown::{against, dur, holds_text, outcome_text};
+use super::markdown::{against, dur, holds_text};
 use super::measure::{Attempt, DrillReport, Outcome};
 
 /// The banner's colours; the screenshot test looks for them.
@@ -122,15 +122,6 @@ svg text {{ font: 12px system-ui, sans-serif; }}
     o.push_str(&gantt(r));
     o.push_str("<h2>Steps</h2>\n<table><tr><th>Step</th><th>Part</th><th>Action</th><th>Attempts</th><th>Result</th></tr>\n");
     for s in &r.steps {
-        let mut result = outcome_text(s.outcome).to_string();
-        if let Some(d) = &s.detail
-            && s.outcome != Outcome::Succeeded
-        {
-            result = format!("{result}: {d}");
-        }
-        if let Some(c) = &s.compensation {
-            let _ = write!(result, "; compensation {}", outcome_text(c.outcome));
-        }
         let _ = writeln!(
             o,
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -138,16 +129,11 @@ svg text {{ font: 12px system-ui, sans-serif; }}
             s.part.map_or("", |p| p.label()),
             esc(s.action.as_deref().unwrap_or("—")),
             s.attempts.len(),
-            esc(&result)
+            esc(&s.result_text())
         );
     }
     o.push_str("</table>\n");
-    let failed: Vec<_> = r
-        .steps
-        .iter()
-        .flat_map(|s| s.attempts.iter().map(move |a| (s, a)))
-        .filter(|(_, a)| a.error.is_some())
-        .collect();
+    let failed: Vec<_> = r.failed_attempts().collect();
     if !failed.is_empty() {
         o.push_str("<h2>Failed attempts</h2><ul>");
         for (s, a) in failed {
@@ -282,14 +268,10 @@ fn gantt(r: &DrillReport) -> String {
                 what = esc(&match &a.error {
                     Some(e) => format!(
                         "{} after {}: {e}",
-                        outcome_text(a.outcome),
+                        a.outcome.as_str(),
                         dur(end_of(a) - a.start_ms)
                     ),
-                    None => format!(
-                        "{} in {}",
-                        outcome_text(a.outcome),
-                        dur(end_of(a) - a.start_ms)
-                    ),
+                    None => format!("{} in {}", a.outcome.as_str(), dur(end_of(a) - a.start_ms)),
                 }),
             );
         }
@@ -302,7 +284,7 @@ fn gantt(r: &DrillReport) -> String {
                 by = y + 8.0,
                 bw = x2 - x1,
                 id = esc(&s.id),
-                what = outcome_text(c.outcome),
+                what = c.outcome.as_str(),
             );
         }
         if s.outcome == Outcome::Skipped {

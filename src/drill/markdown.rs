@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::measure::{DrillReport, Holds, Outcome};
+use super::measure::{DrillReport, Holds};
 use crate::runbook::duration;
 
 /// A measured span for people: `983ms`, `1.4s`, `12m05s`, `2h10m`. JSON keeps the milliseconds.
@@ -21,16 +21,6 @@ pub(super) fn holds_text(h: Holds) -> &'static str {
         Holds::Held => "held",
         Holds::Failed => "did not hold",
         Holds::NotChecked => "not checked",
-    }
-}
-
-pub(super) fn outcome_text(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Succeeded => "succeeded",
-        Outcome::Failed => "failed",
-        Outcome::Skipped => "skipped",
-        Outcome::Unfinished => "unfinished",
-        Outcome::Pending => "not run",
     }
 }
 
@@ -141,16 +131,6 @@ pub fn render(r: &DrillReport) -> String {
             (Some(a), Some(e)) => dur(e.saturating_sub(a.start_ms)),
             _ => "—".into(),
         };
-        let mut result = outcome_text(s.outcome).to_string();
-        if let Some(d) = &s.detail
-            && s.outcome != Outcome::Succeeded
-        {
-            result.push_str(": ");
-            result.push_str(d);
-        }
-        if let Some(c) = &s.compensation {
-            let _ = write!(result, "; compensation {}", outcome_text(c.outcome));
-        }
         let _ = writeln!(
             o,
             "| `{}` | {} | {} | {} | {} | {} | {} |",
@@ -160,15 +140,10 @@ pub fn render(r: &DrillReport) -> String {
             start.as_deref().unwrap_or("—"),
             took,
             s.attempts.len(),
-            cell(&result)
+            cell(&s.result_text())
         );
     }
-    let failed: Vec<_> = r
-        .steps
-        .iter()
-        .flat_map(|s| s.attempts.iter().map(move |a| (s, a)))
-        .filter(|(_, a)| a.error.is_some())
-        .collect();
+    let failed: Vec<_> = r.failed_attempts().collect();
     if !failed.is_empty() {
         let _ = writeln!(o, "\n## Failed attempts\n");
         for (s, a) in failed {

@@ -421,6 +421,44 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
     })
 }
 
+impl DrillReport {
+    /// Every attempt that ended with an error, with its step, in timeline order.
+    pub fn failed_attempts(&self) -> impl Iterator<Item = (&StepRow, &Attempt)> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.attempts.iter().map(move |a| (s, a)))
+            .filter(|(_, a)| a.error.is_some())
+    }
+}
+
+impl StepRow {
+    /// "succeeded", "skipped: `when: …` is false", "failed: …; compensation succeeded".
+    pub fn result_text(&self) -> String {
+        let mut t = self.outcome.as_str().to_string();
+        if let Some(d) = &self.detail
+            && self.outcome != Outcome::Succeeded
+        {
+            t = format!("{t}: {d}");
+        }
+        if let Some(c) = &self.compensation {
+            t = format!("{t}; compensation {}", c.outcome.as_str());
+        }
+        t
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Unfinished => "unfinished",
+            Outcome::Pending => "not run",
+        }
+    }
+}
+
 fn rpo_unmeasured(unreadable: &[String]) -> String {
     if unreadable.is_empty() {
         "RPO could not be measured: no recovery step reports the point in time of the data it brought back (postgres.restore's `consistent_at`, postgres.promote's `replayed_at`)".into()
