@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::runlog::unix_ms;
+
 /// What the metrics need of one run.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -23,13 +25,6 @@ pub struct DrillSummary {
     pub rto_ms: Option<u64>,
     pub rpo_ms: Option<u64>,
     pub passed: bool,
-}
-
-/// Milliseconds since the epoch: integers, so a duration has no float noise (0.114, not
-/// 0.11400008201599121).
-fn unix_ms(ts: &str) -> Option<i64> {
-    let t: jiff::Timestamp = ts.parse().ok()?;
-    Some(t.as_millisecond())
 }
 
 fn seconds(ms: i64) -> f64 {

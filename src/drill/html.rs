@@ -6,6 +6,7 @@ use std::fmt::Write;
 use super::Part;
 use super::markdown::{against, dur, holds_text};
 use super::measure::{Attempt, DrillReport, Outcome};
+use crate::runlog::unix_ms;
 
 /// The banner's colours; the screenshot test looks for them.
 pub const PASSED_RGB: (u8, u8, u8) = (0x1b, 0x5e, 0x20);
@@ -206,10 +207,10 @@ fn gantt(r: &DrillReport) -> String {
     const WIDTH: f64 = 720.0;
     const ROW: f64 = 22.0;
     const TOP: f64 = 28.0;
-    let t0 = ts_ms(&r.started_at);
+    let t0 = unix_ms(&r.started_at);
     let at = |ts: &Option<String>| {
         ts.as_deref()
-            .and_then(ts_ms)
+            .and_then(unix_ms)
             .zip(t0)
             .map(|(t, s)| (t - s).max(0) as u64)
     };
@@ -323,10 +324,4 @@ fn gantt(r: &DrillReport) -> String {
     }
     o.push_str("</svg>\n<p><small>Bands: green = steady-state checks, red = fault injection, blue = recovery. Bars: attempts (green succeeded, red failed, grey unfinished), purple = compensation. Dashed lines: the incident (red) and the steady state holding again (green).</small></p>\n");
     o
-}
-
-fn ts_ms(ts: &str) -> Option<i64> {
-    ts.parse::<jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_millisecond())
 }

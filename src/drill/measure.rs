@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::Part;
 use crate::engine::{Event, Recorded, RunStatus};
+use crate::runlog::unix_ms as ms;
 
 /// What ties a report to its evidence: the run log, checked.
 #[derive(Debug, Clone, Serialize)]
@@ -115,12 +116,6 @@ pub struct Attempt {
     pub end_ms: Option<u64>,
     pub outcome: Outcome,
     pub error: Option<String>,
-}
-
-fn ms(ts: &str) -> Option<i64> {
-    ts.parse::<jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_millisecond())
 }
 
 /// Measures a drill run. `Err` when the log is not a drill's.
