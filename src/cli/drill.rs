@@ -8,7 +8,6 @@ use crate::drill::{self, DrillReport, Evidence};
 use crate::engine;
 use crate::exit::Exit;
 use crate::runlog;
-use crate::store::Store;
 
 /// What `drill` adds to `run`'s flags.
 #[derive(Debug, clap::Args)]
@@ -98,20 +97,7 @@ pub(super) fn drill_report(state: &str, run: &str, path: Option<&Path>, json: bo
 }
 
 fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<DrillReport, Exit> {
-    let rt = super::run::runtime();
-    let (text, head) = rt.block_on(async {
-        let store = Store::open(state).await.map_err(|e| {
-            eprintln!("error: {e}");
-            Exit::Failed
-        })?;
-        store.exists(run).await.map_err(|e| {
-            eprintln!("error: {e}");
-            Exit::Invalid
-        })?;
-        let text = store.read_log(run).await.map_err(fail)?;
-        let head = store.head(run).await.map_err(fail)?;
-        Ok::<_, Exit>((text, head))
-    })?;
+    let (text, head) = super::history::log_and_head(state, run)?;
     let verdict = runlog::verify(&text, head.as_ref());
     let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(fail)?;
     let evidence = Evidence {
@@ -129,10 +115,17 @@ fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<Dri
             ("html", drill::render_html(&r)),
         ] {
             let out = p.with_extension(ext);
-            write_atomic(&out, &body).map_err(|e| {
-                eprintln!("error: cannot write the report to {}: {e}", out.display());
-                Exit::Failed
-            })?;
+            let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+            let written = match dir {
+                Some(d) => std::fs::create_dir_all(d),
+                None => Ok(()),
+            };
+            written
+                .and_then(|_| super::write_atomic(&out, &body))
+                .map_err(|e| {
+                    eprintln!("error: cannot write the report to {}: {e}", out.display());
+                    Exit::Failed
+                })?;
             eprintln!("report: {}", out.display());
         }
     }
@@ -144,20 +137,6 @@ fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<Dri
         );
     }
     Ok(r)
-}
-
-/// Beside the target, then renamed: a reader never sees half a report.
-fn write_atomic(path: &Path, body: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
 }
 
 fn summarize(r: &DrillReport) {

@@ -144,12 +144,9 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Exit {
         return Exit::Success;
     };
     // The collector may read at any moment: it must see the old file or the new one, whole.
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let written = std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, path));
-    match written {
+    match super::write_atomic(path, &text) {
         Ok(()) => Exit::Success,
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
             eprintln!("error: cannot write {}: {e}", path.display());
             Exit::Failed
         }
@@ -267,17 +264,25 @@ pub(super) fn log(state: &str, run: &str, json: bool) -> Exit {
     }
 }
 
-pub(super) fn verify(state: &str, run: &str, json: bool) -> Exit {
-    let read = runtime().block_on(async {
+/// A run's log and the head anchor kept beside it: what `verify` checks, and what a drill
+/// report is computed from and vouched for by.
+pub(super) fn log_and_head(
+    state: &str,
+    run: &str,
+) -> Result<(Vec<u8>, Option<runlog::Head>), Exit> {
+    runtime().block_on(async {
         let store = open(state).await?;
         let text = read(&store, run).await?;
         let head = store.head(run).await.map_err(|e| {
             eprintln!("error: run {run}: {e}");
             Exit::Failed
         })?;
-        Ok::<_, Exit>((text, head))
-    });
-    let (text, head) = match read {
+        Ok((text, head))
+    })
+}
+
+pub(super) fn verify(state: &str, run: &str, json: bool) -> Exit {
+    let (text, head) = match log_and_head(state, run) {
         Ok(r) => r,
         Err(e) => return e,
     };

@@ -244,6 +244,17 @@ pub fn main() -> Exit {
     }
 }
 
+/// Writes `body` beside `path`, then renames it into place: a reader sees the old file or the new
+/// one, whole, never half of one. The temporary file is removed if anything fails.
+fn write_atomic(path: &std::path::Path, body: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let written = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Parses `-p name=value` arguments; a malformed one is a usage error.
 fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, Exit> {
     params
