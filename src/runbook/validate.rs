@@ -528,7 +528,7 @@ impl Checker {
         shared: &Shared<'_>,
     ) -> Option<ValidDrill> {
         for (i, t) in d.targets.iter().enumerate() {
-            if !shared.connections.contains_key(t) && !rb.connections.contains_key(t) {
+            if !rb.connections.contains_key(t) {
                 self.out.push(
                     Diagnostic::new(
                         Code::UnknownConnection,
