@@ -147,21 +147,29 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
     let t0 = ms(started_at).unwrap_or(0);
     let rel = |ts: &str| ms(ts).map_or(0, |t| (t - t0).max(0) as u64);
 
-    let mut rows: Vec<StepRow> = info
-        .steady_before
+    let mut rows: Vec<StepRow> = [
+        (Part::SteadyBefore, &info.steady_before),
+        (Part::Inject, &info.inject),
+        (Part::Recovery, &info.recovery),
+        (Part::SteadyAfter, &info.steady_after),
+    ]
+    .into_iter()
+    .flat_map(|(part, ids)| ids.iter().map(move |id| (part, id)))
+    .map(|(part, id)| StepRow {
+        id: id.clone(),
+        part: Some(part),
+        action: None,
+        outcome: Outcome::Pending,
+        attempts: Vec::new(),
+        detail: None,
+        compensation: None,
+    })
+    .collect();
+    // Each event finds its row at once: `metrics` measures every drill in a store.
+    let index: std::collections::HashMap<String, usize> = rows
         .iter()
-        .chain(&info.inject)
-        .chain(&info.recovery)
-        .chain(&info.steady_after)
-        .map(|id| StepRow {
-            id: id.clone(),
-            part: info.part_of(id),
-            action: None,
-            outcome: Outcome::Pending,
-            attempts: Vec::new(),
-            detail: None,
-            compensation: None,
-        })
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
         .collect();
     let mut succeeded_at: std::collections::HashMap<&str, (&str, &Value)> = Default::default();
     let mut finished: Option<(&str, RunStatus, &str)> = None;
@@ -174,7 +182,7 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
             continue;
         }
         let Some(step) = r.event.step() else { continue };
-        let Some(row) = rows.iter_mut().find(|x| x.id == step) else {
+        let Some(row) = index.get(step).map(|&i| &mut rows[i]) else {
             continue;
         };
         let at = rel(&r.ts);
@@ -239,8 +247,8 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
         }
     }
 
-    let part_rows =
-        |ids: &[String]| -> Vec<&StepRow> { rows.iter().filter(|r| ids.contains(&r.id)).collect() };
+    let row = |id: &str| &rows[index[id]];
+    let part_rows = |ids: &[String]| -> Vec<&StepRow> { ids.iter().map(|id| row(id)).collect() };
     let holds = |ids: &[String]| -> Holds {
         let rs = part_rows(ids);
         if rs.iter().any(|r| r.outcome == Outcome::Failed) {
@@ -277,12 +285,9 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
     let mut restored_as_of: Option<RestorePoint> = None;
     let mut unreadable: Vec<String> = Vec::new();
     for id in &info.recovery {
-        let (Some((_, outputs)), Some(action)) = (
-            succeeded_at.get(id.as_str()),
-            rows.iter()
-                .find(|r| &r.id == id)
-                .and_then(|r| r.action.as_deref()),
-        ) else {
+        let (Some((_, outputs)), Some(action)) =
+            (succeeded_at.get(id.as_str()), row(id).action.as_deref())
+        else {
             continue;
         };
         let Some(output) = crate::actions::restored_as_of(action) else {

@@ -61,20 +61,3 @@ impl Part {
         }
     }
 }
-
-impl DrillInfo {
-    pub fn part_of(&self, step: &str) -> Option<Part> {
-        let has = |v: &Vec<String>| v.iter().any(|s| s == step);
-        if has(&self.steady_before) {
-            Some(Part::SteadyBefore)
-        } else if has(&self.inject) {
-            Some(Part::Inject)
-        } else if has(&self.recovery) {
-            Some(Part::Recovery)
-        } else if has(&self.steady_after) {
-            Some(Part::SteadyAfter)
-        } else {
-            None
-        }
-    }
-}
