@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::run::{Driving, Started, load_for_run, start};
+use super::run::{Driving, Started, fail, load_for_run, start};
 use crate::drill::{self, DrillReport, Evidence};
 use crate::engine;
 use crate::exit::Exit;
@@ -160,9 +160,4 @@ fn summarize(r: &DrillReport) {
         eprintln!("  note: {n}");
     }
     eprintln!("  log hash {}", r.evidence.log_hash);
-}
-
-fn fail(e: impl std::fmt::Display) -> Exit {
-    eprintln!("error: {e}");
-    Exit::Failed
 }

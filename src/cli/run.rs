@@ -190,7 +190,7 @@ fn holder(run: &str) -> Holder {
     }
 }
 
-fn fail(e: impl std::fmt::Display) -> Exit {
+pub(super) fn fail(e: impl std::fmt::Display) -> Exit {
     eprintln!("error: {e}");
     Exit::Failed
 }
