@@ -1,19 +1,23 @@
-//! The actions: one file per action, each holding its typed `with`, its outputs, its effect, its
-//! dry-run description and its unit tests. The `actions!` list at the bottom of this file is the only
-//! place that names them all; everything else (schema, validation, plan, `lifeboat actions`) goes
-//! through the exhaustive match it generates.
+//! The actions. `family.verb` lives in `<family>/<verb>.rs`, holding its typed `with`, its outputs,
+//! its effect, its dry-run description, its execution and its unit tests; what a family's actions
+//! share (its client, error classification) is the family's `mod.rs`; what several families share
+//! is in `support/`. The `actions!` list at the bottom of this file is the only place that names
+//! them all; everything else (schema, validation, plan, `lifeboat actions`, the docs' tables)
+//! goes through what it generates.
 
-mod aws;
-mod dns;
-mod kube;
-mod legacy;
-mod pg;
-mod pipeline;
-mod s3;
-pub use pg::tls_config;
-mod process;
-mod templated;
-pub use templated::{Tpl, is_template};
+// Families. Actions without a family (`shell`, `wait`, `approval`) are in `local/`.
+pub mod backup;
+pub mod dns;
+pub mod http;
+pub mod kubernetes;
+pub mod local;
+pub mod notify;
+pub mod postgres;
+pub mod s3;
+pub mod support;
+
+pub use postgres::tls_config;
+pub use support::{Tpl, is_template};
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -262,29 +266,28 @@ fn parse_with<A: ActionSpec>(with: &serde_json::Value) -> Result<A, WithError> {
 }
 
 macro_rules! actions {
-    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
-        $(mod $module;)*
+    ($($variant:ident => $family:ident :: $verb:ident :: $ty:ident,)*) => {
 
         /// A step's action with its typed `with`.
         #[derive(Debug, Clone)]
         pub enum Action {
-            $($variant($module::$ty),)*
+            $($variant($family::$verb::$ty),)*
         }
 
         impl Action {
             /// Types `with` for the named action. `Ok(None)`: no such action.
             pub fn parse(name: &str, with: &serde_json::Value) -> Result<Option<Action>, WithError> {
-                $(if name == <$module::$ty as ActionSpec>::NAME {
-                    return parse_with::<$module::$ty>(with).map(|a| Some(Action::$variant(a)));
+                $(if name == <$family::$verb::$ty as ActionSpec>::NAME {
+                    return parse_with::<$family::$verb::$ty>(with).map(|a| Some(Action::$variant(a)));
                 })*
                 Ok(None)
             }
 
             pub fn name(&self) -> &'static str {
-                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::NAME,)* }
+                match self { $(Action::$variant(_) => <$family::$verb::$ty as ActionSpec>::NAME,)* }
             }
             pub fn outputs(&self) -> &'static [Output] {
-                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::OUTPUTS,)* }
+                match self { $(Action::$variant(_) => <$family::$verb::$ty as ActionSpec>::OUTPUTS,)* }
             }
             pub fn effect(&self) -> Effect {
                 match self { $(Action::$variant(a) => a.effect(),)* }
@@ -305,7 +308,7 @@ macro_rules! actions {
                 match self { $(Action::$variant(a) => a.unsupported(),)* }
             }
             pub fn runnable(&self) -> bool {
-                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::RUNNABLE,)* }
+                match self { $(Action::$variant(_) => <$family::$verb::$ty as ActionSpec>::RUNNABLE,)* }
             }
             pub fn idempotent(&self) -> bool {
                 match self { $(Action::$variant(a) => a.idempotent(),)* }
@@ -317,29 +320,36 @@ macro_rules! actions {
                 match self { $(Action::$variant(a) => a.preview(cx),)* }
             }
             pub fn previews(&self) -> bool {
-                match self { $(Action::$variant(_) => <$module::$ty as ActionSpec>::PREVIEWS,)* }
+                match self { $(Action::$variant(_) => <$family::$verb::$ty as ActionSpec>::PREVIEWS,)* }
             }
         }
 
         /// Every action, in the order of this list.
         pub fn catalog() -> Vec<ActionInfo> {
-            vec![$(info::<$module::$ty>(),)*]
+            vec![$(info::<$family::$verb::$ty>(),)*]
         }
 
         /// Outputs of an action by name, without a `with`.
         pub fn outputs_of(name: &str) -> Option<&'static [Output]> {
-            $(if name == <$module::$ty as ActionSpec>::NAME {
-                return Some(<$module::$ty as ActionSpec>::OUTPUTS);
+            $(if name == <$family::$verb::$ty as ActionSpec>::NAME {
+                return Some(<$family::$verb::$ty as ActionSpec>::OUTPUTS);
             })*
             None
         }
 
-        pub const NAMES: &[&str] = &[$(<$module::$ty as ActionSpec>::NAME,)*];
+        pub const NAMES: &[&str] = &[$(<$family::$verb::$ty as ActionSpec>::NAME,)*];
+
+        /// Each action's name and the file the list says holds it, for the layout test.
+        #[cfg(test)]
+        const FILES: &[(&str, &str)] = &[$((
+            <$family::$verb::$ty as ActionSpec>::NAME,
+            concat!(stringify!($family), "/", stringify!($verb), ".rs"),
+        ),)*];
 
         /// [`ActionSpec::RESTORED_AS_OF`] of an action by name.
         pub fn restored_as_of(name: &str) -> Option<&'static str> {
-            $(if name == <$module::$ty as ActionSpec>::NAME {
-                return <$module::$ty as ActionSpec>::RESTORED_AS_OF;
+            $(if name == <$family::$verb::$ty as ActionSpec>::NAME {
+                return <$family::$verb::$ty as ActionSpec>::RESTORED_AS_OF;
             })*
             None
         }
@@ -347,36 +357,77 @@ macro_rules! actions {
 }
 
 actions! {
-    Shell => shell::Shell,
-    HttpRequest => http_request::HttpRequest,
-    Wait => wait::Wait,
-    Approval => approval::Approval,
-    NotifyWebhook => notify_webhook::NotifyWebhook,
-    PostgresQuery => postgres_query::PostgresQuery,
-    PostgresStopWriters => postgres_stop_writers::PostgresStopWriters,
-    PostgresResumeWriters => postgres_resume_writers::PostgresResumeWriters,
-    PostgresBackup => postgres_backup::PostgresBackup,
-    PostgresRestore => postgres_restore::PostgresRestore,
-    PostgresPromote => postgres_promote::PostgresPromote,
-    S3Put => s3_put::S3Put,
-    S3Get => s3_get::S3Get,
-    S3List => s3_list::S3List,
-    S3Latest => s3_latest::S3Latest,
-    S3Delete => s3_delete::S3Delete,
-    S3Retention => s3_retention::S3Retention,
-    BackupVerify => backup_verify::BackupVerify,
-    KubernetesScale => kubernetes_scale::KubernetesScale,
-    KubernetesRolloutRestart => kubernetes_rollout_restart::KubernetesRolloutRestart,
-    KubernetesWaitReady => kubernetes_wait_ready::KubernetesWaitReady,
-    KubernetesJob => kubernetes_job::KubernetesJob,
-    KubernetesDelete => kubernetes_delete::KubernetesDelete,
-    KubernetesApply => kubernetes_apply::KubernetesApply,
-    DnsFailover => dns_failover::DnsFailover,
-    DnsVerify => dns_verify::DnsVerify,
+    Shell => local::shell::Shell,
+    HttpRequest => http::request::HttpRequest,
+    Wait => local::wait::Wait,
+    Approval => local::approval::Approval,
+    NotifyWebhook => notify::webhook::NotifyWebhook,
+    PostgresQuery => postgres::query::PostgresQuery,
+    PostgresStopWriters => postgres::stop_writers::PostgresStopWriters,
+    PostgresResumeWriters => postgres::resume_writers::PostgresResumeWriters,
+    PostgresBackup => postgres::backup::PostgresBackup,
+    PostgresRestore => postgres::restore::PostgresRestore,
+    PostgresPromote => postgres::promote::PostgresPromote,
+    S3Put => s3::put::S3Put,
+    S3Get => s3::get::S3Get,
+    S3List => s3::list::S3List,
+    S3Latest => s3::latest::S3Latest,
+    S3Delete => s3::delete::S3Delete,
+    S3Retention => s3::retention::S3Retention,
+    BackupVerify => backup::verify::BackupVerify,
+    KubernetesScale => kubernetes::scale::KubernetesScale,
+    KubernetesRolloutRestart => kubernetes::rollout_restart::KubernetesRolloutRestart,
+    KubernetesWaitReady => kubernetes::wait_ready::KubernetesWaitReady,
+    KubernetesJob => kubernetes::job::KubernetesJob,
+    KubernetesDelete => kubernetes::delete::KubernetesDelete,
+    KubernetesApply => kubernetes::apply::KubernetesApply,
+    DnsFailover => dns::failover::DnsFailover,
+    DnsVerify => dns::verify::DnsVerify,
 }
-
-mod shared;
-pub use shared::{BackupLocation, Workload};
 
 #[cfg(test)]
 mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// `family.verb` is in `<family>/<verb>.rs` (`local/<name>.rs` without a family), and every
+    /// file in a family's folder but its `mod.rs` is an action of the list: a newcomer finds an
+    /// action by its name, and no action file exists that the registry forgot.
+    #[test]
+    fn each_action_is_in_the_file_its_name_says_and_each_file_is_registered() {
+        let mut listed = BTreeSet::new();
+        for (name, file) in super::FILES {
+            let expected = match name.split_once('.') {
+                Some((family, verb)) => format!("{family}/{verb}.rs"),
+                None => format!("local/{name}.rs"),
+            };
+            assert_eq!(*file, expected, "the list puts `{name}` in the wrong file");
+            listed.insert(expected);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/actions");
+        let mut on_disk = BTreeSet::new();
+        for family in std::fs::read_dir(&root).unwrap() {
+            let family = family.unwrap().path();
+            let name = family.file_name().unwrap().to_string_lossy().into_owned();
+            // support/ is shared code, not a family.
+            if !family.is_dir() || name == "support" {
+                continue;
+            }
+            assert!(family.join("mod.rs").is_file(), "{name}/ has no mod.rs");
+            for f in std::fs::read_dir(&family).unwrap() {
+                let f = f.unwrap().file_name().to_string_lossy().into_owned();
+                if f != "mod.rs" {
+                    on_disk.insert(format!("{name}/{f}"));
+                }
+            }
+        }
+        assert_eq!(
+            on_disk, listed,
+            "files in family folders and the `actions!` list differ"
+        );
+        assert_eq!(super::NAMES.len(), listed.len());
+    }
+}

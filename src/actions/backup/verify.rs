@@ -1,0 +1,201 @@
+//! `backup.verify`: prove a backup restores, then mark its manifest verified.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::BackupLocation;
+use crate::actions::postgres::{self as pg, PgTarget, ident};
+use crate::actions::s3::{self, S3};
+use crate::actions::{
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
+    WithProblem, out, support::connection,
+};
+use crate::runbook::ConnectionKind;
+
+/// Restore a backup into a scratch database, run the verification queries there, drop the scratch
+/// database, and mark the backup's manifest `verified` (the weekly "validate backups" job).
+/// `s3.latest` with `verified_only` then finds only backups that passed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupVerify {
+    /// A `postgres` connection to a server where a scratch database may be created and dropped.
+    pub connection: String,
+    /// The backup, in S3 (`connection` + `key`), with its manifest beside it.
+    pub from: BackupLocation,
+    /// age identity or passphrase, usually `{{ secrets.NAME }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decrypt_with: Option<String>,
+    /// SQL run in the scratch database; each must return one row whose first column is true,
+    /// e.g. `select count(*) > 0 from orders`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<String>,
+}
+
+impl ActionSpec for BackupVerify {
+    const NAME: &'static str = "backup.verify";
+    const SUMMARY: &'static str =
+        "Restore a backup into a scratch database, check it, mark it verified";
+    const OUTPUTS: &'static [Output] = &[
+        out(
+            "verified",
+            "true when the backup restored and every query held",
+        ),
+        out(
+            "scratch_database",
+            "the scratch database used (dropped afterwards)",
+        ),
+        out("results", "each query with its first column"),
+    ];
+    const RUNNABLE: bool = true;
+
+    fn effect(&self) -> Effect {
+        Effect::Changes
+    }
+    fn destructive(&self) -> bool {
+        false
+    }
+    /// A second verification of the same backup does the same.
+    fn idempotent(&self) -> bool {
+        true
+    }
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        let mut c = vec![connection(
+            "/connection",
+            &self.connection,
+            &[ConnectionKind::Postgres],
+        )];
+        c.extend(self.from.connections("/from/connection"));
+        c
+    }
+    fn check(&self) -> Vec<WithProblem> {
+        let mut p = self.from.check("/from");
+        if self.from.path.is_some() {
+            p.push(WithProblem::new(
+                "/from",
+                "backup.verify marks a manifest in S3: give `connection` and `key`",
+            ));
+        }
+        p
+    }
+    fn describe(&self, cx: &dyn DescribeContext) -> String {
+        format!(
+            "restore {} into a scratch database on {}, run {} verification quer{}, drop it, and mark the manifest verified",
+            self.from.describe(cx),
+            cx.connection(&self.connection),
+            self.queries.len(),
+            if self.queries.len() == 1 { "y" } else { "ies" }
+        )
+    }
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(verify(self, cx))
+    }
+}
+
+async fn verify(w: &BackupVerify, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+    let (Some(conn), Some(key)) = (&w.from.connection, &w.from.key) else {
+        return Err(ActionError::permanent("give `from: {connection, key}`"));
+    };
+    let scratch = format!(
+        "lifeboat_verify_{}",
+        cx.attempt_key
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_lowercase()
+    );
+    let scratch: String = scratch.chars().take(63).collect();
+    let restore = crate::actions::postgres::restore::PostgresRestore {
+        connection: w.connection.clone(),
+        database: Some(scratch.clone()),
+        from: w.from.clone(),
+        clean: false,
+        create: true,
+        jobs: None,
+        decrypt_with: w.decrypt_with.clone(),
+        sha256: None,
+        count_tables: Vec::new(),
+    };
+    let admin = {
+        let mut t = PgTarget::from_exec(cx, &w.connection, Some("postgres"))?;
+        t.config.dbname("postgres");
+        t
+    };
+    // A scratch database left by an interrupted attempt is dropped first.
+    let drop_scratch = || async {
+        if let Ok(c) = admin.connect().await {
+            let _ = c
+                .batch_execute(&format!(
+                    "drop database if exists {} with (force)",
+                    ident(&scratch)
+                ))
+                .await;
+        }
+    };
+    drop_scratch().await;
+    let checked = async {
+        crate::actions::postgres::restore::restore(&restore, cx).await?;
+        let target = PgTarget::from_exec(cx, &w.connection, Some(&scratch))?;
+        let client = target.connect().await?;
+        let mut results = Vec::new();
+        for sql in &w.queries {
+            let row = client
+                .query_opt(sql.as_str(), &[])
+                .await
+                .map_err(|e| pg::classify(&e, "running a verification query"))?
+                .ok_or_else(|| ActionError::permanent(format!("`{sql}` returned no row")))?;
+            let ok: bool = row.try_get(0).map_err(|_| {
+                ActionError::permanent(format!("`{sql}`: the first column must be a boolean"))
+            })?;
+            results.push(serde_json::json!({"sql": sql, "ok": ok}));
+            if !ok {
+                return Err(ActionError::permanent(format!(
+                    "verification failed: `{sql}` is false"
+                )));
+            }
+        }
+        Ok::<_, ActionError>(results)
+    }
+    .await;
+    drop_scratch().await;
+    let results = checked?;
+    // Mark the manifest: s3.latest with verified_only trusts only backups that got here.
+    let s3c = S3::from_exec(cx, conn).await?;
+    let mkey = s3::manifest_key(key);
+    let bytes = s3::get_optional(&s3c, &mkey).await?.ok_or_else(|| {
+        ActionError::permanent(format!(
+            "no manifest s3://{}/{mkey} to mark verified",
+            s3c.bucket
+        ))
+    })?;
+    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ActionError::permanent(format!("{mkey} is not JSON: {e}")))?;
+    manifest["verified"] = true.into();
+    manifest["verified_at"] = crate::runlog::now_rfc3339().into();
+    manifest["verified_by_run"] = cx.run_id.into();
+    s3::put_json(&s3c, &mkey, &manifest).await?;
+    Ok(serde_json::json!({"verified": true, "scratch_database": scratch, "results": results}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::test_support::*;
+    use serde_json::json;
+
+    #[test]
+    fn describes_and_needs_an_object() {
+        let d = describe::<BackupVerify>(
+            json!({"connection": "db", "from": {"connection": "b", "key": "k"}, "queries": ["select true"]}),
+        );
+        assert_eq!(
+            d,
+            "restore object k in <b> into a scratch database on <db>, run 1 verification query, drop it, and mark the manifest verified"
+        );
+        assert_eq!(
+            parse::<BackupVerify>(json!({"connection": "db", "from": {"path": "x"}}))
+                .check()
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! `kubernetes.delete`: delete one object and wait until it is gone.
+
+use ::kube::api::{DeleteParams, PropagationPolicy};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{self as kube, Kube};
+use crate::actions::{
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
+    WithProblem, out, support::connection,
+};
+use crate::runbook::{ConnectionKind, DurationText};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    /// Dependents (a Deployment's ReplicaSets and pods) are deleted after the object.
+    Background,
+    /// The object goes only once its dependents are gone.
+    Foreground,
+    /// Dependents are left running.
+    Orphan,
+}
+
+/// Delete an object of any kind the cluster serves. Deleting what is already gone succeeds, with
+/// `deleted: false`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesDelete {
+    pub connection: String,
+    /// `Namespace`, `Deployment`, `Job`, `ConfigMap`, a custom resource's kind...
+    pub kind: String,
+    /// The kind's API version; known kinds default (`Deployment`: `apps/v1`, `Job`: `batch/v1`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    pub name: String,
+    /// For namespaced kinds; overrides the connection's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+    /// Wait until the object is gone (default true): a namespace takes a while to empty.
+    #[serde(default = "yes")]
+    pub wait: bool,
+    /// How long `wait` may take (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<DurationText>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// API versions of the kinds runbooks delete most, so they need not spell them out.
+pub fn default_api_version(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Namespace"
+        | "ConfigMap"
+        | "Secret"
+        | "Service"
+        | "Pod"
+        | "ServiceAccount"
+        | "PersistentVolumeClaim" => "v1",
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
+        "Job" | "CronJob" => "batch/v1",
+        "Ingress" | "NetworkPolicy" => "networking.k8s.io/v1",
+        "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => {
+            "rbac.authorization.k8s.io/v1"
+        }
+        _ => return None,
+    })
+}
+
+impl KubernetesDelete {
+    fn api_version(&self) -> Option<&str> {
+        self.api_version
+            .as_deref()
+            .or_else(|| default_api_version(&self.kind))
+    }
+}
+
+impl ActionSpec for KubernetesDelete {
+    const NAME: &'static str = "kubernetes.delete";
+    const SUMMARY: &'static str = "Delete a Kubernetes object and wait until it is gone";
+    const OUTPUTS: &'static [Output] =
+        &[out("deleted", "whether the object existed and was deleted")];
+    const RUNNABLE: bool = true;
+
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let api_version = self.api_version().ok_or_else(|| {
+                ActionError::permanent(format!("give the `api_version` of kind {}", self.kind))
+            })?;
+            let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
+            let (api, ns) =
+                kube::dynamic_api(&k, api_version, &self.kind, self.namespace.as_deref()).await?;
+            let what = kube::object_label(&self.kind, ns.as_deref(), &self.name);
+            let dp = DeleteParams {
+                propagation_policy: self.propagation.map(|p| match p {
+                    Propagation::Background => PropagationPolicy::Background,
+                    Propagation::Foreground => PropagationPolicy::Foreground,
+                    Propagation::Orphan => PropagationPolicy::Orphan,
+                }),
+                ..Default::default()
+            };
+            let deleted = match api.delete(&self.name, &dp).await {
+                Ok(_) => true,
+                Err(::kube::Error::Api(s)) if s.code == 404 => false,
+                Err(e) => return Err(kube::classify(&e, &format!("deleting {what}"), &k.server)),
+            };
+            if self.wait {
+                let within = crate::actions::support::duration_or(
+                    self.within.as_ref(),
+                    std::time::Duration::from_secs(300),
+                )?;
+                let mut poll = kube::Poll::new(within);
+                loop {
+                    match api.get_opt(&self.name).await {
+                        Ok(None) => break,
+                        Ok(Some(_)) => poll.ok(),
+                        Err(e) => poll.failed(
+                            kube::classify(&e, &format!("reading {what}"), &k.server),
+                            true,
+                        )?,
+                    }
+                    poll.next(|within| format!("{what} was still there {within} after it was deleted (finalizers still running?)")).await?;
+                }
+            }
+            Ok(json!({"deleted": deleted}))
+        })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Irreversible
+    }
+    fn destructive(&self) -> bool {
+        true
+    }
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        vec![connection(
+            "/connection",
+            &self.connection,
+            &[ConnectionKind::Kubernetes],
+        )]
+    }
+    fn check(&self) -> Vec<WithProblem> {
+        let mut p: Vec<WithProblem> = WithProblem::duration("/within", self.within.as_ref())
+            .into_iter()
+            .collect();
+        if self.api_version().is_none() {
+            p.push(WithProblem::new(
+                "/kind",
+                format!(
+                    "lifeboat does not know the API version of kind `{}`: give `api_version`",
+                    self.kind
+                ),
+            ));
+        }
+        p
+    }
+    fn describe(&self, cx: &dyn DescribeContext) -> String {
+        let what = kube::object_label(&self.kind, self.namespace.as_deref(), &self.name);
+        let wait = if self.wait {
+            "; wait until it is gone"
+        } else {
+            ""
+        };
+        format!("delete {what} on {}{wait}", cx.connection(&self.connection))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::test_support::*;
+
+    #[test]
+    fn describes_and_knows_common_kinds() {
+        let d = parse::<KubernetesDelete>(
+            json!({"connection": "k", "kind": "Namespace", "name": "drill-7"}),
+        );
+        assert!(d.check().is_empty());
+        assert_eq!(
+            d.describe(&Cx),
+            "delete Namespace drill-7 on <k>; wait until it is gone"
+        );
+        let d =
+            parse::<KubernetesDelete>(json!({"connection": "k", "kind": "Widget", "name": "w"}));
+        assert_eq!(d.check()[0].field, "/kind");
+        let d = parse::<KubernetesDelete>(
+            json!({"connection": "k", "kind": "Widget", "api_version": "example.com/v1", "name": "w", "namespace": "a", "wait": false}),
+        );
+        assert!(d.check().is_empty());
+        assert_eq!(d.describe(&Cx), "delete Widget a/w on <k>");
+    }
+}

@@ -1,0 +1,588 @@
+//! What the `kubernetes.*` actions share: a client for a named connection, the classification of
+//! API errors into retry-or-fail with plain words, workload access and the rollout-complete test.
+
+pub mod apply;
+pub mod delete;
+pub mod job;
+pub mod rollout_restart;
+pub mod scale;
+pub mod wait_ready;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+use crate::actions::{ActionError, Exec};
+
+/// A client for one connection, and the namespace its actions use unless told otherwise.
+pub struct Kube {
+    pub client: kube::Client,
+    pub namespace: String,
+    /// The API server's URL, for messages.
+    pub server: String,
+}
+
+impl Kube {
+    /// `namespace` (from the step) wins over the connection's, which wins over the kubeconfig
+    /// context's.
+    pub async fn from_exec(
+        cx: &Exec<'_>,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<Kube, ActionError> {
+        let fields = (cx.connection)(name).map_err(ActionError::permanent)?;
+        // An empty string is "not set": runbooks pass optional params through templates.
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        };
+        let options = KubeConfigOptions {
+            context: get("context"),
+            ..Default::default()
+        };
+        let bad =
+            |e: &dyn std::fmt::Display| ActionError::permanent(format!("connection `{name}`: {e}"));
+        let config = match (get("kubeconfig"), &options.context) {
+            (Some(path), _) => {
+                let file = Kubeconfig::read_from(&path)
+                    .map_err(|e| bad(&format!("cannot read kubeconfig {path}: {e}")))?;
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| bad(&e))?
+            }
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| bad(&e))?,
+            // $KUBECONFIG, ~/.kube/config, or the pod's service account when running in a cluster.
+            (None, None) => kube::Config::infer().await.map_err(|e| bad(&e))?,
+        };
+        let server = config.cluster_url.to_string();
+        let default_ns = config.default_namespace.clone();
+        let client = kube::Client::try_from(config).map_err(|e| bad(&e))?;
+        let namespace = namespace
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .or_else(|| get("namespace"))
+            .unwrap_or(default_ns);
+        Ok(Kube {
+            client,
+            namespace,
+            server,
+        })
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+    pub fn statefulsets(&self) -> Api<StatefulSet> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+/// Retry or fail, in words an on-call engineer can act on. Retried: conflicts with a concurrent
+/// writer (the next attempt reads afresh), throttling, server errors and an unreachable server.
+/// Not retried: RBAC denials, bad credentials, missing objects, invalid objects.
+pub fn classify(e: &kube::Error, doing: &str, server: &str) -> ActionError {
+    match e {
+        kube::Error::Api(s) => {
+            let msg = s.message.trim();
+            match s.code {
+                409 if s.reason == "Conflict" && msg.contains("latest version") => {
+                    ActionError::transient(format!(
+                        "{doing}: conflict: the object changed while lifeboat was writing it (stale resourceVersion); the next attempt reads it afresh"
+                    ))
+                }
+                401 => ActionError::permanent(format!(
+                    "{doing}: the API server at {server} rejected lifeboat's credentials (401 Unauthorized); check the kubeconfig's user"
+                )),
+                403 => ActionError::permanent(format!(
+                    "{doing}: denied by RBAC (403 Forbidden): {msg}"
+                )),
+                404 => ActionError::permanent(format!("{doing}: not found: {msg}")),
+                410 | 429 | 500 | 502 | 503 | 504 => ActionError::transient(format!(
+                    "{doing}: the API server answered {} {}: {msg}",
+                    s.code, s.reason
+                )),
+                code => ActionError::permanent(format!(
+                    "{doing}: the API server refused ({code} {}): {msg}",
+                    s.reason
+                )),
+            }
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => ActionError::transient(format!(
+            "{doing}: cannot reach the API server at {server}: {}",
+            chain(e)
+        )),
+        other => ActionError::permanent(format!("{doing}: {}", chain(other))),
+    }
+}
+
+/// An error and its sources, because hyper's outermost message ("client error (Connect)") alone
+/// says nothing.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Which workload a step names.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Deployment,
+    StatefulSet,
+}
+
+pub fn kind_and_name<'a>(
+    deployment: Option<&'a str>,
+    statefulset: Option<&'a str>,
+) -> Result<(Kind, &'a str), ActionError> {
+    match (deployment, statefulset) {
+        (Some(d), None) => Ok((Kind::Deployment, d)),
+        (None, Some(s)) => Ok((Kind::StatefulSet, s)),
+        _ => Err(ActionError::permanent("give `deployment` or `statefulset`")),
+    }
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deployment",
+            Kind::StatefulSet => "statefulset",
+        }
+    }
+}
+
+/// The workload as JSON, so one code path reads both kinds.
+pub async fn get_workload(k: &Kube, kind: Kind, name: &str) -> Result<Value, ActionError> {
+    let doing = format!("reading {} {}/{name}", kind.label(), k.namespace);
+    let v = match kind {
+        Kind::Deployment => k.deployments().get(name).await.map(serde_json::to_value),
+        Kind::StatefulSet => k.statefulsets().get(name).await.map(serde_json::to_value),
+    };
+    v.map_err(|e| classify(&e, &doing, &k.server))?
+        .map_err(|e| ActionError::permanent(e.to_string()))
+}
+
+/// A merge patch of the workload object itself (not a subresource), so metadata and spec change
+/// in one write. A `metadata.resourceVersion` in the patch makes the write conditional.
+pub async fn patch_workload(
+    k: &Kube,
+    kind: Kind,
+    name: &str,
+    patch: &Value,
+    strategic: bool,
+) -> Result<Value, ActionError> {
+    let doing = format!("updating {} {}/{name}", kind.label(), k.namespace);
+    let pp = PatchParams::default();
+    let p = if strategic {
+        Patch::Strategic(patch)
+    } else {
+        Patch::Merge(patch)
+    };
+    let v = match kind {
+        Kind::Deployment => k
+            .deployments()
+            .patch(name, &pp, &p)
+            .await
+            .map(serde_json::to_value),
+        Kind::StatefulSet => k
+            .statefulsets()
+            .patch(name, &pp, &p)
+            .await
+            .map(serde_json::to_value),
+    };
+    v.map_err(|e| classify(&e, &doing, &k.server))?
+        .map_err(|e| ActionError::permanent(e.to_string()))
+}
+
+/// Where a rollout stands, from the workload's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    pub done: bool,
+    /// "2 of 3 updated, 1 available", for progress and for the timeout message.
+    pub summary: String,
+    /// Set when the controller has given up (a Deployment past its progress deadline).
+    pub failed: Option<String>,
+    pub ready: i64,
+    pub observed_generation: i64,
+}
+
+pub fn rollout(kind: Kind, w: &Value) -> Rollout {
+    let n = |p: &str| w.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let want = w
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let generation = n("/metadata/generation");
+    let observed = n("/status/observedGeneration");
+    let total = n("/status/replicas");
+    let updated = n("/status/updatedReplicas");
+    let ready = n("/status/readyReplicas");
+    let seen = observed >= generation;
+    let (done, summary) = match kind {
+        Kind::Deployment => {
+            let available = n("/status/availableReplicas");
+            let done = seen && updated == want && total == want && available == want;
+            (
+                done,
+                format!("{updated} of {want} updated, {available} available, {total} in total"),
+            )
+        }
+        Kind::StatefulSet => {
+            let current = w.pointer("/status/currentRevision").and_then(Value::as_str);
+            let update = w.pointer("/status/updateRevision").and_then(Value::as_str);
+            // A StatefulSet reports updatedReplicas against updateRevision; when every pod is
+            // on it, the controller moves currentRevision up to it.
+            let revised = want == 0 || current == update;
+            let done = seen
+                && ready == want
+                && total == want
+                && revised
+                && (want == 0 || updated == want || current == update);
+            (
+                done,
+                format!("{ready} of {want} ready, {updated} updated, {total} in total"),
+            )
+        }
+    };
+    let failed = w
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["type"] == "Progressing"
+                && c["status"] == "False"
+                && c["reason"] == "ProgressDeadlineExceeded"
+        })
+        .map(|c| {
+            c["message"]
+                .as_str()
+                .unwrap_or("progress deadline exceeded")
+                .to_string()
+        });
+    let summary = if seen {
+        summary
+    } else {
+        format!("{summary}; the controller has not seen generation {generation} yet")
+    };
+    Rollout {
+        done,
+        summary,
+        failed,
+        ready,
+        observed_generation: observed,
+    }
+}
+
+/// Polls until the rollout is complete, the controller gives up, or `within` passes. Polling (not
+/// a watch) because a watch that drops mid-incident is one more thing to get wrong, and a second
+/// of latency does not matter here.
+pub async fn wait_rollout(
+    k: &Kube,
+    kind: Kind,
+    name: &str,
+    within: Duration,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Rollout, ActionError> {
+    let mut last: Option<Rollout> = None;
+    let mut poll = Poll::new(within);
+    loop {
+        match get_workload(k, kind, name).await {
+            Ok(w) => {
+                poll.ok();
+                let r = rollout(kind, &w);
+                if r.done {
+                    return Ok(r);
+                }
+                if last.as_ref().is_none_or(|l| l.summary != r.summary) {
+                    progress(&format!(
+                        "{} {}/{name}: {}",
+                        kind.label(),
+                        k.namespace,
+                        r.summary
+                    ));
+                }
+                if let Some(why) = &r.failed {
+                    return Err(ActionError::permanent(format!(
+                        "{} {}/{name} failed to roll out: {why} ({})",
+                        kind.label(),
+                        k.namespace,
+                        r.summary
+                    )));
+                }
+                last = Some(r);
+            }
+            Err(e) => poll.failed(e, last.is_some())?,
+        }
+        poll.next(|within| {
+            let state = last.as_ref().map_or("never read", |r| r.summary.as_str());
+            format!(
+                "{} {}/{name} was not rolled out after {within}: {state}",
+                kind.label(),
+                k.namespace
+            )
+        })
+        .await?;
+    }
+}
+
+/// An API for any kind, found by asking the server about its group version (one request), so
+/// `apply` and `delete` work on whatever the cluster serves, custom resources included.
+pub async fn dynamic_api(
+    k: &Kube,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Result<(Api<kube::api::DynamicObject>, Option<String>), ActionError> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let (ar, caps) = kube::discovery::pinned_kind(&k.client, &gvk)
+        .await
+        .map_err(|e| match &e {
+            // An unknown group answers 404; a known group without the kind, a discovery error.
+            kube::Error::Api(s) if s.code == 404 => ActionError::permanent(format!(
+                "the API server at {} serves no kind {kind} in {api_version}",
+                k.server
+            )),
+            kube::Error::Discovery(_) => ActionError::permanent(format!(
+                "the API server at {} serves no kind {kind} in {api_version}",
+                k.server
+            )),
+            _ => classify(
+                &e,
+                &format!("looking up {kind} in {api_version}"),
+                &k.server,
+            ),
+        })?;
+    if caps.scope == kube::discovery::Scope::Namespaced {
+        let ns = namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&k.namespace)
+            .to_string();
+        Ok((Api::namespaced_with(k.client.clone(), &ns, &ar), Some(ns)))
+    } else {
+        Ok((Api::all_with(k.client.clone(), &ar), None))
+    }
+}
+
+/// `kind name` or `kind namespace/name`, for messages and outputs.
+pub fn object_label(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// A wait loop's clock: its deadline, the pause between reads, and how it treats failed reads.
+/// A blip once the object has been read is only "not yet", for up to `BLIP_LIMIT` in a row; the
+/// first read failing, a lasting outage, or a permanent error ends the wait with the error, so
+/// the step's retry policy decides what happens next.
+pub struct Poll {
+    within: Duration,
+    deadline: tokio::time::Instant,
+    since: Option<tokio::time::Instant>,
+}
+
+const BLIP_LIMIT: Duration = Duration::from_secs(10);
+
+impl Poll {
+    pub fn new(within: Duration) -> Poll {
+        Poll {
+            within,
+            deadline: tokio::time::Instant::now() + within,
+            since: None,
+        }
+    }
+    /// Waits until the next read; past the deadline, fails with `timed_out(within)` instead.
+    pub async fn next(&self, timed_out: impl FnOnce(&str) -> String) -> Result<(), ActionError> {
+        if tokio::time::Instant::now() >= self.deadline {
+            return Err(ActionError::permanent(timed_out(
+                &crate::runbook::duration::format(self.within),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+    pub fn ok(&mut self) {
+        self.since = None;
+    }
+    pub fn failed(&mut self, e: ActionError, read_before: bool) -> Result<(), ActionError> {
+        if !e.transient || !read_before {
+            return Err(e);
+        }
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= BLIP_LIMIT {
+            Err(e)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// `{"metadata": {"annotations": {...}}}`, the shape most of our patches start from.
+pub fn annotations(pairs: &[(&str, &str)]) -> Value {
+    let mut a = serde_json::Map::new();
+    for (k, v) in pairs {
+        a.insert((*k).into(), json!(v));
+    }
+    json!({"metadata": {"annotations": a}})
+}
+
+/// A Kubernetes workload, named by exactly one of the `deployment` and `statefulset` fields that
+/// the Kubernetes actions carry (kept as plain fields: serde's `flatten` would lose error locations).
+pub struct Workload<'a> {
+    pub deployment: Option<&'a str>,
+    pub statefulset: Option<&'a str>,
+}
+
+impl Workload<'_> {
+    pub fn check(&self) -> Vec<crate::actions::WithProblem> {
+        match (self.deployment, self.statefulset) {
+            (Some(_), None) | (None, Some(_)) => vec![],
+            (Some(_), Some(_)) => {
+                vec![crate::actions::WithProblem::new(
+                    "",
+                    "give `deployment` or `statefulset`, not both",
+                )]
+            }
+            (None, None) => vec![crate::actions::WithProblem::new(
+                "",
+                "give the `deployment` or `statefulset` to act on",
+            )],
+        }
+    }
+}
+
+impl std::fmt::Display for Workload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.deployment, self.statefulset) {
+            (Some(d), _) => write!(f, "deployment {d}"),
+            (None, Some(s)) => write!(f, "statefulset {s}"),
+            (None, None) => f.write_str("(no workload)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(
+        generation: i64,
+        observed: i64,
+        want: i64,
+        updated: i64,
+        available: i64,
+        total: i64,
+    ) -> Value {
+        json!({
+            "metadata": {"generation": generation},
+            "spec": {"replicas": want},
+            "status": {"observedGeneration": observed, "updatedReplicas": updated, "availableReplicas": available, "replicas": total, "readyReplicas": available}
+        })
+    }
+
+    #[test]
+    fn a_deployment_is_rolled_out_only_when_every_count_matches() {
+        assert!(rollout(Kind::Deployment, &deployment(2, 2, 3, 3, 3, 3)).done);
+        // Old pods still running after the new ones are up.
+        assert!(!rollout(Kind::Deployment, &deployment(2, 2, 3, 3, 3, 4)).done);
+        // The controller has not looked at the new spec yet: its counts are about the old one.
+        let r = rollout(Kind::Deployment, &deployment(3, 2, 3, 3, 3, 3));
+        assert!(!r.done);
+        assert!(r.summary.contains("not seen generation 3"), "{}", r.summary);
+        assert!(!rollout(Kind::Deployment, &deployment(2, 2, 3, 3, 2, 3)).done);
+        // Scaled to zero: done once the pods are gone.
+        let zero = json!({"metadata": {"generation": 4}, "spec": {"replicas": 0}, "status": {"observedGeneration": 4}});
+        assert!(rollout(Kind::Deployment, &zero).done);
+    }
+
+    #[test]
+    fn a_deployment_past_its_deadline_has_failed() {
+        let mut d = deployment(2, 2, 3, 1, 0, 3);
+        d["status"]["conditions"] = json!([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"api-5d\" has timed out progressing."}]);
+        assert_eq!(
+            rollout(Kind::Deployment, &d).failed.as_deref(),
+            Some("ReplicaSet \"api-5d\" has timed out progressing.")
+        );
+    }
+
+    #[test]
+    fn a_statefulset_is_rolled_out_when_all_pods_are_on_the_update_revision() {
+        let s = |current: &str, ready: i64| {
+            json!({"metadata": {"generation": 1}, "spec": {"replicas": 2},
+                   "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": ready, "updatedReplicas": 2,
+                              "currentRevision": current, "updateRevision": "db-2"}})
+        };
+        assert!(rollout(Kind::StatefulSet, &s("db-2", 2)).done);
+        assert!(!rollout(Kind::StatefulSet, &s("db-1", 2)).done);
+        assert!(!rollout(Kind::StatefulSet, &s("db-2", 1)).done);
+    }
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn errors_are_retried_only_when_another_attempt_can_help() {
+        let stale = api_error(
+            409,
+            "Conflict",
+            "Operation cannot be fulfilled on deployments.apps \"api\": the object has been modified; please apply your changes to the latest version and try again",
+        );
+        let e = classify(&stale, "scaling deployment shop/api", "https://k:6443/");
+        assert!(e.transient);
+        assert!(e.message.contains("stale resourceVersion"), "{}", e.message);
+        let exists = api_error(409, "AlreadyExists", "jobs.batch \"x\" already exists");
+        assert!(!classify(&exists, "creating", "s").transient);
+        let rbac = api_error(
+            403,
+            "Forbidden",
+            "deployments.apps \"api\" is forbidden: User \"viewer\" cannot patch resource \"deployments\"",
+        );
+        let e = classify(&rbac, "scaling deployment shop/api", "s");
+        assert!(!e.transient);
+        assert!(
+            e.message.contains("denied by RBAC") && e.message.contains("cannot patch"),
+            "{}",
+            e.message
+        );
+        assert!(!classify(&api_error(401, "Unauthorized", "Unauthorized"), "x", "s").transient);
+        assert!(
+            classify(
+                &api_error(503, "ServiceUnavailable", "etcd leader changed"),
+                "x",
+                "s"
+            )
+            .transient
+        );
+        assert!(
+            !classify(
+                &api_error(422, "Invalid", "spec.replicas: Invalid value"),
+                "x",
+                "s"
+            )
+            .transient
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! `notify.*`: telling people what a run is doing.
+
+pub mod webhook;

@@ -1,0 +1,144 @@
+//! `s3.latest`: the newest object under a prefix.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{self as s3, S3};
+use crate::actions::{
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
+    out, support::connection,
+};
+use crate::runbook::ConnectionKind;
+
+/// Find the newest backup under `prefix`; with `verified_only`, only one whose manifest says it
+/// was verified by a restore test. Fails when there is none.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Latest {
+    pub connection: String,
+    pub prefix: String,
+    /// Only keys ending with this (e.g. `.dump.zst.age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub verified_only: bool,
+}
+
+impl ActionSpec for S3Latest {
+    const NAME: &'static str = "s3.latest";
+    const SUMMARY: &'static str =
+        "Find the newest object (optionally verified backup) under a prefix";
+    const OUTPUTS: &'static [Output] = &[
+        out("key", "the newest object's key"),
+        out("size", "its size in bytes"),
+        out("last_modified", "when it was written (RFC 3339)"),
+        out("manifest", "its backup manifest, when it has one"),
+    ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let s3 = S3::from_exec(cx, &self.connection).await?;
+            let mut all: Vec<_> = s3::list_all(&s3, &self.prefix, None)
+                .await?
+                .into_iter()
+                .filter(|(k, ..)| !k.ends_with(".manifest.json"))
+                .filter(|(k, ..)| self.suffix.as_deref().is_none_or(|s| k.ends_with(s)))
+                .collect();
+            // Newest first; the key breaks ties, so the answer does not depend on list order.
+            all.sort_by(|a, b| {
+                b.2.as_ref()
+                    .map(|t| (t.secs(), t.subsec_nanos()))
+                    .cmp(&a.2.as_ref().map(|t| (t.secs(), t.subsec_nanos())))
+                    .then_with(|| b.0.cmp(&a.0))
+            });
+            let mut skipped = 0;
+            for (key, size, at, _) in &all {
+                let manifest = read_manifest(&s3, key).await?;
+                let verified = manifest
+                    .as_ref()
+                    .and_then(|m| m.get("verified"))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                if self.verified_only && !verified {
+                    skipped += 1;
+                    continue;
+                }
+                return Ok(serde_json::json!({
+                    "key": key,
+                    "size": size,
+                    "last_modified": s3::rfc3339(at.as_ref()),
+                    "manifest": manifest,
+                }));
+            }
+            let what = if self.verified_only {
+                "verified backup"
+            } else {
+                "object"
+            };
+            Err(ActionError::permanent(format!(
+                "no {what} under s3://{}/{}{}",
+                s3.bucket,
+                self.prefix,
+                if skipped > 0 {
+                    format!(" ({skipped} found, none marked verified in its manifest)")
+                } else {
+                    String::new()
+                }
+            )))
+        })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::ReadOnly
+    }
+    fn destructive(&self) -> bool {
+        false
+    }
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        vec![connection(
+            "/connection",
+            &self.connection,
+            &[ConnectionKind::S3],
+        )]
+    }
+    fn describe(&self, cx: &dyn DescribeContext) -> String {
+        let what = if self.verified_only {
+            "the newest verified backup"
+        } else {
+            "the newest object"
+        };
+        let suffix = self
+            .suffix
+            .as_deref()
+            .map(|s| format!(" ending in {s}"))
+            .unwrap_or_default();
+        format!(
+            "find {what} under {}{suffix} in {}",
+            self.prefix,
+            cx.connection(&self.connection)
+        )
+    }
+}
+
+/// The manifest beside a backup object, when there is one (one that is not JSON counts as none).
+async fn read_manifest(s3: &S3, key: &str) -> Result<Option<serde_json::Value>, ActionError> {
+    Ok(s3::get_optional(s3, &s3::manifest_key(key))
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::test_support::*;
+    use serde_json::json;
+
+    #[test]
+    fn describes() {
+        let d = describe::<S3Latest>(
+            json!({"connection": "b", "prefix": "pg/orders/", "verified_only": true}),
+        );
+        assert_eq!(d, "find the newest verified backup under pg/orders/ in <b>");
+    }
+}

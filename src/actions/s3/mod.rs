@@ -1,0 +1,176 @@
+//! What the S3 actions share: a client for a rendered `s3` connection (aws-sdk-s3 on a
+//! rustls/ring HTTP client, never the SDK's default stack) and object listing.
+
+pub mod delete;
+pub mod get;
+pub mod latest;
+pub mod list;
+pub mod put;
+pub mod retention;
+
+use serde_json::Value;
+
+use crate::actions::support::aws::{classify, sdk_config};
+use crate::actions::{ActionError, Exec};
+
+pub struct S3 {
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+impl S3 {
+    pub async fn from_exec(cx: &Exec<'_>, name: &str) -> Result<S3, ActionError> {
+        let fields = (cx.connection)(name).map_err(ActionError::permanent)?;
+        let get = |k: &str| fields.get(k).and_then(Value::as_str).map(String::from);
+        let bucket = get("bucket")
+            .ok_or_else(|| ActionError::permanent(format!("connection `{name}` has no bucket")))?;
+        let shared = sdk_config(&fields).await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared);
+        if let Some(e) = get("endpoint") {
+            b = b.endpoint_url(e);
+        }
+        if fields
+            .get("path_style")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            b = b.force_path_style(true);
+        }
+        Ok(S3 {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket,
+        })
+    }
+}
+
+pub fn rfc3339(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<String> {
+    t.and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok())
+}
+
+/// The manifest key beside a backup object.
+pub fn manifest_key(key: &str) -> String {
+    format!("{key}.manifest.json")
+}
+
+/// Every object under a prefix: (key, size, last modified, etag).
+pub async fn list_all(
+    s3: &S3,
+    prefix: &str,
+    limit: Option<usize>,
+) -> Result<
+    Vec<(
+        String,
+        i64,
+        Option<aws_sdk_s3::primitives::DateTime>,
+        Option<String>,
+    )>,
+    ActionError,
+> {
+    let mut out = Vec::new();
+    let mut pages = s3
+        .client
+        .list_objects_v2()
+        .bucket(&s3.bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| classify(&e, &format!("listing s3://{}/{prefix}", s3.bucket)))?;
+        for o in page.contents() {
+            out.push((
+                o.key().unwrap_or_default().to_string(),
+                o.size().unwrap_or(0),
+                o.last_modified().cloned(),
+                o.e_tag().map(String::from),
+            ));
+            if limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes keys, 1,000 per request (S3's limit); returns the keys the server reports deleted.
+/// Any per-key error fails the whole call: a retention that half-deleted must not look done.
+pub async fn delete_keys(
+    s3: &S3,
+    keys: &[String],
+    doing: &str,
+) -> Result<Vec<String>, ActionError> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let mut deleted = Vec::new();
+    for batch in keys.chunks(1000) {
+        let ids = batch
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ActionError::permanent(e.to_string()))?;
+        let del = Delete::builder()
+            .set_objects(Some(ids))
+            .build()
+            .map_err(|e| ActionError::permanent(e.to_string()))?;
+        let out = s3
+            .client
+            .delete_objects()
+            .bucket(&s3.bucket)
+            .delete(del)
+            .send()
+            .await
+            .map_err(|e| classify(&e, doing))?;
+        if let Some(err) = out.errors().first() {
+            return Err(ActionError::permanent(format!(
+                "deleting {}: {}",
+                err.key().unwrap_or("?"),
+                err.message().unwrap_or(err.code().unwrap_or("refused"))
+            )));
+        }
+        deleted.extend(
+            out.deleted()
+                .iter()
+                .filter_map(|d| d.key().map(String::from)),
+        );
+    }
+    Ok(deleted)
+}
+
+/// A small object (a manifest, a `.sha256`), whole; `None` when there is no such key.
+pub async fn get_optional(s3: &S3, key: &str) -> Result<Option<bytes::Bytes>, ActionError> {
+    let what = format!("reading s3://{}/{key}", s3.bucket);
+    match s3
+        .client
+        .get_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| ActionError::transient(format!("{what}: {e}")))?;
+            Ok(Some(body.into_bytes()))
+        }
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+        Err(e) => Err(classify(&e, &what)),
+    }
+}
+
+/// Writes a JSON document (a manifest) as an object.
+pub async fn put_json(s3: &S3, key: &str, value: &Value) -> Result<(), ActionError> {
+    s3.client
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(aws_sdk_s3::primitives::ByteStream::from(
+            serde_json::to_vec_pretty(value).expect("JSON values serialize"),
+        ))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e, &format!("writing s3://{}/{key}", s3.bucket)))
+}

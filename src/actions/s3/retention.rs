@@ -1,0 +1,277 @@
+//! `s3.retention`: grandfather-father-son pruning of backups.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{self as s3, S3};
+use crate::actions::{
+    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem,
+    out, support::connection,
+};
+use crate::runbook::ConnectionKind;
+
+/// Keep the newest `keep_last` objects under `prefix`, plus the newest of each of the last `hourly`
+/// hours, `daily` days, `weekly` weeks and `monthly` months; delete the rest.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Retention {
+    pub connection: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub hourly: u32,
+    #[serde(default)]
+    pub daily: u32,
+    #[serde(default)]
+    pub weekly: u32,
+    #[serde(default)]
+    pub monthly: u32,
+    /// Compute and report what would be deleted (`would_delete`), delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One object, by key and modification time (seconds since the epoch, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dated {
+    pub key: String,
+    pub at: i64,
+}
+
+impl S3Retention {
+    /// Grandfather-father-son: the newest `keep_last`, then for each period kind the newest object
+    /// of each of the last N distinct periods that hold one. Returns (kept, deleted), newest first.
+    pub fn select(&self, mut objects: Vec<Dated>) -> (Vec<Dated>, Vec<Dated>) {
+        objects.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.key.cmp(&a.key)));
+        let mut keep = vec![false; objects.len()];
+        for k in keep.iter_mut().take(self.keep_last as usize) {
+            *k = true;
+        }
+        let period = |kind: u8, at: i64| -> (i64, i64) {
+            let ts = jiff::Timestamp::from_second(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let d = ts.to_zoned(jiff::tz::TimeZone::UTC).date();
+            match kind {
+                0 => (at.div_euclid(3600), 0),
+                1 => (d.year() as i64 * 1000 + d.day_of_year() as i64, 0),
+                2 => {
+                    let w = d.iso_week_date();
+                    (w.year() as i64, w.week() as i64)
+                }
+                _ => (d.year() as i64, d.month() as i64),
+            }
+        };
+        for (kind, n) in [
+            (0u8, self.hourly),
+            (1, self.daily),
+            (2, self.weekly),
+            (3, self.monthly),
+        ] {
+            let mut seen: Vec<(i64, i64)> = Vec::new();
+            for (i, o) in objects.iter().enumerate() {
+                if seen.len() >= n as usize {
+                    break;
+                }
+                let p = period(kind, o.at);
+                if !seen.contains(&p) {
+                    seen.push(p);
+                    keep[i] = true;
+                }
+            }
+        }
+        let (mut kept, mut deleted) = (Vec::new(), Vec::new());
+        for (o, k) in objects.into_iter().zip(keep) {
+            if k { kept.push(o) } else { deleted.push(o) }
+        }
+        (kept, deleted)
+    }
+}
+
+impl ActionSpec for S3Retention {
+    const NAME: &'static str = "s3.retention";
+    const SUMMARY: &'static str = "Prune backups under a prefix, grandfather-father-son";
+    const OUTPUTS: &'static [Output] = &[
+        out("kept", "keys kept"),
+        out("deleted", "keys deleted (with their manifests)"),
+        out("would_delete", "with `dry_run`: the keys it would delete"),
+    ];
+    const RUNNABLE: bool = true;
+
+    fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let s3c = S3::from_exec(cx, &self.connection).await?;
+            let all = s3::list_all(&s3c, &self.prefix, None).await?;
+            let manifests: std::collections::HashSet<String> = all
+                .iter()
+                .filter(|o| o.0.ends_with(".manifest.json"))
+                .map(|o| o.0.clone())
+                .collect();
+            let objects: Vec<Dated> = all
+                .iter()
+                .filter(|o| !o.0.ends_with(".manifest.json"))
+                .map(|o| Dated {
+                    key: o.0.clone(),
+                    at: o.2.as_ref().map_or(0, |t| t.secs()),
+                })
+                .collect();
+            let (kept, deleted) = self.select(objects);
+            let keys = |v: &[Dated]| v.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
+            if self.dry_run {
+                return Ok(
+                    serde_json::json!({"kept": keys(&kept), "deleted": [], "would_delete": keys(&deleted)}),
+                );
+            }
+            let mut doomed = Vec::new();
+            for o in &deleted {
+                doomed.push(o.key.clone());
+                let m = s3::manifest_key(&o.key);
+                if manifests.contains(&m) {
+                    doomed.push(m);
+                }
+            }
+            s3::delete_keys(
+                &s3c,
+                &doomed,
+                &format!("pruning s3://{}/{}", s3c.bucket, self.prefix),
+            )
+            .await?;
+            Ok(serde_json::json!({"kept": keys(&kept), "deleted": doomed, "would_delete": []}))
+        })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Irreversible
+    }
+    fn destructive(&self) -> bool {
+        true
+    }
+    fn connections(&self) -> Vec<ConnectionUse<'_>> {
+        vec![connection(
+            "/connection",
+            &self.connection,
+            &[ConnectionKind::S3],
+        )]
+    }
+    fn check(&self) -> Vec<WithProblem> {
+        // A policy that keeps nothing would delete every backup: never what anyone means.
+        if self.keep_last + self.hourly + self.daily + self.weekly + self.monthly == 0 {
+            vec![WithProblem::new(
+                "",
+                "this policy keeps nothing and would delete every backup; set keep_last or a period",
+            )]
+        } else {
+            vec![]
+        }
+    }
+    fn describe(&self, cx: &dyn DescribeContext) -> String {
+        let mut keep = Vec::new();
+        for (n, what) in [
+            (self.keep_last, "newest"),
+            (self.hourly, "hourly"),
+            (self.daily, "daily"),
+            (self.weekly, "weekly"),
+            (self.monthly, "monthly"),
+        ] {
+            if n > 0 {
+                keep.push(format!("{n} {what}"));
+            }
+        }
+        let verb = if self.dry_run {
+            "list what it would delete under"
+        } else {
+            "delete objects under"
+        };
+        format!(
+            "{verb} {} in {} except {} (the list is computed when the step runs)",
+            self.prefix,
+            cx.connection(&self.connection),
+            keep.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::test_support::*;
+    use serde_json::json;
+
+    fn at(day: &str) -> i64 {
+        let d: jiff::civil::DateTime = day.parse().unwrap();
+        d.to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+            .as_second()
+    }
+
+    #[test]
+    fn grandfather_father_son() {
+        // One backup a day at 01:00 for 70 days, plus three on the last day.
+        let mut objects = Vec::new();
+        let start = at("2026-01-01T01:00:00");
+        for d in 0..70 {
+            objects.push(Dated {
+                key: format!("d{d:02}"),
+                at: start + d * 86_400,
+            });
+        }
+        for h in [3, 5, 7] {
+            objects.push(Dated {
+                key: format!("last-{h}"),
+                at: start + 69 * 86_400 + h * 3600,
+            });
+        }
+        let policy = parse::<S3Retention>(
+            json!({"connection": "b", "prefix": "p/", "keep_last": 2, "daily": 7, "weekly": 4, "monthly": 3}),
+        );
+        let (kept, deleted) = policy.select(objects.clone());
+        let kept: Vec<&str> = kept.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(kept.len() + deleted.len(), objects.len());
+        // keep_last: the two newest.
+        assert!(kept.starts_with(&["last-7", "last-5"]), "{kept:?}");
+        // daily: the newest of each of the 7 newest days (the last day's is last-7).
+        for d in 63..69 {
+            assert!(
+                kept.contains(&format!("d{d:02}").as_str()),
+                "day {d}: {kept:?}"
+            );
+        }
+        // weekly: four ISO weeks back from March 11 reach February 16 at the earliest, so nothing
+        // from January survives but January's monthly.
+        for d in 0..30 {
+            assert!(
+                !kept.contains(&format!("d{d:02}").as_str()),
+                "day {d}: {kept:?}"
+            );
+        }
+        // monthly: newest of March, February, January.
+        assert!(
+            kept.contains(&"d58"),
+            "Feb 28 is February's newest: {kept:?}"
+        );
+        assert!(
+            kept.contains(&"d30"),
+            "Jan 31 is January's newest: {kept:?}"
+        );
+        // The oldest are gone.
+        assert!(deleted.iter().any(|o| o.key == "d00"));
+        // Nothing is kept twice, and the newest object is always kept.
+        let mut uniq = kept.clone();
+        uniq.dedup();
+        assert_eq!(uniq.len(), kept.len());
+    }
+
+    #[test]
+    fn refuses_to_keep_nothing() {
+        assert_eq!(
+            parse::<S3Retention>(json!({"connection": "b", "prefix": "p/"}))
+                .check()
+                .len(),
+            1
+        );
+        let d = describe::<S3Retention>(
+            json!({"connection": "b", "prefix": "p/", "keep_last": 3, "daily": 7}),
+        );
+        assert!(d.contains("except 3 newest, 7 daily"), "{d}");
+    }
+}

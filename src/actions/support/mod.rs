@@ -1,0 +1,49 @@
+//! What actions of several families share: field helpers (connections, durations, `Tpl`), error
+//! chains, the AWS SDK's configuration, child processes, and the streamed backup format.
+
+pub mod aws;
+mod legacy;
+pub mod pipeline;
+pub mod process;
+mod templated;
+
+pub use templated::{Tpl, is_template};
+
+use crate::actions::{ActionError, ConnectionUse};
+use crate::runbook::{ConnectionKind, DurationText};
+
+pub fn connection<'a>(
+    field: &'static str,
+    name: &'a str,
+    kinds: &'static [ConnectionKind],
+) -> ConnectionUse<'a> {
+    ConnectionUse { field, name, kinds }
+}
+
+/// Parses a duration field (validation already checked its text).
+pub fn duration(d: &DurationText) -> Result<std::time::Duration, ActionError> {
+    let text =
+        d.0.as_str()
+            .ok_or_else(|| ActionError::permanent("a duration must be a string"))?;
+    crate::runbook::duration::parse(text).map_err(ActionError::permanent)
+}
+
+/// Parses a duration field, or the default.
+pub fn duration_or(
+    d: Option<&DurationText>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ActionError> {
+    d.map_or(Ok(default), duration)
+}
+
+/// An error and its sources, joined with `: `: the outermost message of a client library
+/// ("error sending request") alone rarely says what went wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    s
+}

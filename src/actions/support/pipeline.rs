@@ -1,0 +1,404 @@
+//! Streaming backups to and from S3: pg_dump → zstd → age → SHA-256 → multipart upload, and back.
+//! The byte-crunching runs on a blocking thread with std's Read/Write (zstd and age are
+//! synchronous); it hands fixed-size parts to the async uploader through a channel of two, so
+//! memory stays bounded by a few parts whatever the database size. No temporary file on the way up.
+
+use std::io::{Read, Write};
+
+use sha2::Digest;
+
+use super::aws;
+use crate::actions::ActionError;
+use crate::actions::s3::S3;
+
+/// Multipart part size: large enough for S3's 10,000-part limit up to 160 GB.
+pub const PART: usize = 16 * 1024 * 1024;
+
+/// How a backup is sealed.
+#[derive(Clone)]
+pub enum Seal {
+    None,
+    Recipients(Vec<age::x25519::Recipient>),
+    Passphrase(String),
+}
+
+impl Seal {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Seal::None => "none",
+            Seal::Recipients(_) => "age-x25519",
+            Seal::Passphrase(_) => "age-scrypt",
+        }
+    }
+}
+
+/// Collects bytes into parts for the uploader, hashing everything that passes.
+struct Parts {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    hash: sha2::Sha256,
+    size: u64,
+}
+
+impl Write for Parts {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hash.update(data);
+        self.size += data.len() as u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = PART - self.buf.len();
+            let n = room.min(rest.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.buf.len() == PART {
+                let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
+                self.tx
+                    .blocking_send(part)
+                    .map_err(|_| std::io::Error::other("the upload stopped"))?;
+            }
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the blocking side produced.
+pub struct Sealed {
+    pub plain_size: u64,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Reads `input` to the end through zstd and the seal, into parts on `tx`.
+fn seal_into(
+    mut input: impl Read,
+    level: i32,
+    seal: &Seal,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<Sealed> {
+    let mut parts = Parts {
+        tx,
+        buf: Vec::with_capacity(PART),
+        hash: sha2::Sha256::new(),
+        size: 0,
+    };
+    let plain_size;
+    {
+        let encryptor = match seal {
+            Seal::None => None,
+            Seal::Recipients(r) => Some(
+                age::Encryptor::with_recipients(r.iter().map(|r| r as &dyn age::Recipient))
+                    .map_err(std::io::Error::other)?,
+            ),
+            Seal::Passphrase(p) => Some(age::Encryptor::with_user_passphrase(
+                age::secrecy::SecretString::from(p.clone()),
+            )),
+        };
+        match encryptor {
+            Some(enc) => {
+                let sealed = enc.wrap_output(&mut parts)?;
+                let mut z = zstd::Encoder::new(sealed, level)?;
+                plain_size = std::io::copy(&mut input, &mut z)?;
+                z.finish()?.finish()?;
+            }
+            None => {
+                let mut z = zstd::Encoder::new(&mut parts, level)?;
+                plain_size = std::io::copy(&mut input, &mut z)?;
+                z.finish()?;
+            }
+        }
+    }
+    let last = std::mem::take(&mut parts.buf);
+    if !last.is_empty() || parts.size == 0 {
+        parts
+            .tx
+            .blocking_send(last)
+            .map_err(|_| std::io::Error::other("the upload stopped"))?;
+    }
+    Ok(Sealed {
+        plain_size,
+        size: parts.size,
+        sha256: crate::runlog::hex(&parts.hash.finalize()),
+    })
+}
+
+/// Runs `cmd` (pg_dump writing to stdout), seals its output and uploads it to `key` as a
+/// multipart upload. Aborts the upload on any failure, so no partial object is left.
+pub async fn dump_to_s3(
+    mut cmd: std::process::Command,
+    s3c: &S3,
+    key: &str,
+    level: i32,
+    seal: Seal,
+) -> Result<Sealed, ActionError> {
+    let what = format!("uploading s3://{}/{key}", s3c.bucket);
+    let upload = s3c
+        .client
+        .create_multipart_upload()
+        .bucket(&s3c.bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| aws::classify(&e, &what))?;
+    let upload_id = upload.upload_id().unwrap_or_default().to_string();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let worker = tokio::task::spawn_blocking(move || -> Result<Sealed, ActionError> {
+        use std::os::unix::process::CommandExt;
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ActionError::permanent(format!("cannot start pg_dump: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let sealed = seal_into(stdout, level, &seal, tx);
+        let status = child
+            .wait()
+            .map_err(|e| ActionError::transient(format!("waiting for pg_dump: {e}")))?;
+        let err_text = err_reader.join().unwrap_or_default();
+        if !status.success() {
+            let tail: String = err_text
+                .trim()
+                .lines()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            return Err(ActionError::permanent(format!(
+                "pg_dump failed ({status}): {tail}"
+            )));
+        }
+        sealed.map_err(|e| ActionError::transient(format!("sealing the dump: {e}")))
+    });
+    let mut parts = Vec::new();
+    let mut failure = None;
+    let mut n = 0;
+    while let Some(body) = rx.recv().await {
+        n += 1;
+        let r = s3c
+            .client
+            .upload_part()
+            .bucket(&s3c.bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .part_number(n)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            // SigV4 would hash every part again only to sign it. The bytes are age's
+            // authenticated ciphertext and the whole object's SHA-256 is in the manifest,
+            // checked before any restore: a changed byte cannot get through unnoticed.
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await;
+        match r {
+            Ok(out) => parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(out.e_tag().map(String::from))
+                    .build(),
+            ),
+            Err(e) => {
+                failure = Some(aws::classify(&e, &what));
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let sealed = worker
+        .await
+        .map_err(|e| ActionError::permanent(format!("the dump task crashed: {e}")))?;
+    let result = match (failure, sealed) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(s)) => Ok(s),
+    };
+    match result {
+        Ok(s) => {
+            let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build();
+            s3c.client
+                .complete_multipart_upload()
+                .bucket(&s3c.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(done)
+                .send()
+                .await
+                .map_err(|e| aws::classify(&e, &what))?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = s3c
+                .client
+                .abort_multipart_upload()
+                .bucket(&s3c.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            Err(e)
+        }
+    }
+}
+
+/// Reads chunks from the async downloader as a std Read. The downloader hashes them: on a
+/// thread of its own, beside the decrypting and decompressing here.
+struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    cur: bytes::Bytes,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// How a sealed backup is opened.
+pub enum Opener {
+    None,
+    Identity(age::x25519::Identity),
+    Passphrase(String),
+}
+
+/// Downloads `key`, checks its SHA-256 against `expected`, opens and decompresses it into
+/// `plain_path`. The file is complete and verified, or removed.
+pub async fn fetch_from_s3(
+    s3c: &S3,
+    key: &str,
+    expected: &str,
+    opener: Opener,
+    plain_path: &std::path::Path,
+) -> Result<u64, ActionError> {
+    let what = format!("downloading s3://{}/{key}", s3c.bucket);
+    let out = s3c
+        .client
+        .get_object()
+        .bucket(&s3c.bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| aws::classify(&e, &what))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let path = plain_path.to_path_buf();
+    let worker = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let mut chunks = Chunks {
+            rx,
+            cur: bytes::Bytes::new(),
+        };
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let plain = {
+            // What the bytes are decides how they open: lifeboat's own (age or not, zstd), or the
+            // legacy shell pipeline's (openssl enc, gzip).
+            let mut head = Vec::with_capacity(32);
+            (&mut chunks)
+                .take(32)
+                .read_to_end(&mut head)
+                .map_err(|e| e.to_string())?;
+            let stream = std::io::Cursor::new(head.clone()).chain(&mut chunks);
+            let mut reader: Box<dyn Read> = if head.starts_with(super::legacy::MAGIC) {
+                let Opener::Passphrase(p) = &opener else {
+                    return Err(
+                        "a legacy openssl-encrypted backup needs its passphrase in `decrypt_with`"
+                            .into(),
+                    );
+                };
+                let dec =
+                    super::legacy::OpensslReader::new(stream, p).map_err(|e| e.to_string())?;
+                Box::new(flate2::read::MultiGzDecoder::new(dec))
+            } else if head.starts_with(b"age-encryption.org/") {
+                let d = age::Decryptor::new(stream).map_err(|e| format!("not an age file: {e}"))?;
+                let opened = match &opener {
+                    Opener::Identity(id) => d.decrypt(std::iter::once(id as &dyn age::Identity)),
+                    Opener::Passphrase(p) => {
+                        let id =
+                            age::scrypt::Identity::new(age::secrecy::SecretString::from(p.clone()));
+                        d.decrypt(std::iter::once(&id as &dyn age::Identity))
+                    }
+                    Opener::None => {
+                        return Err("the backup is encrypted with age; give `decrypt_with`".into());
+                    }
+                };
+                let opened = opened.map_err(|e| format!("cannot decrypt: {e}"))?;
+                Box::new(zstd::Decoder::new(opened).map_err(|e| e.to_string())?)
+            } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+                Box::new(zstd::Decoder::new(stream).map_err(|e| e.to_string())?)
+            } else if head.starts_with(&[0x1f, 0x8b]) {
+                Box::new(flate2::read::MultiGzDecoder::new(stream))
+            } else {
+                return Err(
+                    "not a backup lifeboat can open (neither age, zstd, openssl enc nor gzip)"
+                        .into(),
+                );
+            };
+            std::io::copy(&mut reader, &mut file).map_err(|e| format!("opening the backup: {e}"))?
+        };
+        // Whatever the decoders left unread still counts for the checksum.
+        std::io::copy(&mut chunks, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        // No fsync: the file lives only for this attempt (a crash means fetching it again), and
+        // forcing gigabytes to disk here would only delay pg_restore, which reads it from the
+        // page cache anyway.
+        Ok(plain)
+    });
+    let mut body = out.body;
+    let mut hash = sha2::Sha256::new();
+    loop {
+        match body.try_next().await {
+            Ok(Some(b)) => {
+                hash.update(&b);
+                if tx.send(Ok(b)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(format!("{what}: {e}"))).await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = worker
+        .await
+        .map_err(|e| ActionError::permanent(format!("the restore task crashed: {e}")))?;
+    let fail = |msg: String| {
+        let _ = std::fs::remove_file(plain_path);
+        ActionError::permanent(msg)
+    };
+    let sha = crate::runlog::hex(&hash.finalize());
+    let plain = result.map_err(|e| {
+        fail(format!(
+            "s3://{}/{key}: {e}; nothing was restored",
+            s3c.bucket
+        ))
+    })?;
+    if sha != expected {
+        return Err(fail(format!(
+            "s3://{}/{key} has SHA-256 {sha}, the manifest says {expected}: it is corrupt or not the backup meant; nothing was restored",
+            s3c.bucket
+        )));
+    }
+    Ok(plain)
+}

@@ -1,0 +1,133 @@
+//! Child processes of actions: their own process group, ended with the attempt; the PostgreSQL
+//! client tools found; files hashed.
+
+use std::path::{Path, PathBuf};
+
+use crate::actions::ActionError;
+
+/// Ends the command's whole process group when the attempt is dropped: on timeout, on cancel,
+/// on a second Ctrl-C. TERM first; KILL a few seconds later for whatever ignored it.
+pub struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    pub fn new(pid: Option<i32>) -> GroupGuard {
+        GroupGuard(pid)
+    }
+
+    /// The command ended by itself: whatever it left running on purpose (a daemon) stays.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let Some(pgid) = self.0.take() else { return };
+        // SAFETY: killpg only sends a signal; a stale group id fails with ESRCH.
+        unsafe { libc::killpg(pgid, libc::SIGTERM) };
+        std::thread::spawn(move || {
+            for _ in 0..30 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                // SAFETY: signal 0 only checks whether the group still exists.
+                if unsafe { libc::killpg(pgid, 0) } != 0 {
+                    return;
+                }
+            }
+            // SAFETY: as above.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        });
+    }
+}
+
+/// Runs a tool to completion in its own process group; stderr (its tail) goes into the error.
+pub async fn run_tool(
+    program: &Path,
+    args: &[String],
+    env: &[(&'static str, String)],
+) -> Result<String, ActionError> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    let name = program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let child = cmd
+        .spawn()
+        .map_err(|e| ActionError::permanent(format!("cannot start {name}: {e}")))?;
+    let guard = GroupGuard::new(child.id().map(|p| p as i32));
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| ActionError::transient(format!("waiting for {name}: {e}")))?;
+    guard.disarm();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let tail: String = stderr
+        .trim()
+        .lines()
+        .rev()
+        .take(6)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let msg = format!("{name} failed ({}): {tail}", out.status);
+    // A connection that broke is worth another attempt; anything else the tool reports is not.
+    if tail.contains("could not connect")
+        || tail.contains("connection to server")
+        || tail.contains("server closed the connection")
+    {
+        Err(ActionError::transient(msg))
+    } else {
+        Err(ActionError::permanent(msg))
+    }
+}
+
+/// A PostgreSQL client tool: `$LIFEBOAT_PG_BIN/NAME`, else the newest
+/// `/usr/lib/postgresql/*/bin/NAME` (Debian's layout), else `NAME` on the PATH.
+pub fn pg_tool(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("LIFEBOAT_PG_BIN") {
+        return PathBuf::from(dir).join(name);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let p = e.path().join("bin").join(name);
+            p.exists().then_some((v, p))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map_or_else(|| PathBuf::from(name), |(_, p)| p)
+}
+
+/// SHA-256 (the raw digest) and size of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((h.finalize().to_vec(), size))
+}
