@@ -36,6 +36,47 @@ pub enum Effect {
     Irreversible,
 }
 
+/// Whether a rule about an action (it only reads; it is destructive) holds for a given `with`: as
+/// code, which the engine and validation use, and in words, from which the docs, the help of
+/// diagnostics and the error pages are generated. One rule, so they cannot drift apart.
+pub enum When<A> {
+    Never,
+    Always,
+    /// Holds when `test` does. `what` qualifies the action's name in a sentence: "`postgres.query`
+    /// without `writes`".
+    If {
+        what: &'static str,
+        test: fn(&A) -> bool,
+    },
+}
+
+impl<A> When<A> {
+    pub fn holds(&self, a: &A) -> bool {
+        match self {
+            When::Never => false,
+            When::Always => true,
+            When::If { test, .. } => test(a),
+        }
+    }
+
+    fn words(&self) -> Rule {
+        match self {
+            When::Never => Rule::Never,
+            When::Always => Rule::Always,
+            When::If { what, .. } => Rule::If(what),
+        }
+    }
+}
+
+/// A [`When`] in words only, for lists and documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    Never,
+    Always,
+    If(&'static str),
+}
+
 /// An output an action declares; templates may read it as `steps.<id>.outputs.<name>`.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Output {
@@ -160,9 +201,24 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     const SUMMARY: &'static str;
     const OUTPUTS: &'static [Output];
 
-    fn effect(&self) -> Effect;
-    /// Whether a reviewer should look twice: data or service may be lost if it runs at the wrong time.
-    fn destructive(&self) -> bool;
+    /// When the action only reads (nothing to undo; a drill may use it as a steady-state check).
+    const READ_ONLY: When<Self>;
+    /// What it does when it does not only read: `Changes`, or `Irreversible` when no
+    /// `compensate` could change it back.
+    const CHANGES: Effect = Effect::Changes;
+    /// When a reviewer should look twice: data or service may be lost if it runs at the wrong time.
+    const DESTRUCTIVE: When<Self>;
+
+    fn effect(&self) -> Effect {
+        if Self::READ_ONLY.holds(self) {
+            Effect::ReadOnly
+        } else {
+            Self::CHANGES
+        }
+    }
+    fn destructive(&self) -> bool {
+        Self::DESTRUCTIVE.holds(self)
+    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         Vec::new()
     }
@@ -222,6 +278,10 @@ pub struct ActionInfo {
     pub schema_name: String,
     /// Whether this version can run it (all can be validated and planned).
     pub runnable: bool,
+    pub read_only: Rule,
+    /// What it does when it does not only read.
+    pub changes: Effect,
+    pub destructive: Rule,
 }
 
 fn info<A: ActionSpec>() -> ActionInfo {
@@ -234,7 +294,25 @@ fn info<A: ActionSpec>() -> ActionInfo {
         with_schema: generator.into_root_schema_for::<A>(),
         schema_name: A::schema_name().into_owned(),
         runnable: A::RUNNABLE,
+        read_only: A::READ_ONLY.words(),
+        changes: A::CHANGES,
+        destructive: A::DESTRUCTIVE.words(),
     }
+}
+
+/// The actions for which a rule holds, with its conditions, in the list's order:
+/// "`wait`, `postgres.query` without `writes`, ...". Help texts and error pages are written
+/// from it, so they name exactly the actions the code does.
+pub fn in_words(rule: fn(&ActionInfo) -> Rule) -> String {
+    catalog()
+        .iter()
+        .filter_map(|a| match rule(a) {
+            Rule::Never => None,
+            Rule::Always => Some(format!("`{}`", a.name)),
+            Rule::If(what) => Some(format!("`{}` {what}", a.name)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a `with` did not become a typed action.

@@ -420,7 +420,10 @@ impl Checker {
                             s.id, s.action
                         ),
                     )
-                    .help("check with a read: `postgres.query` without `writes`, `http.request` GET, `shell` with `changes: false`, `kubernetes.wait_ready`, `dns.verify`"),
+                    .help(format!(
+                        "check with a read: {}",
+                        crate::actions::in_words(|a| a.read_only)
+                    )),
                 );
             }
             let timeout = self

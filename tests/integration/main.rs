@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod crash;
 mod diagnostics;
+mod docs;
 mod dns;
 mod drills;
 mod hostile;

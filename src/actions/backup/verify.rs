@@ -7,7 +7,7 @@ use super::BackupLocation;
 use crate::actions::postgres::{self as pg, PgTarget, ident};
 use crate::actions::s3::{self, S3};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
     WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
@@ -46,14 +46,10 @@ impl ActionSpec for BackupVerify {
         ),
         out("results", "each query with its first column"),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     /// A second verification of the same backup does the same.
     fn idempotent(&self) -> bool {
         true

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as dns, Provider, RecordSet, RecordType};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    Tpl, WithProblem, out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
+    WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -50,15 +50,11 @@ impl ActionSpec for DnsFailover {
             "Route 53: the change's id (empty for RFC 2136)",
         ),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
     const PREVIEWS: bool = true;
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     /// Replacing a set with the same targets is a no-op, and the records it replaced are
     /// recalled from the run log rather than read again.
     fn idempotent(&self) -> bool {

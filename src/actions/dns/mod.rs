@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::actions::{ActionError, Exec};
 
-/// The record types lifeboat fails over: an address, or an alias.
+// The record types lifeboat fails over: an address, or an alias. (A plain comment: a doc comment
+// would change the published schema.)
 #[derive(
     Debug, Clone, Copy, serde::Serialize, serde::Deserialize, schemars::JsonSchema, PartialEq, Eq,
 )]

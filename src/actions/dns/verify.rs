@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as dns, RecordType};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, WithProblem, out,
+    ActionError, ActionFuture, ActionSpec, DescribeContext, Exec, Output, When, WithProblem, out,
 };
 use crate::runbook::DurationText;
 
@@ -40,14 +40,10 @@ impl ActionSpec for DnsVerify {
         out("server", "the server asked"),
         out("queries", "how many queries it took"),
     ];
+    const READ_ONLY: When<Self> = When::Always;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
-    fn effect(&self) -> Effect {
-        Effect::ReadOnly
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn check(&self) -> Vec<WithProblem> {
         let mut p: Vec<WithProblem> = WithProblem::duration("/within", self.within.as_ref())
             .into_iter()

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{read_body, send, status_error};
-use crate::actions::{ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, out};
+use crate::actions::{ActionFuture, ActionSpec, DescribeContext, Exec, Output, When, out};
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "UPPERCASE")]
@@ -46,6 +46,14 @@ impl ActionSpec for HttpRequest {
         out("body", "the response body as text"),
         out("json", "the body parsed as JSON, when it is JSON"),
     ];
+    const READ_ONLY: When<Self> = When::If {
+        what: "with GET or HEAD",
+        test: |a| matches!(a.method, Method::Get | Method::Head),
+    };
+    const DESTRUCTIVE: When<Self> = When::If {
+        what: "with DELETE",
+        test: |a| a.method == Method::Delete,
+    };
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -99,15 +107,6 @@ impl ActionSpec for HttpRequest {
         })
     }
 
-    fn effect(&self) -> Effect {
-        match self.method {
-            Method::Get | Method::Head => Effect::ReadOnly,
-            _ => Effect::Changes,
-        }
-    }
-    fn destructive(&self) -> bool {
-        self.method == Method::Delete
-    }
     fn describe(&self, _: &dyn DescribeContext) -> String {
         let method = method_name(self.method);
         let expect = if self.expect_status.is_empty() {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{self as kube, Kube};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
     WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
@@ -55,6 +55,11 @@ impl ActionSpec for KubernetesApply {
         "applied",
         "each object applied: kind, name, namespace, resource_version",
     )];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::If {
+        what: "with `force`",
+        test: |a| a.force,
+    };
     const RUNNABLE: bool = true;
 
     /// Applying the same manifests twice leaves the same objects.
@@ -106,12 +111,6 @@ impl ActionSpec for KubernetesApply {
     }
 
     /// A `compensate` with `kubernetes.delete` removes what was created.
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        self.force
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{self as kube, Kube};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    WithProblem, out, support::connection,
+    When, WithProblem, out, support::connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -85,6 +85,9 @@ impl ActionSpec for KubernetesDelete {
     const SUMMARY: &'static str = "Delete a Kubernetes object and wait until it is gone";
     const OUTPUTS: &'static [Output] =
         &[out("deleted", "whether the object existed and was deleted")];
+    const READ_ONLY: When<Self> = When::Never;
+    const CHANGES: Effect = Effect::Irreversible;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
 
     fn idempotent(&self) -> bool {
@@ -135,12 +138,6 @@ impl ActionSpec for KubernetesDelete {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Irreversible
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

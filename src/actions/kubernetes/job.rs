@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{self as kube, Kube};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    WithProblem, out, support::connection,
+    When, WithProblem, out, support::connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -61,6 +61,9 @@ impl ActionSpec for KubernetesJob {
         out("start_time", "when the Job started (RFC 3339)"),
         out("completion_time", "when it completed (RFC 3339)"),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const CHANGES: Effect = Effect::Irreversible;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
 
     /// An attempt adopts the Job an interrupted attempt of the same run and step left running or
@@ -173,12 +176,6 @@ impl ActionSpec for KubernetesJob {
     }
 
     /// The Job runs whatever its containers run; lifeboat cannot take that back.
-    fn effect(&self) -> Effect {
-        Effect::Irreversible
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::Workload;
 use super::{self as kube, Kube};
 use crate::actions::{
-    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem,
-    out, support::connection,
+    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, When,
+    WithProblem, out, support::connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -52,6 +52,9 @@ impl ActionSpec for KubernetesRolloutRestart {
             "replicas ready when the step ended (with `wait`)",
         ),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const CHANGES: Effect = Effect::Irreversible;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -80,12 +83,6 @@ impl ActionSpec for KubernetesRolloutRestart {
     }
 
     /// A restart cannot be taken back; there is nothing a compensation could restore.
-    fn effect(&self) -> Effect {
-        Effect::Irreversible
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::Workload;
 use super::{self as kube, Kube};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    Tpl, WithProblem, out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
+    WithProblem, out, support::connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -63,6 +63,11 @@ impl ActionSpec for KubernetesScale {
             "replicas ready when the step ended (with `wait: ready`)",
         ),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::If {
+        what: "to 0 replicas, or to a count known only at run time",
+        test: |a| !matches!(a.replicas, Tpl::Value(n) if n > 0),
+    };
     const RUNNABLE: bool = true;
 
     /// The count before the first attempt is kept on the workload itself (an annotation naming
@@ -137,13 +142,7 @@ impl ActionSpec for KubernetesScale {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
     /// Scaling to zero takes the service down; any other count is a capacity change.
-    fn destructive(&self) -> bool {
-        !matches!(self.replicas, Tpl::Value(n) if n > 0)
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::Workload;
 use super::{self as kube, Kube};
 use crate::actions::{
-    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem,
-    out, support::connection,
+    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, WithProblem, out,
+    support::connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -48,6 +48,8 @@ impl ActionSpec for KubernetesWaitReady {
             "the generation the controller has seen",
         ),
     ];
+    const READ_ONLY: When<Self> = When::Always;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -68,12 +70,6 @@ impl ActionSpec for KubernetesWaitReady {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::ReadOnly
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::actions::{ActionSpec, DescribeContext, Effect, Output, out};
+use crate::actions::{ActionSpec, DescribeContext, Output, When, out};
 
 /// Stop until an operator approves: prompted on a terminal, else recorded with `lifeboat approve`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -27,15 +27,11 @@ impl ActionSpec for Approval {
             "prompt, command, or yes_flag (`--yes`: nobody was asked)",
         ),
     ];
+    const READ_ONLY: When<Self> = When::Always;
+    const DESTRUCTIVE: When<Self> = When::Never;
     // The engine runs approval gates itself: they need the run's log and its operator.
     const RUNNABLE: bool = true;
 
-    fn effect(&self) -> Effect {
-        Effect::ReadOnly
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn describe(&self, _: &dyn DescribeContext) -> String {
         let who = if self.approvers.is_empty() {
             String::new()

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, WithProblem, out,
+    ActionError, ActionFuture, ActionSpec, DescribeContext, Exec, Output, When, WithProblem, out,
 };
 
 /// Run a local command. Give `argv` (no shell involved) or `script` (run by `sh -c`, or `shell`).
@@ -51,6 +51,14 @@ impl ActionSpec for Shell {
             "whether either stream was longer than capture_limit",
         ),
     ];
+    const READ_ONLY: When<Self> = When::If {
+        what: "with `changes: false`",
+        test: |a| a.changes == Some(false),
+    };
+    const DESTRUCTIVE: When<Self> = When::If {
+        what: "unless `changes: false`",
+        test: |a| a.changes != Some(false),
+    };
     const RUNNABLE: bool = true;
 
     fn idempotent(&self) -> bool {
@@ -61,16 +69,6 @@ impl ActionSpec for Shell {
         Box::pin(run(self, cx))
     }
 
-    fn effect(&self) -> Effect {
-        if self.changes == Some(false) {
-            Effect::ReadOnly
-        } else {
-            Effect::Changes
-        }
-    }
-    fn destructive(&self) -> bool {
-        self.changes != Some(false)
-    }
     fn check(&self) -> Vec<WithProblem> {
         match (&self.argv, &self.script) {
             (Some(a), None) if a.is_empty() => vec![WithProblem::new(

@@ -4,7 +4,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, WithProblem, out,
+    ActionError, ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, When,
+    WithProblem, out,
 };
 use crate::runbook::DurationText;
 
@@ -63,14 +64,10 @@ impl ActionSpec for Wait {
         out("polls", "how many times `check` ran"),
         out("outputs", "the outputs of the last `check`"),
     ];
+    const READ_ONLY: When<Self> = When::Always;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
-    fn effect(&self) -> Effect {
-        Effect::ReadOnly
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn check(&self) -> Vec<WithProblem> {
         let mut out: Vec<WithProblem> = WithProblem::duration("/for", self.duration.as_ref())
             .into_iter()

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::actions::{ActionFuture, ActionSpec, DescribeContext, Effect, Exec, Output, out};
+use crate::actions::{ActionFuture, ActionSpec, DescribeContext, Exec, Output, When, out};
 
 /// Post `{"text": ...}` (Slack-compatible JSON) to a webhook URL.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -22,6 +22,8 @@ impl ActionSpec for NotifyWebhook {
     const NAME: &'static str = "notify.webhook";
     const SUMMARY: &'static str = "Post a message to a Slack-compatible webhook";
     const OUTPUTS: &'static [Output] = &[out("status", "the webhook's HTTP status")];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -49,12 +51,6 @@ impl ActionSpec for NotifyWebhook {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn describe(&self, _: &dyn DescribeContext) -> String {
         let to = self
             .channel

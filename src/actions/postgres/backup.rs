@@ -7,8 +7,8 @@ use super::{self as pg, PgTarget};
 use crate::actions::backup::BackupLocation;
 use crate::actions::support::process::{pg_tool, run_tool, sha256_file};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    Tpl, WithProblem, out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
+    WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -65,6 +65,8 @@ impl ActionSpec for PostgresBackup {
             "the manifest written beside the backup (`<path>.manifest.json`)",
         ),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     fn unsupported(&self) -> Option<String> {
@@ -84,12 +86,6 @@ impl ActionSpec for PostgresBackup {
         Box::pin(backup(self, cx))
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         let mut c = vec![connection(
             "/connection",

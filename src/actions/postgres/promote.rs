@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as pg, PgTarget};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    out, support::connection,
+    When, out, support::connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -41,6 +41,9 @@ impl ActionSpec for PostgresPromote {
         ),
         out("lsn", "the replay position at promotion"),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const CHANGES: Effect = Effect::Irreversible;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
     const RESTORED_AS_OF: Option<&'static str> = Some("replayed_at");
 
@@ -111,12 +114,6 @@ impl ActionSpec for PostgresPromote {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Irreversible
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

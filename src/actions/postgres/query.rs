@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as pg, PgTarget};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
+    support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -36,6 +36,14 @@ impl ActionSpec for PostgresQuery {
         ),
         out("row_count", "rows returned, or affected for a write"),
     ];
+    const READ_ONLY: When<Self> = When::If {
+        what: "without `writes`",
+        test: |a| !a.writes,
+    };
+    const DESTRUCTIVE: When<Self> = When::If {
+        what: "with `writes`",
+        test: |a| a.writes,
+    };
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -93,16 +101,6 @@ impl ActionSpec for PostgresQuery {
         })
     }
 
-    fn effect(&self) -> Effect {
-        if self.writes {
-            Effect::Changes
-        } else {
-            Effect::ReadOnly
-        }
-    }
-    fn destructive(&self) -> bool {
-        self.writes
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",
@@ -131,6 +129,7 @@ impl ActionSpec for PostgresQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::Effect;
     use crate::actions::test_support::*;
     use serde_json::json;
 

@@ -7,8 +7,8 @@ use super::{self as pg, PgTarget, ident};
 use crate::actions::backup::BackupLocation;
 use crate::actions::support::process::{pg_tool, run_tool, sha256_file};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    Tpl, WithProblem, out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
+    WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -54,6 +54,8 @@ impl ActionSpec for PostgresRestore {
         ),
         out("database", "the database restored into"),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
     const RESTORED_AS_OF: Option<&'static str> = Some("consistent_at");
 
@@ -71,12 +73,6 @@ impl ActionSpec for PostgresRestore {
         Box::pin(restore(self, cx))
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         let mut c = vec![connection(
             "/connection",

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as pg, PgTarget, ident};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
+    support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -30,6 +30,8 @@ impl ActionSpec for PostgresResumeWriters {
     const SUMMARY: &'static str =
         "Restore writes stopped by postgres.stop_writers, exactly as they were";
     const OUTPUTS: &'static [Output] = &[out("restored", "the state that was restored")];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     /// Restoring a recorded state twice leaves the same state.
@@ -109,12 +111,6 @@ impl ActionSpec for PostgresResumeWriters {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

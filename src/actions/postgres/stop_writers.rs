@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as pg, PgTarget, ident};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
+    support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -45,6 +45,8 @@ impl ActionSpec for PostgresStopWriters {
         out("terminated", "number of sessions terminated"),
         out("database", "the database stopped"),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -149,12 +151,6 @@ impl ActionSpec for PostgresStopWriters {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

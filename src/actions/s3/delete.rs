@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
 use crate::actions::{
-    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem,
-    out, support::connection,
+    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, When,
+    WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -22,6 +22,9 @@ impl ActionSpec for S3Delete {
     const NAME: &'static str = "s3.delete";
     const SUMMARY: &'static str = "Delete objects";
     const OUTPUTS: &'static [Output] = &[out("deleted", "the keys deleted")];
+    const READ_ONLY: When<Self> = When::Never;
+    const CHANGES: Effect = Effect::Irreversible;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
 
     /// Deleting what is gone already is not an error.
@@ -42,12 +45,6 @@ impl ActionSpec for S3Delete {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Irreversible
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::S3;
 use crate::actions::support::aws;
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
+    support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -29,6 +29,8 @@ impl ActionSpec for S3Get {
         out("size", "bytes downloaded"),
         out("sha256", "SHA-256 of the object"),
     ];
+    const READ_ONLY: When<Self> = When::Always;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     /// Downloading again writes the same file.
@@ -85,12 +87,6 @@ impl ActionSpec for S3Get {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::ReadOnly
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    out, support::connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
+    support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -34,6 +34,8 @@ impl ActionSpec for S3Latest {
         out("last_modified", "when it was written (RFC 3339)"),
         out("manifest", "its backup manifest, when it has one"),
     ];
+    const READ_ONLY: When<Self> = When::Always;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -89,12 +91,6 @@ impl ActionSpec for S3Latest {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::ReadOnly
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
 use crate::actions::{
-    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, out,
+    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
     support::connection,
 };
 use crate::runbook::ConnectionKind;
@@ -34,6 +34,8 @@ impl ActionSpec for S3List {
         out("keys", "just the keys"),
         out("count", "number of objects listed"),
     ];
+    const READ_ONLY: When<Self> = When::Always;
+    const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -49,12 +51,6 @@ impl ActionSpec for S3List {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::ReadOnly
-    }
-    fn destructive(&self) -> bool {
-        false
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

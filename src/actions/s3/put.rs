@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::S3;
 use crate::actions::support::aws;
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
     WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
@@ -37,6 +37,11 @@ impl ActionSpec for S3Put {
         out("etag", "the object's ETag"),
         out("version_id", "the version id, on a versioned bucket"),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const DESTRUCTIVE: When<Self> = When::If {
+        what: "without `if_absent`",
+        test: |a| !a.if_absent,
+    };
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -89,12 +94,6 @@ impl ActionSpec for S3Put {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Changes
-    }
-    fn destructive(&self) -> bool {
-        !self.if_absent
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
 use crate::actions::{
-    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, WithProblem,
-    out, support::connection,
+    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, When,
+    WithProblem, out, support::connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -95,6 +95,9 @@ impl ActionSpec for S3Retention {
         out("deleted", "keys deleted (with their manifests)"),
         out("would_delete", "with `dry_run`: the keys it would delete"),
     ];
+    const READ_ONLY: When<Self> = When::Never;
+    const CHANGES: Effect = Effect::Irreversible;
+    const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -139,12 +142,6 @@ impl ActionSpec for S3Retention {
         })
     }
 
-    fn effect(&self) -> Effect {
-        Effect::Irreversible
-    }
-    fn destructive(&self) -> bool {
-        true
-    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         vec![connection(
             "/connection",
