@@ -9,14 +9,16 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat::engine::context::RunScope;
-use lifeboat::engine::secrets::Secrets;
-use lifeboat::engine::{Emitter, Engine, Event, Masker, NoPrompter, Options, RunState, Sink};
-use lifeboat::runlog::{GENESIS, LogWriter};
+use lifeboat::engine::signals::OsSignals;
+use lifeboat::engine::{
+    Event, Live, NewRun, NoPrompter, Notice, Options, RunStatus, Session, Sink, Wiring,
+};
+use lifeboat::store::Store;
 
 struct Null;
 impl Sink for Null {
     fn event(&self, _: u64, _: &str, _: &Event) {}
+    fn notice(&self, _: &Notice) {}
 }
 
 fn runbook(n: usize, chain: bool) -> String {
@@ -63,55 +65,63 @@ struct Result {
     fsyncs: u64,
 }
 
+/// One run through the whole session (a state folder, `run_started`, the steps, the head
+/// anchor), as `lifeboat run` does it, timed from start to end.
 fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
     let rb = lifeboat::runbook::load_str("bench.yaml", text)
         .result
         .expect("the bench runbook is valid");
     let n = rb.steps.len();
-    let run_dir = dir.join(format!("run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let writer = LogWriter::open(&run_dir.join("log.jsonl"), 0, GENESIS.to_string()).unwrap();
-    let masker = Arc::new(Masker::new(&Secrets::default()));
-    let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
-    let emitter = Arc::new(Emitter::new(writer, masker.clone(), state, Arc::new(Null)));
-    let scope = RunScope::new(
-        &Default::default(),
-        &Secrets::default(),
-        serde_json::Map::new(),
-    );
-    let opts = Options {
-        max_parallel,
-        yes: true,
-        timeout: None,
-        grace: Duration::from_secs(1),
-        operator: "bench".into(),
-    };
+    let state = dir.join(format!("state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let engine = Engine::new(
-        Arc::new(rb),
-        emitter.clone(),
-        scope,
-        masker,
-        reqwest::Client::new(),
-        opts,
-        Arc::new(NoPrompter),
-        "bench".into(),
-    );
+    let store = rt
+        .block_on(Store::open(state.to_str().unwrap()))
+        .expect("a state folder");
+    let session = Session {
+        store: &store,
+        opts: Options {
+            max_parallel,
+            yes: true,
+            timeout: None,
+            grace: Duration::from_secs(1),
+            operator: "bench".into(),
+        },
+        wiring: Wiring {
+            sink: Arc::new(Null),
+            prompter: Arc::new(NoPrompter),
+            http: reqwest::Client::new(),
+            runner: Arc::new(Live),
+            signals: Box::new(OsSignals::default()),
+        },
+    };
+    let params = Default::default();
     let t = Instant::now();
-    let status = rt.block_on(engine.drive()).unwrap();
+    let ended = rt
+        .block_on(async {
+            let new = NewRun {
+                file: std::path::Path::new("bench.yaml"),
+                text: text.as_bytes(),
+                runbook: &rb,
+                params: &params,
+                drill: None,
+            };
+            session.start(new).await?.drive().await
+        })
+        .unwrap();
     let total = t.elapsed();
-    assert_eq!(status, lifeboat::engine::RunStatus::Succeeded);
-    let stats = emitter.writer().stats();
-    assert_eq!(stats.lines as usize, 2 * n + 1);
-    let _ = std::fs::remove_dir_all(&run_dir);
+    assert_eq!(ended.status, RunStatus::Succeeded);
+    // run_started, each step's started and succeeded, run_finished.
+    assert_eq!(ended.log.lines as usize, 2 * n + 2);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&state);
     Result {
         total,
-        lines: stats.lines,
-        fsyncs: stats.fsyncs,
+        lines: ended.log.lines,
+        fsyncs: ended.log.fsyncs,
     }
 }
 

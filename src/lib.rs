@@ -13,6 +13,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod drill;
 pub mod engine;
+pub mod error;
 pub mod exit;
 pub mod metrics;
 pub mod plan;

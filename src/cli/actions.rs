@@ -5,9 +5,10 @@ use serde_json::{Value, json};
 
 use crate::actions::{ActionInfo, catalog};
 use crate::diagnostics::did_you_mean;
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 
-pub(super) fn run(name: Option<&str>, as_json: bool) -> Exit {
+pub(super) fn run(name: Option<&str>, as_json: bool) -> Result<Exit> {
     let all = catalog();
     let Some(name) = name else {
         if as_json {
@@ -27,14 +28,13 @@ pub(super) fn run(name: Option<&str>, as_json: bool) -> Exit {
                 println!("{:width$}  {}{plan_only}", a.name, a.summary);
             }
         }
-        return Exit::Success;
+        return Ok(Exit::Success);
     };
     let Some(info) = all.iter().find(|a| a.name == name) else {
         let hint = did_you_mean(name, all.iter().map(|a| a.name))
             .map(|h| format!("; {h}"))
             .unwrap_or_default();
-        eprintln!("error: unknown action `{name}`{hint}");
-        return Exit::Invalid;
+        return Err(Error::Invalid(format!("unknown action `{name}`{hint}")));
     };
     if as_json {
         println!(
@@ -44,7 +44,7 @@ pub(super) fn run(name: Option<&str>, as_json: bool) -> Exit {
     } else {
         print!("{}", document(info));
     }
-    Exit::Success
+    Ok(Exit::Success)
 }
 
 fn to_json(a: &ActionInfo) -> Value {

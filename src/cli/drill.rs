@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::run::{Driving, Started, fail, load_for_run, start};
+use super::run::{Driving, finished, load_for_run, start};
 use crate::drill::{self, DrillReport, Evidence};
 use crate::engine;
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::runlog;
 
@@ -24,18 +25,9 @@ pub struct DrillArgs {
     pub i_know: bool,
 }
 
-pub(super) fn drill(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Exit {
-    match drill_inner(file, given, a, d) {
-        Ok(e) | Err(e) => e,
-    }
-}
-
-fn drill_inner(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Result<Exit, Exit> {
+pub(super) fn drill(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Result<Exit> {
     let (text, rb, values) = load_for_run(file, given)?;
-    let composed = drill::compose(&rb, &a.scenario).map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Invalid
-    })?;
+    let composed = drill::compose(&rb, &a.scenario).map_err(Error::Invalid)?;
     let targets = rb
         .drill
         .as_ref()
@@ -49,15 +41,12 @@ fn drill_inner(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Res
             .collect::<Vec<_>>()
             .join(", ");
         if !a.i_know {
-            eprintln!(
-                "error: scenario `{}` would touch {list}, which {} not listed in `drill.targets`; nothing was started",
+            return Err(Error::Invalid(format!(
+                "scenario `{}` would touch {list}, which {} not listed in `drill.targets`; nothing was started\n  \
+                 a drill breaks things on purpose: add them to `drill.targets` if they are drill systems, or pass --i-know to run against them anyway (recorded in the run log)",
                 a.scenario,
                 if outside.len() == 1 { "is" } else { "are" }
-            );
-            eprintln!(
-                "  a drill breaks things on purpose: add them to `drill.targets` if they are drill systems, or pass --i-know to run against them anyway (recorded in the run log)"
-            );
-            return Err(Exit::Invalid);
+            )));
         }
         eprintln!("warning: --i-know: running against {list}, which are not drill targets");
     }
@@ -68,7 +57,7 @@ fn drill_inner(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Res
         json: false,
         ..d.clone()
     };
-    let Started { exit, run_id } = start(
+    let ended = start(
         file,
         &text,
         &composed.runbook,
@@ -77,38 +66,42 @@ fn drill_inner(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Res
         Some(Box::new(info)),
         !d.json,
     )?;
-    let finished = report(&d.state, &run_id, a.report.as_deref(), d.json)?;
+    let exit = finished(&ended);
+    let measured = report(&d.state, &ended.run_id, a.report.as_deref(), d.json)?;
     // A run stopped at a gate or by a signal is not a verdict yet: say so with the run's code.
     Ok(match exit {
         Exit::WaitingForApproval | Exit::Interrupted => exit,
-        _ if finished.passed => Exit::Success,
+        _ if measured.passed => Exit::Success,
         _ => Exit::Failed,
     })
 }
 
 /// `lifeboat drill-report RUN`: the report of a drill run, from its log (after `resume`, or
 /// again later).
-pub(super) fn drill_report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Exit {
-    match report(state, run, path, json) {
-        Ok(r) if r.passed => Exit::Success,
-        Ok(_) => Exit::Failed,
-        Err(e) => e,
-    }
+pub(super) fn drill_report(
+    state: &str,
+    run: &str,
+    path: Option<&Path>,
+    json: bool,
+) -> Result<Exit> {
+    let r = report(state, run, path, json)?;
+    Ok(if r.passed {
+        Exit::Success
+    } else {
+        Exit::Failed
+    })
 }
 
-fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<DrillReport, Exit> {
+fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<DrillReport> {
     let (text, head) = super::history::log_and_head(state, run)?;
     let verdict = runlog::verify(&text, head.as_ref());
-    let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(fail)?;
+    let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(Error::Failed)?;
     let evidence = Evidence {
         log_hash: verdict.last_hash.clone(),
         log_lines: verdict.lines,
         log_intact: verdict.first_bad.is_none(),
     };
-    let r = drill::measure(&events, evidence).map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Invalid
-    })?;
+    let r = drill::measure(&events, evidence).map_err(Error::Invalid)?;
     if let Some(p) = path {
         for (ext, body) in [
             ("md", drill::render_markdown(&r)),
@@ -123,8 +116,7 @@ fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<Dri
             written
                 .and_then(|_| super::write_atomic(&out, &body))
                 .map_err(|e| {
-                    eprintln!("error: cannot write the report to {}: {e}", out.display());
-                    Exit::Failed
+                    Error::Failed(format!("cannot write the report to {}: {e}", out.display()))
                 })?;
             eprintln!("report: {}", out.display());
         }

@@ -2,6 +2,7 @@
 
 use super::report::{describe, ms_text};
 use crate::engine::{self, RunState, StepState};
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::runlog;
 use crate::store::Store;
@@ -13,29 +14,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime starts")
 }
 
-async fn open(state: &str) -> Result<Store, Exit> {
+async fn open(state: &str) -> Result<Store> {
     let is_url = state.starts_with("postgres://") || state.starts_with("postgresql://");
     if !is_url && !std::path::Path::new(state).join("runs").is_dir() {
-        eprintln!(
-            "error: no state folder at {state} (runs are recorded where `lifeboat run` ran, or under --state)"
-        );
-        return Err(Exit::Invalid);
+        return Err(Error::Invalid(format!(
+            "no state folder at {state} (runs are recorded where `lifeboat run` ran, or under --state)"
+        )));
     }
-    Store::open(state).await.map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Failed
-    })
+    Store::open(state).await.map_err(Error::Failed)
 }
 
-async fn read(store: &Store, run: &str) -> Result<Vec<u8>, Exit> {
-    store.exists(run).await.map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Invalid
-    })?;
-    store.read_log(run).await.map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Failed
-    })
+async fn read(store: &Store, run: &str) -> Result<Vec<u8>> {
+    store.exists(run).await.map_err(Error::Invalid)?;
+    store.read_log(run).await.map_err(Error::Failed)
 }
 
 /// A run's state from its log; steps come from the events themselves.
@@ -53,21 +44,16 @@ fn state_of(text: &[u8]) -> Result<(RunState, Vec<engine::Recorded>), String> {
     Ok((st, events))
 }
 
-pub(super) fn runs(state: &str, json: bool) -> Exit {
-    runtime()
-        .block_on(runs_inner(state, json))
-        .unwrap_or_else(|e| e)
+pub(super) fn runs(state: &str, json: bool) -> Result<Exit> {
+    runtime().block_on(runs_inner(state, json))
 }
 
 /// Each run in the store, newest first, with its state folded from its log (or why the log
 /// cannot be read). A log that cannot be fetched at all is left out.
 type Folded = Result<(RunState, Vec<engine::Recorded>), String>;
 
-async fn states(store: &Store) -> Result<Vec<(String, Folded)>, Exit> {
-    let ids = store.runs().await.map_err(|e| {
-        eprintln!("error: {e}");
-        Exit::Failed
-    })?;
+async fn states(store: &Store) -> Result<Vec<(String, Folded)>> {
+    let ids = store.runs().await.map_err(Error::Failed)?;
     let mut states = Vec::new();
     for id in ids {
         let Ok(text) = read(store, &id).await else {
@@ -78,7 +64,7 @@ async fn states(store: &Store) -> Result<Vec<(String, Folded)>, Exit> {
     Ok(states)
 }
 
-async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
+async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
     let store = open(state).await?;
     let rows: Vec<serde_json::Value> = states(&store)
         .await?
@@ -121,11 +107,8 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit, Exit> {
     Ok(Exit::Success)
 }
 
-pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Exit {
-    let states = match runtime().block_on(async { states(&open(state).await?).await }) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
+pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit> {
+    let states = runtime().block_on(async { states(&open(state).await?).await })?;
     // Runs that never started or cannot be read have no runbook to count them under.
     let summaries: Vec<crate::metrics::RunSummary> = states
         .into_iter()
@@ -141,16 +124,12 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Exit {
     let text = crate::metrics::render(&summaries);
     let Some(path) = out else {
         print!("{text}");
-        return Exit::Success;
+        return Ok(Exit::Success);
     };
     // The collector may read at any moment: it must see the old file or the new one, whole.
-    match super::write_atomic(path, &text) {
-        Ok(()) => Exit::Success,
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            Exit::Failed
-        }
-    }
+    super::write_atomic(path, &text)
+        .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
+    Ok(Exit::Success)
 }
 
 /// A finished drill's numbers; `None` for other runs and for drills still going.
@@ -170,25 +149,18 @@ fn drill_summary(events: &[engine::Recorded]) -> Option<crate::metrics::DrillSum
     })
 }
 
-pub(super) fn show(state: &str, run: &str, json: bool) -> Exit {
-    let result = runtime().block_on(async {
+pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
+    let (st, _) = runtime().block_on(async {
         let store = open(state).await?;
         let text = read(&store, run).await?;
-        state_of(&text).map_err(|e| {
-            eprintln!("error: {e}");
-            Exit::Failed
-        })
-    });
-    let (st, _) = match result {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
+        state_of(&text).map_err(Error::Failed)
+    })?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&st).expect("state serializes")
         );
-        return Exit::Success;
+        return Ok(Exit::Success);
     }
     println!("run       {}", st.run);
     println!("runbook   {} {}", st.runbook, st.version);
@@ -237,55 +209,43 @@ pub(super) fn show(state: &str, run: &str, json: bool) -> Exit {
             println!("  {:<24} outputs: {shown}{more}", "");
         }
     }
-    Exit::Success
+    Ok(Exit::Success)
 }
 
-pub(super) fn log(state: &str, run: &str, json: bool) -> Exit {
-    let text = match runtime().block_on(async { read(&open(state).await?, run).await }) {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
+pub(super) fn log(state: &str, run: &str, json: bool) -> Result<Exit> {
+    let text = runtime().block_on(async { read(&open(state).await?, run).await })?;
     if json {
         use std::io::Write;
         let _ = std::io::stdout().write_all(&text);
-        return Exit::Success;
+        return Ok(Exit::Success);
     }
-    match engine::parse_log(&String::from_utf8_lossy(&text)) {
-        Ok(events) => {
-            for r in events {
-                println!("{:>4} {} {}", r.seq, r.ts, describe(&r.event));
-            }
-            Exit::Success
-        }
-        Err(e) => {
-            eprintln!("error: {e} (`lifeboat verify {run}` says whether it was tampered with)");
-            Exit::Failed
-        }
+    let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(|e| {
+        Error::Failed(format!(
+            "{e} (`lifeboat verify {run}` says whether it was tampered with)"
+        ))
+    })?;
+    for r in events {
+        println!("{:>4} {} {}", r.seq, r.ts, describe(&r.event));
     }
+    Ok(Exit::Success)
 }
 
 /// A run's log and the head anchor kept beside it: what `verify` checks, and what a drill
 /// report is computed from and vouched for by.
-pub(super) fn log_and_head(
-    state: &str,
-    run: &str,
-) -> Result<(Vec<u8>, Option<runlog::Head>), Exit> {
+pub(super) fn log_and_head(state: &str, run: &str) -> Result<(Vec<u8>, Option<runlog::Head>)> {
     runtime().block_on(async {
         let store = open(state).await?;
         let text = read(&store, run).await?;
-        let head = store.head(run).await.map_err(|e| {
-            eprintln!("error: run {run}: {e}");
-            Exit::Failed
-        })?;
+        let head = store
+            .head(run)
+            .await
+            .map_err(|e| Error::Failed(format!("run {run}: {e}")))?;
         Ok((text, head))
     })
 }
 
-pub(super) fn verify(state: &str, run: &str, json: bool) -> Exit {
-    let (text, head) = match log_and_head(state, run) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+pub(super) fn verify(state: &str, run: &str, json: bool) -> Result<Exit> {
+    let (text, head) = log_and_head(state, run)?;
     let v = runlog::verify(&text, head.as_ref());
     if json {
         println!("{}", serde_json::to_string(&v).expect("verdict serializes"));
@@ -304,11 +264,12 @@ pub(super) fn verify(state: &str, run: &str, json: bool) -> Exit {
                 "run {run}: intact, {} lines, last hash {}{note}",
                 v.lines, v.last_hash
             );
-            Exit::Success
+            Ok(Exit::Success)
         }
+        // The verdict, not a failure of the command: it is what was asked.
         Some((line, why)) => {
             eprintln!("run {run}: TAMPERED: line {line}: {why}");
-            Exit::Failed
+            Ok(Exit::Failed)
         }
     }
 }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 
 #[derive(Debug, Parser)]
@@ -189,7 +190,25 @@ pub fn main() -> Exit {
             };
         }
     };
-    match cli.command {
+    match dispatch(cli.command) {
+        Ok(exit) => exit,
+        Err(e) => fail(e),
+    }
+}
+
+/// Prints an error once, in the form its kind takes; its exit code.
+fn fail(e: Error) -> Exit {
+    match &e {
+        Error::Runbook { file, diagnostics } => {
+            validate::print(file, diagnostics.clone(), DiagnosticFormat::Human)
+        }
+        _ => eprintln!("error: {e}"),
+    }
+    e.exit()
+}
+
+fn dispatch(command: Command) -> Result<Exit> {
+    match command {
         Command::Validate {
             paths,
             params,
@@ -237,7 +256,7 @@ pub fn main() -> Exit {
                 serde_json::to_string_pretty(&crate::runbook::schema::generate())
                     .expect("schema serializes")
             );
-            Exit::Success
+            Ok(Exit::Success)
         }
         Command::Actions { name, json } => actions::run(name.as_deref(), json),
         Command::Explain { code } => explain::run(&code),
@@ -256,13 +275,10 @@ fn write_atomic(path: &std::path::Path, body: &str) -> std::io::Result<()> {
 }
 
 /// Parses `-p name=value` arguments; a malformed one is a usage error.
-fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, Exit> {
+fn parse_params(params: &[String]) -> Result<Vec<(String, String)>> {
     params
         .iter()
         .map(|p| crate::runbook::params::split_assignment(p))
-        .collect::<Result<_, _>>()
-        .map_err(|why| {
-            eprintln!("error: -p {why}");
-            Exit::Invalid
-        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|why| Error::Invalid(format!("-p {why}")))
 }

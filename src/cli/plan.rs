@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use super::{DiagnosticFormat, PlanFormat, parse_params, validate::print};
+use super::{PlanFormat, parse_params};
 use crate::engine::preview::{self, Look, LookResult};
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::plan;
 use crate::runbook::{load_file, params};
@@ -14,55 +15,35 @@ pub(super) fn run(
     format: PlanFormat,
     live: bool,
     scenario: Option<&str>,
-) -> Exit {
+) -> Result<Exit> {
     if live && matches!(format, PlanFormat::Mermaid | PlanFormat::Dot) {
-        eprintln!("error: --live works with --format text or json");
-        return Exit::Invalid;
+        return Err(Error::invalid("--live works with --format text or json"));
     }
-    let given = match parse_params(given) {
-        Ok(g) => g,
-        Err(e) => return e,
-    };
+    let given = parse_params(given)?;
     let loaded = load_file(file);
     let rb = match loaded.result {
         Ok(rb) => rb,
-        Err(diags) => {
-            print(&loaded.source, diags, DiagnosticFormat::Human);
-            return Exit::Invalid;
-        }
+        Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
     let values = match params::resolve(&rb, &given, true) {
         Ok(v) => v,
-        Err(diags) => {
-            print(&loaded.source, diags, DiagnosticFormat::Human);
-            return Exit::Invalid;
-        }
+        Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
     let rb = match scenario {
-        Some(name) => match crate::drill::compose(&rb, name) {
-            Ok(c) => c.runbook,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Invalid;
-            }
-        },
+        Some(name) => {
+            crate::drill::compose(&rb, name)
+                .map_err(Error::Invalid)?
+                .runbook
+        }
         None => rb,
     };
-    let plan = match plan::build(&rb, &values) {
-        Ok(mut p) => {
-            p.scenario = scenario.map(String::from);
-            p
-        }
-        Err(diags) => {
-            print(&loaded.source, diags, DiagnosticFormat::Human);
-            return Exit::Invalid;
-        }
+    let mut plan = match plan::build(&rb, &values) {
+        Ok(p) => p,
+        Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
+    plan.scenario = scenario.map(String::from);
     let looks = if live {
-        match look(&rb, &values, &plan) {
-            Ok(l) => Some(l),
-            Err(e) => return e,
-        }
+        Some(look(&rb, &values, &plan)?)
     } else {
         None
     };
@@ -93,7 +74,7 @@ pub(super) fn run(
         PlanFormat::Dot => plan::render_dot(&plan),
     };
     print!("{out}");
-    if failed { Exit::Failed } else { Exit::Success }
+    Ok(if failed { Exit::Failed } else { Exit::Success })
 }
 
 /// Reads the live state of the steps that would run (not those `when` skips).
@@ -101,7 +82,7 @@ fn look(
     rb: &crate::runbook::ValidRunbook,
     values: &indexmap::IndexMap<String, serde_json::Value>,
     plan: &plan::Plan,
-) -> Result<Vec<Look>, Exit> {
+) -> Result<Vec<Look>> {
     let steps: Vec<usize> = plan
         .steps
         .iter()
@@ -112,10 +93,7 @@ fn look(
     let http = super::run::http_client()?;
     super::run::runtime()
         .block_on(preview::look(rb, values, &steps, &http))
-        .map_err(|e| {
-            eprintln!("error: --live cannot read the secrets: {e}");
-            Exit::Failed
-        })
+        .map_err(|e| Error::Failed(format!("--live cannot read the secrets: {e}")))
 }
 
 fn render_looks(looks: &[Look]) -> String {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use crate::engine::{Event, Prompter, Question, Sink};
+use crate::engine::{Event, Notice, Prompter, Question, Sink};
 
 /// One line, in words, for an event; shared by the live view and `lifeboat log`.
 pub fn describe(e: &Event) -> String {
@@ -179,6 +179,27 @@ pub fn ms_text(ms: u64) -> String {
     }
 }
 
+/// A notice as the operator reads it, on stderr.
+fn notice_text(n: &Notice) -> String {
+    match n {
+        Notice::TornLineRemoved => {
+            "note: removed the log's incomplete last line (written during a crash)".into()
+        }
+        Notice::HeadNotWritten(e) => format!("warning: {e}"),
+    }
+}
+
+/// Notices only: for commands that record an event of their own and say so in their own words
+/// (`approve`).
+pub struct NoticeSink;
+
+impl Sink for NoticeSink {
+    fn event(&self, _: u64, _: &str, _: &Event) {}
+    fn notice(&self, n: &Notice) {
+        eprintln!("{}", notice_text(n));
+    }
+}
+
 /// `--json`: each event as a JSON line on stdout (the run log's line without `prev` and `hash`).
 pub struct JsonSink;
 
@@ -191,6 +212,9 @@ impl Sink for JsonSink {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", serde_json::Value::Object(m));
         let _ = out.flush();
+    }
+    fn notice(&self, n: &Notice) {
+        eprintln!("{}", notice_text(n));
     }
 }
 
@@ -289,6 +313,13 @@ impl Sink for HumanSink {
         l.clear(&mut err);
         let time = ts.get(11..19).unwrap_or(ts);
         let _ = writeln!(err, "{time} {}", describe(event));
+        l.draw(&mut err);
+    }
+    fn notice(&self, n: &Notice) {
+        let mut l = self.inner.lock().expect("live lock");
+        let mut err = std::io::stderr().lock();
+        l.clear(&mut err);
+        let _ = writeln!(err, "{}", notice_text(n));
         l.draw(&mut err);
     }
 }

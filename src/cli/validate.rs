@@ -4,14 +4,13 @@ use std::path::{Path, PathBuf};
 
 use super::{DiagnosticFormat, color, parse_params};
 use crate::diagnostics::{Diagnostic, render, render_json};
+use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::runbook::{Source, load_file, params};
 
-pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat) -> Exit {
-    let given = match parse_params(given) {
-        Ok(g) => g,
-        Err(e) => return e,
-    };
+/// Exit 2 when a runbook has problems: they are the command's findings, printed as diagnostics.
+pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat) -> Result<Exit> {
+    let given = parse_params(given)?;
     let mut files = Vec::new();
     let mut not_runbooks = 0usize;
     for p in paths {
@@ -23,7 +22,7 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
                         "{}: error[LB0005]: cannot read the folder: {e}",
                         p.display()
                     );
-                    return Exit::Invalid;
+                    return Ok(Exit::Invalid);
                 }
             }
         } else {
@@ -31,15 +30,14 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
         }
     }
     if files.is_empty() {
-        eprintln!(
-            "error: no runbooks found in {}",
+        return Err(Error::Invalid(format!(
+            "no runbooks found in {}",
             paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
-        return Exit::Invalid;
+        )));
     }
     let (mut bad_files, mut problems) = (0usize, 0usize);
     for f in &files {
@@ -88,11 +86,11 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
             );
         }
     }
-    if bad_files == 0 {
+    Ok(if bad_files == 0 {
         Exit::Success
     } else {
         Exit::Invalid
-    }
+    })
 }
 
 /// Prints diagnostics in file order.

@@ -14,7 +14,11 @@ mod inputs;
 pub mod preview;
 mod run;
 pub mod secrets;
+pub mod session;
+pub mod signals;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,10 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use event::{ApprovalVia, Event, Recorded, RunStatus, parse_log};
-pub use run::Engine;
 pub use secrets::Masker;
+pub use session::{Ended, NewRun, Ready, Resumed, Session, Wiring};
 pub use state::{RunState, StepState};
 
+use crate::actions::{Action, ActionFuture, Exec};
 use crate::runlog::LogWriter;
 
 /// How a run behaves, from the command line.
@@ -65,9 +70,34 @@ impl Prompter for NoPrompter {
     }
 }
 
-/// Receives every event once it is in the log.
+/// Receives every event once it is in the log, and what the operator should know besides.
 pub trait Sink: Send + Sync {
     fn event(&self, seq: u64, ts: &str, event: &Event);
+    fn notice(&self, notice: &Notice);
+}
+
+/// Something the operator should know that is not part of the run's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A torn last line, written during a crash, was cut off the log before continuing it.
+    TornLineRemoved,
+    /// The head anchor could not be written, so a rewritten last line would not show.
+    HeadNotWritten(String),
+}
+
+/// Runs an attempt of an action: the engine's one way to touch the world. [`Live`] runs the
+/// action itself; the engine's tests script outcomes instead.
+pub trait Runner: Send + Sync {
+    fn execute<'a>(&'a self, action: &'a Action, cx: &'a Exec<'a>) -> ActionFuture<'a>;
+}
+
+/// Runs actions for real.
+pub struct Live;
+
+impl Runner for Live {
+    fn execute<'a>(&'a self, action: &'a Action, cx: &'a Exec<'a>) -> ActionFuture<'a> {
+        action.execute(cx)
+    }
 }
 
 /// A fatal problem: the run cannot go on and cannot record why.
@@ -133,6 +163,10 @@ impl Emitter {
     pub async fn flush(&self) -> Result<(), EngineError> {
         let (last, _) = self.writer.last();
         self.writer.durable(last).await.map_err(EngineError::Log)
+    }
+
+    pub fn notice(&self, notice: &Notice) {
+        self.sink.notice(notice);
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, RunState> {

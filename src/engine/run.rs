@@ -2,7 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 use tokio::task::{AbortHandle, JoinSet};
@@ -10,13 +12,14 @@ use tokio::task::{AbortHandle, JoinSet};
 use super::context::RunScope;
 use super::event::{ApprovalVia, Event, RunStatus};
 use super::inputs;
+use super::signals::Signals;
 use super::state::{CompensationRecord, StepState};
-use super::{Emitter, EngineError, Masker, Options, Prompter, Question};
+use super::{Emitter, EngineError, Masker, Options, Prompter, Question, Runner};
 use crate::actions::{Action, ActionError, Exec};
 use crate::runbook::{OnFailure, OnSkippedNeeds, RetryPolicy, ValidRunbook};
 
 /// One run, driven by this process.
-pub struct Engine {
+pub(super) struct Engine {
     shared: Arc<Shared>,
 }
 
@@ -27,6 +30,7 @@ struct Shared {
     masker: Arc<Masker>,
     env: minijinja::Environment<'static>,
     http: reqwest::Client,
+    runner: Arc<dyn Runner>,
     opts: Options,
     prompter: Arc<dyn Prompter>,
     run_id: String,
@@ -66,30 +70,34 @@ enum Stop {
     Timeout,
 }
 
+/// What an engine is made of; see [`super::Session`], which builds it.
+pub(super) struct Setup {
+    pub rb: Arc<ValidRunbook>,
+    pub emitter: Arc<Emitter>,
+    pub scope: RunScope,
+    pub masker: Arc<Masker>,
+    pub http: reqwest::Client,
+    pub runner: Arc<dyn Runner>,
+    pub opts: Options,
+    pub prompter: Arc<dyn Prompter>,
+    pub run_id: String,
+}
+
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        rb: Arc<ValidRunbook>,
-        emitter: Arc<Emitter>,
-        scope: RunScope,
-        masker: Arc<Masker>,
-        http: reqwest::Client,
-        opts: Options,
-        prompter: Arc<dyn Prompter>,
-        run_id: String,
-    ) -> Engine {
-        let n = rb.steps.len();
+    pub(super) fn new(s: Setup) -> Engine {
+        let n = s.rb.steps.len();
         Engine {
             shared: Arc::new(Shared {
-                rb,
-                emitter,
-                scope,
-                masker,
+                rb: s.rb,
+                emitter: s.emitter,
+                scope: s.scope,
+                masker: s.masker,
                 env: crate::runbook::templates::environment(),
-                http,
-                opts,
-                prompter,
-                run_id,
+                http: s.http,
+                runner: s.runner,
+                opts: s.opts,
+                prompter: s.prompter,
+                run_id: s.run_id,
                 unanswered: Default::default(),
                 open: std::sync::Mutex::new((0..n).collect()),
             }),
@@ -97,7 +105,7 @@ impl Engine {
     }
 
     /// Drives the run until it succeeds, fails (after its rollback), waits, or is interrupted.
-    pub async fn drive(&self) -> Result<RunStatus, EngineError> {
+    pub(super) async fn drive(&self, signals: &mut dyn Signals) -> Result<RunStatus, EngineError> {
         let sh = &self.shared;
         // Outputs of steps that finished before this process (resume) are visible to templates.
         {
@@ -121,7 +129,6 @@ impl Engine {
         let mut asking: HashMap<usize, AbortHandle> = HashMap::new();
         let mut stop: Option<Stop> = None;
         let mut failure: Option<String> = None;
-        let mut signals = Signals::new();
         let deadline = sh.opts.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut grace_end: Option<tokio::time::Instant> = None;
 
@@ -806,16 +813,17 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 note: &note,
                 recall: &recall,
             };
-            let outputs = match tokio::time::timeout(a.timeout, typed.execute(&exec)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(ActionError::transient(format!(
-                        "timed out after {}",
-                        crate::runbook::duration::format(a.timeout)
-                    ))
-                    .into());
-                }
-            };
+            let outputs =
+                match tokio::time::timeout(a.timeout, sh.runner.execute(&typed, &exec)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(ActionError::transient(format!(
+                            "timed out after {}",
+                            crate::runbook::duration::format(a.timeout)
+                        ))
+                        .into());
+                    }
+                };
             if let Some(expr) = a.assert {
                 match eval(expr, &outputs) {
                     Ok(true) => {}
@@ -924,40 +932,5 @@ enum AttemptError {
 impl From<ActionError> for AttemptError {
     fn from(e: ActionError) -> Self {
         AttemptError::Action(e)
-    }
-}
-
-/// SIGINT and SIGTERM, as one stream.
-struct Signals {
-    int: Option<tokio::signal::unix::Signal>,
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Signals {
-        use tokio::signal::unix::{SignalKind, signal};
-        Signals {
-            int: signal(SignalKind::interrupt()).ok(),
-            term: signal(SignalKind::terminate()).ok(),
-        }
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        let int = async {
-            match &mut self.int {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let term = async {
-            match &mut self.term {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = int => "SIGINT",
-            _ = term => "SIGTERM",
-        }
     }
 }

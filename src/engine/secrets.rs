@@ -37,25 +37,40 @@ impl std::fmt::Debug for Secrets {
 pub fn resolve(rb: &ValidRunbook) -> Result<Secrets, String> {
     let mut values = IndexMap::new();
     for (name, source) in &rb.secrets {
-        let value = match source {
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                format!("secret `{name}`: environment variable `{var}` is not set (or not UTF-8)")
-            })?,
-            SecretSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("secret `{name}`: cannot read `{path}`: {e}"))?;
-                // Files written with `echo` end in a newline that is not part of the secret.
-                text.strip_suffix('\n').unwrap_or(&text).to_string()
-            }
-        };
-        if value.chars().count() < MIN_SECRET_LEN {
-            return Err(format!(
-                "secret `{name}` is shorter than {MIN_SECRET_LEN} characters: lifeboat could not mask it in output without mangling ordinary text"
-            ));
-        }
-        values.insert(name.clone(), value);
+        values.insert(name.clone(), read(name, source)?);
     }
     Ok(Secrets { values })
+}
+
+/// The secrets this process can read, without the others: enough to mask what it writes when
+/// it needs no secret itself (`approve`).
+pub fn resolve_available(rb: &ValidRunbook) -> Secrets {
+    let values = rb
+        .secrets
+        .iter()
+        .filter_map(|(name, source)| Some((name.clone(), read(name, source).ok()?)))
+        .collect();
+    Secrets { values }
+}
+
+fn read(name: &str, source: &SecretSource) -> Result<String, String> {
+    let value = match source {
+        SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+            format!("secret `{name}`: environment variable `{var}` is not set (or not UTF-8)")
+        })?,
+        SecretSource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("secret `{name}`: cannot read `{path}`: {e}"))?;
+            // Files written with `echo` end in a newline that is not part of the secret.
+            text.strip_suffix('\n').unwrap_or(&text).to_string()
+        }
+    };
+    if value.chars().count() < MIN_SECRET_LEN {
+        return Err(format!(
+            "secret `{name}` is shorter than {MIN_SECRET_LEN} characters: lifeboat could not mask it in output without mangling ordinary text"
+        ));
+    }
+    Ok(value)
 }
 
 /// A piece of a secret at least this long is masked wherever it appears: a shell that splits

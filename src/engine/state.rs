@@ -372,3 +372,276 @@ pub fn note_key(compensation: bool, key: &str) -> String {
         key.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Events in the log's own JSON form (`step_started:a:1` style is too lossy for notes).
+    fn ev(v: serde_json::Value) -> Event {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn started(step: &str, attempt: u32) -> Event {
+        ev(
+            json!({"event": "step_started", "step": step, "attempt": attempt,
+            "attempt_key": format!("r/{step}/{attempt}"), "action": "shell", "inputs": {}}),
+        )
+    }
+    fn attempt_failed(step: &str, attempt: u32) -> Event {
+        ev(
+            json!({"event": "step_attempt_failed", "step": step, "attempt": attempt,
+            "error": "busy", "transient": true, "retry_in_ms": 10, "elapsed_ms": 1}),
+        )
+    }
+    fn succeeded(step: &str, attempt: u32) -> Event {
+        ev(
+            json!({"event": "step_succeeded", "step": step, "attempt": attempt,
+            "outputs": {"n": attempt}, "elapsed_ms": 1}),
+        )
+    }
+    fn failed(step: &str, continued: bool) -> Event {
+        ev(
+            json!({"event": "step_failed", "step": step, "attempt": 1, "error": "no",
+            "elapsed_ms": 1, "continued": continued}),
+        )
+    }
+    fn resumed() -> Event {
+        ev(json!({"event": "run_resumed", "operator": "o", "host": "h", "pid": 1}))
+    }
+    fn granted(step: &str) -> Event {
+        ev(json!({"event": "approval_granted", "step": step, "by": "ann", "via": "command"}))
+    }
+    fn requested(step: &str, rerun: Option<&str>) -> Event {
+        let mut v =
+            json!({"event": "approval_requested", "step": step, "message": "m", "next": []});
+        if let Some(r) = rerun {
+            v["rerun"] = r.into();
+        }
+        ev(v)
+    }
+    fn rollback_started(steps: &[&str]) -> Event {
+        ev(json!({"event": "rollback_started", "reason": "r", "steps": steps}))
+    }
+    fn compensation(step: &str, outcome: &str) -> Event {
+        match outcome {
+            "started" => ev(
+                json!({"event": "compensation_started", "step": step, "attempt": 1,
+                "attempt_key": "k", "action": "shell", "inputs": {}}),
+            ),
+            "succeeded" => ev(json!({"event": "compensation_succeeded", "step": step,
+                "attempt": 1, "outputs": {}, "elapsed_ms": 1})),
+            _ => ev(
+                json!({"event": "compensation_failed", "step": step, "attempt": 1,
+                "error": "e", "elapsed_ms": 1}),
+            ),
+        }
+    }
+    fn noted(step: &str, compensation: bool) -> Event {
+        ev(json!({"event": "step_noted", "step": step, "attempt": 1,
+            "compensation": compensation, "key": "previous", "value": [1]}))
+    }
+    fn skipped(step: &str, need: Option<&str>) -> Event {
+        ev(json!({"event": "step_skipped", "step": step, "reason": "r", "need": need}))
+    }
+    fn interrupted(step: &str) -> Event {
+        ev(json!({"event": "step_interrupted", "step": step, "attempt": 1, "reason": "r"}))
+    }
+
+    fn fold(events: &[Event]) -> RunState {
+        let mut st = RunState::new(["a", "b"]);
+        for (i, e) in events.iter().enumerate() {
+            st.apply(i as u64 + 1, "2026-11-30T00:00:00.000Z", e);
+        }
+        st
+    }
+
+    /// Each row: events, then what step `a` is after them. A resumed run rebuilds its state
+    /// with this fold, so every decision `resume` makes rests on these rows.
+    #[test]
+    fn each_event_moves_a_step_as_the_log_says() {
+        let rows: Vec<(&str, Vec<Event>, StepState)> = vec![
+            (
+                "started",
+                vec![started("a", 1)],
+                StepState::Running { attempt: 1 },
+            ),
+            (
+                "a failed attempt that will be retried",
+                vec![started("a", 1), attempt_failed("a", 1)],
+                StepState::Retrying { attempt: 1 },
+            ),
+            (
+                "succeeded on the second attempt",
+                vec![
+                    started("a", 1),
+                    attempt_failed("a", 1),
+                    started("a", 2),
+                    succeeded("a", 2),
+                ],
+                StepState::Succeeded { attempt: 2 },
+            ),
+            (
+                "failed",
+                vec![started("a", 1), failed("a", false)],
+                StepState::Failed { continued: false },
+            ),
+            (
+                "failed, and the run went on",
+                vec![started("a", 1), failed("a", true)],
+                StepState::Failed { continued: true },
+            ),
+            (
+                "cut short",
+                vec![started("a", 1), interrupted("a")],
+                StepState::Interrupted { attempt: 1 },
+            ),
+            (
+                "an approval gate asked",
+                vec![requested("a", None)],
+                StepState::WaitingApproval,
+            ),
+            (
+                "asked to run a cut-short step again: still interrupted",
+                vec![
+                    started("a", 1),
+                    interrupted("a"),
+                    requested("a", Some("attempt 1")),
+                ],
+                StepState::Interrupted { attempt: 1 },
+            ),
+            (
+                "resume retries what failed",
+                vec![started("a", 1), failed("a", false), resumed()],
+                StepState::Pending,
+            ),
+            (
+                "resume retries what was rolled back",
+                vec![
+                    started("a", 1),
+                    succeeded("a", 1),
+                    rollback_started(&["a"]),
+                    compensation("a", "started"),
+                    compensation("a", "succeeded"),
+                    ev(json!({"event": "rollback_finished", "compensated": ["a"], "failed": []})),
+                    resumed(),
+                ],
+                StepState::Pending,
+            ),
+            (
+                "resume keeps what succeeded",
+                vec![started("a", 1), succeeded("a", 1), resumed()],
+                StepState::Succeeded { attempt: 1 },
+            ),
+            (
+                "resume asks again at an unanswered gate",
+                vec![requested("a", None), resumed()],
+                StepState::Pending,
+            ),
+            (
+                "resume keeps a step skipped by its own `when`",
+                vec![skipped("a", None), resumed()],
+                StepState::Skipped {
+                    reason: "r".into(),
+                    need: None,
+                },
+            ),
+            (
+                "resume reconsiders a step skipped for a need",
+                vec![skipped("a", Some("b")), resumed()],
+                StepState::Pending,
+            ),
+            (
+                "a rollback cut short is continued, not reset, by resume",
+                vec![
+                    started("a", 1),
+                    failed("a", false),
+                    rollback_started(&["b"]),
+                    resumed(),
+                ],
+                StepState::Failed { continued: false },
+            ),
+            (
+                "compensated",
+                vec![
+                    started("a", 1),
+                    succeeded("a", 1),
+                    compensation("a", "started"),
+                    compensation("a", "succeeded"),
+                ],
+                StepState::Compensated,
+            ),
+            (
+                "a failed compensation leaves the step as it was",
+                vec![
+                    started("a", 1),
+                    succeeded("a", 1),
+                    compensation("a", "started"),
+                    compensation("a", "failed"),
+                ],
+                StepState::Succeeded { attempt: 1 },
+            ),
+        ];
+        for (name, events, expected) in rows {
+            assert_eq!(fold(&events).steps["a"].state, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn what_the_fold_keeps_besides_the_state() {
+        // Attempts keep counting across resumes; a grant is spent by the attempt it allowed.
+        let st = fold(&[started("a", 1), interrupted("a"), resumed(), granted("a")]);
+        assert_eq!(st.steps["a"].attempts, 1);
+        assert_eq!(st.steps["a"].grant.as_ref().unwrap().by, "ann");
+        let st = fold(&[
+            started("a", 1),
+            interrupted("a"),
+            granted("a"),
+            started("a", 2),
+        ]);
+        assert!(st.steps["a"].grant.is_none());
+        assert_eq!(st.steps["a"].attempts, 2);
+
+        // Rollback order is completion order, reversed by the engine.
+        let st = fold(&[
+            started("b", 1),
+            succeeded("b", 1),
+            started("a", 1),
+            succeeded("a", 1),
+        ]);
+        assert_eq!(st.completed_in_order(), ["b", "a"]);
+
+        // Notes: a step's and its compensation's are apart; an undone step forgets both.
+        let st = fold(&[
+            started("a", 1),
+            noted("a", false),
+            succeeded("a", 1),
+            noted("a", true),
+        ]);
+        let keys: Vec<&String> = st.steps["a"].notes.keys().collect();
+        assert_eq!(keys, ["previous", "compensate/previous"]);
+        let st = fold(&[
+            started("a", 1),
+            noted("a", false),
+            succeeded("a", 1),
+            compensation("a", "started"),
+            compensation("a", "succeeded"),
+        ]);
+        assert!(st.steps["a"].notes.is_empty());
+        assert!(st.steps["a"].outputs.is_none());
+
+        // Rollback progress: under way until it finishes.
+        let st = fold(&[rollback_started(&["a"])]);
+        assert_eq!(
+            (st.rollback, st.rollback_steps.clone()),
+            (Some(false), vec!["a".to_string()])
+        );
+
+        // Events about steps the runbook does not have change nothing (a log is not trusted
+        // to match the file beyond its hash).
+        let st = fold(&[started("zzz", 1)]);
+        assert!(st.steps.values().all(|s| s.state == StepState::Pending));
+    }
+}

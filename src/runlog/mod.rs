@@ -7,10 +7,14 @@
 //! exact bytes, never on re-serialized JSON, so the check cannot depend on how a parser formats
 //! numbers.
 
+#[cfg(test)]
+mod memory;
 mod pg_writer;
 mod verify;
 mod writer;
 
+#[cfg(test)]
+pub use memory::MemLog;
 pub use pg_writer::PgLog;
 pub use verify::{Head, Verdict, read_head, verify, write_head};
 pub use writer::{FileLog, WriterStats};
@@ -19,6 +23,8 @@ pub use writer::{FileLog, WriterStats};
 pub enum LogWriter {
     File(FileLog),
     Pg(Box<PgLog>),
+    #[cfg(test)]
+    Memory(MemLog),
 }
 
 impl LogWriter {
@@ -35,6 +41,8 @@ impl LogWriter {
         match self {
             LogWriter::File(f) => f.append(event),
             LogWriter::Pg(p) => p.append(event),
+            #[cfg(test)]
+            LogWriter::Memory(m) => m.append(event),
         }
     }
 
@@ -43,6 +51,8 @@ impl LogWriter {
         match self {
             LogWriter::File(f) => f.durable(seq).await,
             LogWriter::Pg(p) => p.durable(seq).await,
+            #[cfg(test)]
+            LogWriter::Memory(_) => Ok(()),
         }
     }
 
@@ -50,6 +60,8 @@ impl LogWriter {
         match self {
             LogWriter::File(f) => f.last(),
             LogWriter::Pg(p) => p.last(),
+            #[cfg(test)]
+            LogWriter::Memory(m) => m.last(),
         }
     }
 
@@ -57,6 +69,8 @@ impl LogWriter {
         match self {
             LogWriter::File(f) => f.stats(),
             LogWriter::Pg(p) => p.stats(),
+            #[cfg(test)]
+            LogWriter::Memory(m) => m.stats(),
         }
     }
 }

@@ -8,6 +8,8 @@
 //! "the lock can be taken".
 
 mod folder;
+#[cfg(test)]
+pub mod memory;
 mod postgres;
 
 use serde::{Deserialize, Serialize};
@@ -77,18 +79,25 @@ fn take_over(
 pub enum Store {
     Folder(Folder),
     Postgres(Box<PgStore>),
+    /// The engine's tests.
+    #[cfg(test)]
+    Memory(memory::Memory),
 }
 
 /// Keeps a run to this process while alive (resume, approve).
 pub enum Driver {
     Folder(std::fs::File),
     Postgres(tokio_postgres::Client),
+    #[cfg(test)]
+    Memory(memory::MemDriver),
 }
 
 /// Locks taken for one run.
 pub enum LockSet {
     Folder(folder::FolderLocks),
     Postgres(postgres::PgLocks),
+    #[cfg(test)]
+    Memory(memory::MemLocks),
 }
 
 impl LockSet {
@@ -97,6 +106,8 @@ impl LockSet {
         match self {
             LockSet::Folder(l) => &l.taken_over,
             LockSet::Postgres(l) => &l.taken_over,
+            #[cfg(test)]
+            LockSet::Memory(l) => &l.taken_over,
         }
     }
 
@@ -105,6 +116,8 @@ impl LockSet {
         match self {
             LockSet::Folder(l) => l.pause(),
             LockSet::Postgres(l) => l.set_state(LockState::Paused).await,
+            #[cfg(test)]
+            LockSet::Memory(l) => l.set_state(LockState::Paused),
         }
     }
 
@@ -113,6 +126,8 @@ impl LockSet {
         match self {
             LockSet::Folder(l) => l.release(),
             LockSet::Postgres(l) => l.set_state(LockState::Free).await,
+            #[cfg(test)]
+            LockSet::Memory(l) => l.set_state(LockState::Free),
         }
     }
 }
@@ -140,6 +155,8 @@ impl Store {
         match self {
             Store::Folder(f) => f.root().display().to_string(),
             Store::Postgres(p) => p.describe(),
+            #[cfg(test)]
+            Store::Memory(_) => "memory".into(),
         }
     }
 
@@ -154,6 +171,8 @@ impl Store {
                     .map_err(io("cannot create the run log"))
             }
             Store::Postgres(p) => p.create_run(run, runbook).await,
+            #[cfg(test)]
+            Store::Memory(m) => Ok(m.create_run(run, runbook)),
         }
     }
 
@@ -164,6 +183,8 @@ impl Store {
                 .map(|_| ())
                 .map_err(io("cannot record the run")),
             Store::Postgres(p) => p.publish_run(run).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.publish_run(run),
         }
     }
 
@@ -180,6 +201,8 @@ impl Store {
                 LogWriter::open(&files.log, last_seq, prev).map_err(io("cannot open the run log"))
             }
             Store::Postgres(p) => p.log_writer(run, last_seq, prev).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.log_writer(run, last_seq, prev),
         }
     }
 
@@ -188,6 +211,8 @@ impl Store {
         match self {
             Store::Folder(f) => f.run(run).map(|_| ()),
             Store::Postgres(p) => p.exists(run).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.exists(run),
         }
     }
 
@@ -195,6 +220,8 @@ impl Store {
         match self {
             Store::Folder(f) => f.drive(run).map(Driver::Folder),
             Store::Postgres(p) => p.drive(run).await.map(Driver::Postgres),
+            #[cfg(test)]
+            Store::Memory(m) => m.drive(run).map(Driver::Memory),
         }
     }
 
@@ -203,6 +230,8 @@ impl Store {
         match self {
             Store::Folder(f) => f.runs().map_err(io("cannot list runs")),
             Store::Postgres(p) => p.runs().await,
+            #[cfg(test)]
+            Store::Memory(m) => Ok(m.runs()),
         }
     }
 
@@ -213,6 +242,8 @@ impl Store {
                 std::fs::read(f.run(run)?.log).map_err(io("cannot read the run log"))
             }
             Store::Postgres(p) => p.read_log(run).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.read_log(run),
         }
     }
 
@@ -231,6 +262,8 @@ impl Store {
                     .map_err(io("cannot repair the run log's torn last line"))
             }
             Store::Postgres(_) => Ok(()),
+            #[cfg(test)]
+            Store::Memory(m) => m.cut_log(run, keep),
         }
     }
 
@@ -241,6 +274,8 @@ impl Store {
                 std::fs::read(f.run(run)?.runbook).map_err(io("cannot read the run's runbook"))
             }
             Store::Postgres(p) => p.runbook(run).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.runbook(run),
         }
     }
 
@@ -249,6 +284,8 @@ impl Store {
             Store::Folder(f) => crate::runlog::read_head(&f.run(run)?.head)
                 .map_err(io("the head anchor is unreadable")),
             Store::Postgres(p) => p.head(run).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.head(run),
         }
     }
 
@@ -257,6 +294,8 @@ impl Store {
             Store::Folder(f) => crate::runlog::write_head(&f.run(run)?.head, head)
                 .map_err(io("cannot write the head anchor")),
             Store::Postgres(p) => p.write_head(run, head).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.write_head(run, head),
         }
     }
 
@@ -265,6 +304,8 @@ impl Store {
         match self {
             Store::Folder(f) => f.acquire(names, me).map(LockSet::Folder),
             Store::Postgres(p) => p.acquire(names, me).await.map(LockSet::Postgres),
+            #[cfg(test)]
+            Store::Memory(m) => m.acquire(names, me).map(LockSet::Memory),
         }
     }
 }

@@ -1,0 +1,512 @@
+//! A run's lifecycle around the run loop, shared by `run`, `resume`, `approve` and `drill`:
+//! starting a run (locks, the run's record, `run_started`), reading one back to continue it
+//! (torn-line repair, refusing a tampered log or a changed runbook, the steps a crash cut short),
+//! approving a gate, and ending (the head anchor, locks paused or released). It returns what
+//! happened; the CLI prints it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use super::context::RunScope;
+use super::run::{Engine, Setup};
+use super::signals::Signals;
+use super::{
+    ApprovalVia, Emitter, Event, Masker, Notice, Options, Prompter, Recorded, RunState, RunStatus,
+    Runner, Sink, StepState, parse_log, secrets,
+};
+use crate::drill::DrillInfo;
+use crate::error::{Error, Result};
+use crate::runbook::ValidRunbook;
+use crate::runlog;
+use crate::store::{self, Driver, Holder, LockSet, LockState, Store};
+
+/// What a session talks to besides the store: the reporter, the operator, the HTTP client
+/// actions share, what runs actions, and the signals that interrupt a run. The CLI wires the
+/// real ones; the engine's tests script the runner and the signals.
+pub struct Wiring {
+    pub sink: Arc<dyn Sink>,
+    pub prompter: Arc<dyn Prompter>,
+    pub http: reqwest::Client,
+    pub runner: Arc<dyn Runner>,
+    pub signals: Box<dyn Signals>,
+}
+
+/// Runs in one state store, driven by this process.
+pub struct Session<'s> {
+    pub store: &'s Store,
+    pub opts: Options,
+    pub wiring: Wiring,
+}
+
+/// A runbook about to run for the first time.
+pub struct NewRun<'a> {
+    /// As given on the command line; recorded in `run_started`.
+    pub file: &'a Path,
+    /// The file's bytes, stored with the run so that `resume` runs exactly them.
+    pub text: &'a [u8],
+    pub runbook: &'a ValidRunbook,
+    pub params: &'a IndexMap<String, Value>,
+    /// Marks the run as a drill of this scenario.
+    pub drill: Option<Box<DrillInfo>>,
+}
+
+/// A run that is recorded, holds its locks, and is ready to drive: its id can be shown, and
+/// `resume` can finish it from here whatever happens next.
+pub struct Ready<'s> {
+    store: &'s Store,
+    engine: Engine,
+    emitter: Arc<Emitter>,
+    locks: LockSet,
+    signals: Box<dyn Signals>,
+    run_id: String,
+    /// Keeps the run to this process until it ends.
+    _driver: Driver,
+}
+
+/// How a drive ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub run_id: String,
+    pub status: RunStatus,
+    /// The hash of the log's last line, anchored outside the log.
+    pub log_hash: String,
+    /// Lines written and syncs made by this process.
+    pub log: runlog::WriterStats,
+}
+
+/// What `resume` found.
+pub enum Resumed<'s> {
+    /// The run had succeeded already: nothing to do.
+    AlreadySucceeded,
+    Ready(Box<Ready<'s>>),
+}
+
+/// A recorded approval.
+#[derive(Debug)]
+pub struct Approved {
+    pub by: String,
+}
+
+impl<'s> Session<'s> {
+    /// Records a new run of `new.runbook` and takes its locks. Nothing has run yet.
+    pub async fn start(self, new: NewRun<'_>) -> Result<Ready<'s>> {
+        let rb = new.runbook;
+        check_runnable(rb)?;
+        let secrets = secrets::resolve(rb).map_err(Error::Invalid)?;
+        let store = self.store;
+        let run_id = store::new_run_id();
+        let locks = store.acquire(&rb.locks, &holder(&run_id)).await?;
+        let writer = store
+            .create_run(&run_id, new.text)
+            .await
+            .map_err(Error::Failed)?;
+        let masker = Arc::new(Masker::new(&secrets));
+        let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
+        let emitter = Arc::new(Emitter::new(
+            writer,
+            masker.clone(),
+            state,
+            self.wiring.sink.clone(),
+        ));
+        let started = Event::RunStarted {
+            run: run_id.clone(),
+            runbook: rb.name.clone(),
+            version: rb.version.to_string(),
+            file: new.file.display().to_string(),
+            file_sha256: runlog::sha256_hex(new.text),
+            params: new
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            operator: self.opts.operator.clone(),
+            host: store::hostname(),
+            pid: std::process::id(),
+            lifeboat: env!("CARGO_PKG_VERSION").into(),
+            locks: rb.locks.clone(),
+            max_parallel: self.opts.max_parallel,
+            timeout_ms: self.opts.timeout.map(|t| t.as_millis() as u64),
+            yes: self.opts.yes,
+            drill: new.drill,
+        };
+        emitter.emit_durable(started).await?;
+        record_takeovers(&emitter, &locks)?;
+        emitter.flush().await?;
+        // A run exists only once its first line is durable: a crash before leaves nothing.
+        store.publish_run(&run_id).await.map_err(Error::Failed)?;
+        let driver = store.drive(&run_id).await.map_err(Error::Failed)?;
+        let started_at = emitter.state().started_at.clone();
+        let scope = RunScope::new(
+            new.params,
+            &secrets,
+            run_map(&run_id, &started_at, &self.opts.operator, rb),
+        );
+        Ok(self.ready(rb.clone(), emitter, scope, masker, locks, run_id, driver))
+    }
+
+    /// Continues a stopped, failed or crashed run from what its log says.
+    pub async fn resume(self, run_id: &str) -> Result<Resumed<'s>> {
+        let store = self.store;
+        store.exists(run_id).await.map_err(Error::Invalid)?;
+        let driver = store.drive(run_id).await.map_err(Error::Held)?;
+        let stored = read_run(store, run_id, self.wiring.sink.as_ref()).await?;
+        let rb = stored.runbook;
+        let state = RunState::replay(rb.steps.iter().map(|s| s.id.as_str()), &stored.events);
+        if state.status == RunStatus::Succeeded {
+            return Ok(Resumed::AlreadySucceeded);
+        }
+        check_runnable(&rb)?;
+        let values: IndexMap<String, Value> = state.params.clone().into_iter().collect();
+        let secrets = secrets::resolve(&rb).map_err(Error::Invalid)?;
+        let locks = store.acquire(&rb.locks, &holder(run_id)).await?;
+        let writer = store
+            .log_writer(run_id, stored.verdict.lines, stored.verdict.last_hash)
+            .await
+            .map_err(Error::Failed)?;
+        let masker = Arc::new(Masker::new(&secrets));
+        let started_at = state.started_at.clone();
+        let cut_short: Vec<(String, u32)> = state
+            .steps
+            .iter()
+            .filter_map(|(id, r)| match r.state {
+                StepState::Running { attempt } => Some((id.clone(), attempt)),
+                _ => None,
+            })
+            .collect();
+        let emitter = Arc::new(Emitter::new(
+            writer,
+            masker.clone(),
+            state,
+            self.wiring.sink.clone(),
+        ));
+        emitter
+            .emit_durable(Event::RunResumed {
+                operator: self.opts.operator.clone(),
+                host: store::hostname(),
+                pid: std::process::id(),
+                yes: self.opts.yes,
+            })
+            .await?;
+        record_takeovers(&emitter, &locks)?;
+        for (step, attempt) in cut_short {
+            emitter.emit(Event::StepInterrupted {
+                step,
+                attempt,
+                reason: "the process running it stopped before recording how it ended".into(),
+            })?;
+        }
+        emitter.flush().await?;
+        let scope = RunScope::new(
+            &values,
+            &secrets,
+            run_map(run_id, &started_at, &self.opts.operator, &rb),
+        );
+        Ok(Resumed::Ready(Box::new(self.ready(
+            rb,
+            emitter,
+            scope,
+            masker,
+            locks,
+            run_id.to_string(),
+            driver,
+        ))))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ready(
+        self,
+        rb: ValidRunbook,
+        emitter: Arc<Emitter>,
+        scope: RunScope,
+        masker: Arc<Masker>,
+        locks: LockSet,
+        run_id: String,
+        driver: Driver,
+    ) -> Ready<'s> {
+        let engine = Engine::new(Setup {
+            rb: Arc::new(rb),
+            emitter: emitter.clone(),
+            scope,
+            masker,
+            http: self.wiring.http,
+            runner: self.wiring.runner,
+            opts: self.opts,
+            prompter: self.wiring.prompter,
+            run_id: run_id.clone(),
+        });
+        Ready {
+            store: self.store,
+            engine,
+            emitter,
+            locks,
+            signals: self.wiring.signals,
+            run_id,
+            _driver: driver,
+        }
+    }
+}
+
+impl Ready<'_> {
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Drives the run until it succeeds, fails (after its rollback), waits for an approval, or
+    /// is interrupted; then anchors the log's end and pauses or releases the locks.
+    pub async fn drive(mut self) -> Result<Ended> {
+        let result = self.engine.drive(self.signals.as_mut()).await;
+        let (last, hash) = self.emitter.writer().last();
+        // Anchor the end of the log outside it, so that a rewritten last line shows.
+        let head = runlog::Head {
+            seq: last,
+            hash: hash.clone(),
+        };
+        if let Err(e) = self.store.write_head(&self.run_id, &head).await {
+            self.emitter.notice(&Notice::HeadNotWritten(e));
+        }
+        match result {
+            Ok(status) => {
+                match status {
+                    RunStatus::WaitingForApproval | RunStatus::Interrupted => {
+                        self.locks.pause().await
+                    }
+                    _ => self.locks.release().await,
+                }
+                Ok(Ended {
+                    run_id: self.run_id,
+                    status,
+                    log_hash: hash,
+                    log: self.emitter.writer().stats(),
+                })
+            }
+            Err(e) => {
+                // Locks stay with the run: its state is whatever the log says, and resume decides.
+                self.locks.pause().await;
+                Err(Error::Failed(format!("run {} stopped: {e}", self.run_id)))
+            }
+        }
+    }
+}
+
+/// Records an approval of `step` by `by`, for a run that is not being driven. It goes through
+/// the emitter like every event, so it is masked, verified against the chain and durable.
+pub async fn approve(
+    store: &Store,
+    sink: Arc<dyn Sink>,
+    run_id: &str,
+    step: &str,
+    by: String,
+) -> Result<Approved> {
+    store.exists(run_id).await.map_err(Error::Invalid)?;
+    let _driver = store
+        .drive(run_id)
+        .await
+        .map_err(|e| Error::Held(format!("{e}; answer its prompt, or stop it first")))?;
+    let stored = read_run(store, run_id, sink.as_ref()).await?;
+    let rb = stored.runbook;
+    let state = RunState::replay(rb.steps.iter().map(|s| s.id.as_str()), &stored.events);
+    let Some(rec) = state.steps.get(step) else {
+        let known: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
+        return Err(Error::Invalid(format!(
+            "run {run_id} has no step `{step}`{}",
+            crate::diagnostics::did_you_mean(step, known.iter().copied())
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default()
+        )));
+    };
+    if !matches!(
+        rec.state,
+        StepState::WaitingApproval | StepState::Interrupted { .. }
+    ) {
+        let what = serde_json::to_value(&rec.state)
+            .ok()
+            .and_then(|v| v["state"].as_str().map(String::from))
+            .unwrap_or_default();
+        return Err(Error::Invalid(format!(
+            "step `{step}` of run {run_id} is not waiting for an approval (it is {what})"
+        )));
+    }
+    let i = rb
+        .step_index(step)
+        .expect("the state has the runbook's steps");
+    if let crate::actions::Action::Approval(a) = &rb.steps[i].action
+        && !a.approvers.is_empty()
+        && !a.approvers.contains(&by)
+    {
+        return Err(Error::Invalid(format!(
+            "`{step}` may be approved only by {}; you are `{by}` (set --operator or $LIFEBOAT_OPERATOR)",
+            a.approvers.join(" or ")
+        )));
+    }
+    let writer = store
+        .log_writer(run_id, stored.verdict.lines, stored.verdict.last_hash)
+        .await
+        .map_err(Error::Failed)?;
+    // The secrets this process can read: an approver's shell may lack some, and those it cannot
+    // read it cannot leak either.
+    let masker = Arc::new(Masker::new(&secrets::resolve_available(&rb)));
+    let emitter = Emitter::new(writer, masker, state, sink.clone());
+    emitter
+        .emit_durable(Event::ApprovalGranted {
+            step: step.into(),
+            by: by.clone(),
+            via: ApprovalVia::Command,
+        })
+        .await?;
+    let (seq, hash) = emitter.writer().last();
+    drop(emitter);
+    if let Err(e) = store.write_head(run_id, &runlog::Head { seq, hash }).await {
+        sink.notice(&Notice::HeadNotWritten(e));
+    }
+    Ok(Approved { by })
+}
+
+/// A run as stored: its runbook (composed again if it was a drill), its events, and how its
+/// log verified.
+struct Stored {
+    runbook: ValidRunbook,
+    events: Vec<Recorded>,
+    verdict: runlog::Verdict,
+}
+
+/// Reads a run back to continue it: repairs a torn last line, refuses a log that fails
+/// verification or a stored runbook that is not the one the run started with.
+async fn read_run(store: &Store, run_id: &str, sink: &dyn Sink) -> Result<Stored> {
+    let mut text = store.read_log(run_id).await.map_err(Error::Failed)?;
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        // A crash during a write: that line was never acknowledged as durable, so nothing it
+        // announced was started.
+        let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        text.truncate(keep);
+        store
+            .cut_log(run_id, keep as u64)
+            .await
+            .map_err(Error::Failed)?;
+        sink.notice(&Notice::TornLineRemoved);
+    }
+    let head = store.head(run_id).await.map_err(Error::Failed)?;
+    let verdict = runlog::verify(&text, head.as_ref());
+    if let Some((line, why)) = &verdict.first_bad {
+        return Err(Error::Failed(format!(
+            "the run log of {run_id} fails verification at line {line}: {why}; refusing to continue it"
+        )));
+    }
+    let events = parse_log(&String::from_utf8_lossy(&text)).map_err(Error::Failed)?;
+    let Some(first) = events.first() else {
+        return Err(Error::Failed(format!(
+            "run {run_id} stopped before it recorded anything, so nothing ran; start it again with `lifeboat run`"
+        )));
+    };
+    let Event::RunStarted {
+        file_sha256,
+        file,
+        drill,
+        ..
+    } = &first.event
+    else {
+        return Err(Error::Failed(format!(
+            "run {run_id}'s log does not begin with run_started"
+        )));
+    };
+    let bytes = store.runbook(run_id).await.map_err(Error::Failed)?;
+    if &runlog::sha256_hex(&bytes) != file_sha256 {
+        return Err(Error::Failed(format!(
+            "the runbook stored with run {run_id} is not the one it started with; refusing to continue it"
+        )));
+    }
+    let loaded = crate::runbook::load_str(file, &String::from_utf8_lossy(&bytes));
+    let rb = loaded
+        .result
+        .map_err(|diags| Error::runbook(loaded.source, diags))?;
+    // A drill ran its scenario's steps too: continue the same composition.
+    let runbook = match drill {
+        Some(info) => {
+            crate::drill::compose(&rb, &info.scenario)
+                .map_err(Error::Failed)?
+                .runbook
+        }
+        None => rb,
+    };
+    Ok(Stored {
+        runbook,
+        events,
+        verdict,
+    })
+}
+
+/// Refuses a runbook with a step this version cannot run, before anything starts.
+fn check_runnable(rb: &ValidRunbook) -> Result<()> {
+    let mut missing = Vec::new();
+    for s in &rb.steps {
+        if !s.action.runnable() {
+            missing.push(format!(
+                "step `{}` uses `{}`, which it cannot run yet",
+                s.id,
+                s.action.name()
+            ));
+        } else if let Some(why) = s.action.unsupported() {
+            missing.push(format!("step `{}`: {why}", s.id));
+        }
+        if let Some(c) = &s.compensate
+            && !c.action.runnable()
+        {
+            missing.push(format!(
+                "the compensate of `{}` uses `{}`, which it cannot run yet",
+                s.id,
+                c.action.name()
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .map(|m| format!("\n  - {m} (see docs/roadmap.md)"))
+        .collect();
+    Err(Error::Invalid(format!(
+        "this version of lifeboat cannot run this runbook; nothing was started:{}",
+        list.concat()
+    )))
+}
+
+fn holder(run: &str) -> Holder {
+    Holder {
+        run: run.to_string(),
+        pid: std::process::id(),
+        host: store::hostname(),
+        since: runlog::now_rfc3339(),
+        state: LockState::Held,
+    }
+}
+
+/// Records the locks taken from crashed runs, right after the run (re)starts.
+fn record_takeovers(emitter: &Emitter, locks: &LockSet) -> Result<()> {
+    for (lock, from_run, from_pid) in locks.taken_over() {
+        emitter.emit(Event::LockTakenOver {
+            lock: lock.clone(),
+            from_run: from_run.clone(),
+            from_pid: *from_pid,
+        })?;
+    }
+    Ok(())
+}
+
+/// What templates see as `run`.
+fn run_map(
+    id: &str,
+    started_at: &str,
+    operator: &str,
+    rb: &ValidRunbook,
+) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), id.into());
+    m.insert("started_at".into(), started_at.into());
+    m.insert("operator".into(), operator.into());
+    m.insert("runbook".into(), rb.name.clone().into());
+    m.insert("version".into(), rb.version.to_string().into());
+    m
+}
