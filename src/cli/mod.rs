@@ -9,6 +9,7 @@ mod plan;
 mod report;
 mod run;
 mod validate;
+mod verbose;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ use crate::exit::Exit;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Diagnostics of lifeboat and the clients it uses on stderr (secrets masked): -v info,
+    /// -vv debug, -vvv trace. RUST_LOG (e.g. `kube=debug`) chooses them finely instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +195,7 @@ pub fn main() -> Exit {
             };
         }
     };
+    verbose::init(cli.verbose);
     match dispatch(cli.command) {
         Ok(exit) => exit,
         Err(e) => fail(e),

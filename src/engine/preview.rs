@@ -43,7 +43,7 @@ pub async fn look(
     http: &reqwest::Client,
 ) -> Result<Vec<Look>, String> {
     let secrets = secrets::resolve(rb)?;
-    let masker = Arc::new(Masker::new(&secrets));
+    let masker = Masker::new(&secrets);
     let mut run = serde_json::Map::new();
     run.insert("id".into(), "plan".into());
     run.insert("runbook".into(), rb.name.clone().into());

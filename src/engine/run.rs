@@ -813,17 +813,19 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 note: &note,
                 recall: &recall,
             };
-            let outputs =
-                match tokio::time::timeout(a.timeout, sh.runner.execute(&typed, &exec)).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        return Err(ActionError::transient(format!(
-                            "timed out after {}",
-                            crate::runbook::duration::format(a.timeout)
-                        ))
-                        .into());
-                    }
-                };
+            // Client libraries' diagnostics (`-v`) name the attempt they belong to.
+            let span = tracing::info_span!("attempt", step = %a.id, n = attempt);
+            let running = tracing::Instrument::instrument(sh.runner.execute(&typed, &exec), span);
+            let outputs = match tokio::time::timeout(a.timeout, running).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(ActionError::transient(format!(
+                        "timed out after {}",
+                        crate::runbook::duration::format(a.timeout)
+                    ))
+                    .into());
+                }
+            };
             if let Some(expr) = a.assert {
                 match eval(expr, &outputs) {
                     Ok(true) => {}

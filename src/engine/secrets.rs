@@ -88,8 +88,31 @@ pub struct Masker {
     grams: std::collections::HashSet<Vec<u8>>,
 }
 
+/// Every masker alive in this process. What lifeboat writes outside its events (the
+/// diagnostics of `-v`, from client libraries that may log a request with a secret in it) is
+/// scrubbed by all of them: [`scrub_diagnostics`].
+static LIVE: std::sync::Mutex<Vec<std::sync::Weak<Masker>>> = std::sync::Mutex::new(Vec::new());
+
+/// Scrubs text written outside a run's events with every live masker.
+pub fn scrub_diagnostics(text: &str) -> String {
+    let mut live = LIVE.lock().expect("maskers lock");
+    live.retain(|m| m.strong_count() > 0);
+    live.iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .fold(text.to_string(), |t, m| m.scrub(&t))
+}
+
 impl Masker {
-    pub fn new(secrets: &Secrets) -> Masker {
+    /// A masker for these secrets, registered for [`scrub_diagnostics`] while it lives.
+    pub fn new(secrets: &Secrets) -> std::sync::Arc<Masker> {
+        let m = std::sync::Arc::new(Masker::unregistered(secrets));
+        LIVE.lock()
+            .expect("maskers lock")
+            .push(std::sync::Arc::downgrade(&m));
+        m
+    }
+
+    fn unregistered(secrets: &Secrets) -> Masker {
         let env = crate::runbook::templates::environment();
         let mut sources = Vec::new();
         for v in secrets.values.values() {
@@ -262,7 +285,7 @@ fn derived_forms(env: &minijinja::Environment<'_>, secret: &str) -> Vec<String> 
 mod tests {
     use super::*;
 
-    fn masker(secret: &str) -> Masker {
+    fn masker(secret: &str) -> std::sync::Arc<Masker> {
         let mut s = Secrets::default();
         s.values.insert("pw".into(), secret.into());
         Masker::new(&s)

@@ -103,7 +103,7 @@ impl<'s> Session<'s> {
             .create_run(&run_id, new.text)
             .await
             .map_err(Error::Failed)?;
-        let masker = Arc::new(Masker::new(&secrets));
+        let masker = Masker::new(&secrets);
         let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
         let emitter = Arc::new(Emitter::new(
             writer,
@@ -166,7 +166,7 @@ impl<'s> Session<'s> {
             .log_writer(run_id, stored.verdict.lines, stored.verdict.last_hash)
             .await
             .map_err(Error::Failed)?;
-        let masker = Arc::new(Masker::new(&secrets));
+        let masker = Masker::new(&secrets);
         let started_at = state.started_at.clone();
         let cut_short: Vec<(String, u32)> = state
             .steps
@@ -347,7 +347,7 @@ pub async fn approve(
         .map_err(Error::Failed)?;
     // The secrets this process can read: an approver's shell may lack some, and those it cannot
     // read it cannot leak either.
-    let masker = Arc::new(Masker::new(&secrets::resolve_available(&rb)));
+    let masker = Masker::new(&secrets::resolve_available(&rb));
     let emitter = Emitter::new(writer, masker, state, sink.clone());
     emitter
         .emit_durable(Event::ApprovalGranted {

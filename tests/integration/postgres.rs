@@ -73,6 +73,41 @@ fn query_returns_typed_rows_read_only_unless_it_writes() {
     assert!(!log.contains(PASSWORD));
 }
 
+/// `-v` shows what the client libraries say (here tokio-postgres, through the `log` bridge),
+/// under the attempt they belong to, and masks the secrets they log: tokio-postgres logs every
+/// statement's parameters at debug.
+#[test]
+fn verbose_shows_the_clients_diagnostics_with_secrets_masked() {
+    let pg = Cluster::start();
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &pg_runbook("verbose", &pg, "postgres", "  - {id: q, action: postgres.query, with: {connection: db, sql: 'select length($1::text) as n', params: [\"{{ secrets.pg_password }}\"]}}\n"));
+    let r = sb.lifeboat_env(&["run", "r.yaml", "-vv"], &[("LB_PG_PASSWORD", PASSWORD)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let statement = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("executing statement") && l.contains("with parameters"))
+        .unwrap_or_else(|| panic!("tokio-postgres's debug line is shown: {}", r.stderr));
+    assert!(statement.contains("attempt{step=q n=1}"), "{statement}");
+    assert!(statement.contains("***"), "{statement}");
+    assert!(!r.stderr.contains(PASSWORD), "{}", r.stderr);
+    assert_eq!(sb.outputs(&r.run_id(), "q")["rows"][0]["n"], PASSWORD.len());
+
+    // RUST_LOG chooses; without it or -v, stderr is only the reporter's.
+    let r = sb.lifeboat_env(
+        &["run", "r.yaml"],
+        &[
+            ("LB_PG_PASSWORD", PASSWORD),
+            ("RUST_LOG", "tokio_postgres=debug"),
+        ],
+    );
+    assert!(r.stderr.contains("executing statement"), "{}", r.stderr);
+    assert!(!r.stderr.contains(PASSWORD));
+    let r = run(&sb, &["run", "r.yaml"]);
+    assert!(!r.stderr.contains("executing statement"), "{}", r.stderr);
+    assert!(!r.stderr.contains("DEBUG"), "{}", r.stderr);
+}
+
 #[test]
 fn a_wrong_password_fails_at_once_and_a_dead_server_is_retried() {
     let pg = Cluster::start();

@@ -57,6 +57,7 @@ impl Sandbox {
         c.args(args)
             .current_dir(self.dir.path())
             .env_remove("LIFEBOAT_OPERATOR")
+            .env_remove("RUST_LOG")
             .env("USER", "tester")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
