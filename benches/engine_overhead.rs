@@ -5,6 +5,8 @@
 //!
 //!     cargo bench --bench engine_overhead
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a bench prints its table
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! The command line. This is the only module that prints: data goes to stdout, everything meant for
-//! a person (diagnostics, summaries) to stderr.
+//! a person (diagnostics, summaries) to stderr. Everywhere else, printing is denied by lints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod actions;
 mod drill;

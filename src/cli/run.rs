@@ -58,6 +58,7 @@ pub fn operator(given: Option<String>) -> String {
         .unwrap_or_else(|| format!("uid {}", unsafe_uid()))
 }
 
+#[allow(unsafe_code)]
 fn unsafe_uid() -> u32 {
     // SAFETY: getuid cannot fail and has no preconditions.
     unsafe { libc::getuid() }

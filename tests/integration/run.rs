@@ -606,6 +606,7 @@ fn a_missing_secret_or_an_unsupported_field_stops_before_anything_runs() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn sigint_stops_cleanly_with_exit_130_and_resume_finishes() {
     let sb = Sandbox::new();
     sb.write(

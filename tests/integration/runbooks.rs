@@ -76,6 +76,7 @@ fn shipped_runbooks_validate_and_plan() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn plans_never_contain_secret_values() {
     // Secrets are never read by plan: even with the variable set, only *** appears.
     let root = common::root();

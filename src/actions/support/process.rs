@@ -21,6 +21,7 @@ impl GroupGuard {
 }
 
 impl Drop for GroupGuard {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         let Some(pgid) = self.0.take() else { return };
         // SAFETY: killpg only sends a signal; a stale group id fails with ESRCH.

@@ -125,6 +125,7 @@ impl Sandbox {
     }
 
     /// SIGKILLs the process group whose id a shell step wrote to `pgid` (`echo $$ > pgid`).
+    #[allow(unsafe_code)]
     pub fn kill_group(&self) {
         let pgid: i32 = self.read("pgid").trim().parse().unwrap();
         // SAFETY: signalling a process group the test started.
