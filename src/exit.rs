@@ -1,4 +1,4 @@
-//! Named exit codes: the CLI's contract with scripts and CI (SPEC §3).
+//! Named exit codes: the CLI's contract with scripts and CI (docs/executor.md, "Exit codes").
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

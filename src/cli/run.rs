@@ -112,7 +112,8 @@ fn prepare(d: &Driving) -> Result<(engine::Options, Wiring)> {
     Ok((opts, wiring))
 }
 
-/// The HTTP client actions share, on the process's one TLS provider: ring (see DEPENDENCIES.md).
+/// The HTTP client actions share, on the process's one TLS provider: ring (see the TLS note in
+/// ARCHITECTURE.md).
 pub(super) fn http_client() -> Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()

@@ -1,5 +1,5 @@
 //! The closed set of things that happen in a run. The engine emits them; the run log stores them
-//! (one per line, SPEC §4); reporters render them; `resume` rebuilds a run's state from them. Adding
+//! (one per line, docs/run-log.md); reporters render them; `resume` rebuilds a run's state from them. Adding
 //! a variant is a format change: docs/run-log.md lists them all.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The run log (SPEC §4): append-only JSON Lines, one event per line, each line chained to the one
+//! The run log (docs/run-log.md): append-only JSON Lines, one event per line, each line chained to the one
 //! before by SHA-256. This module knows lines and hashes, not what the events mean.
 //!
 //! A line is `{"seq":N,"ts":"…","event":"…",…fields…,"prev":"<hex>","hash":"<hex>"}` where

@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(v.last_hash, head.hash);
     }
 
-    /// SPEC §4 and issue 3: every single-line modification of a finished log is detected, and
+    /// docs/run-log.md: every single-line modification of a finished log is detected, and
     /// the verdict names the line where the chain first breaks.
     #[test]
     fn every_single_line_modification_is_detected() {

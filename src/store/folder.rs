@@ -2,7 +2,7 @@
 //! runbook it ran, its head anchor, and the named locks.
 //!
 //! ```text
-//! .lifeboat/runs/<run>/log.jsonl     the run log (SPEC §4)
+//! .lifeboat/runs/<run>/log.jsonl     the run log (docs/run-log.md)
 //! .lifeboat/runs/<run>/runbook.yaml  the file as it was when the run started (resume runs this)
 //! .lifeboat/runs/<run>/head.json     seq and hash of the last line, written when the run stops
 //! .lifeboat/runs/<run>/driver        flock'd by the one process driving the run

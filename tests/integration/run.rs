@@ -505,7 +505,7 @@ fn a_run_waiting_for_approval_keeps_its_locks() {
     );
 }
 
-/// SPEC §4: secret values never appear in the log, stdout or stderr, in any form the templates
+/// docs/run-log.md: secret values never appear in the log, stdout or stderr, in any form the templates
 /// can produce.
 #[test]
 fn secrets_never_leak_in_any_form() {
