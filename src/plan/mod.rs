@@ -176,7 +176,7 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
         let at = ptr(&ptr("/connections", name), c.kind.as_str());
         match templates::render_value(&env, &c.fields, &at, &ctx, &shape) {
             Ok(fields) => {
-                rendered_connections.insert(name.as_str(), connection_label(name, c, &fields));
+                rendered_connections.insert(name.as_str(), c.kind.label(name, &fields));
             }
             Err(d) => errors.push(d),
         }
@@ -415,61 +415,6 @@ fn describe(
     Ok((inputs, does))
 }
 
-/// `postgres orders_db (postgres://app@db:5432/orders)`: kind, name and where it points.
-fn connection_label(name: &str, c: &ValidConnection, fields: &Value) -> String {
-    // An empty string is "not set": runbooks pass optional params through templates.
-    let s = |k: &str| {
-        fields
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-            .map(String::from)
-    };
-    let detail = match c.kind {
-        crate::runbook::ConnectionKind::Postgres => s("url").map(|u| redact_url(&u)),
-        crate::runbook::ConnectionKind::S3 => s("bucket").map(|b| format!("bucket {b}")),
-        crate::runbook::ConnectionKind::Kubernetes => {
-            let parts: Vec<String> = [("context", s("context")), ("namespace", s("namespace"))]
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
-                .collect();
-            (!parts.is_empty()).then(|| parts.join(", "))
-        }
-        crate::runbook::ConnectionKind::Rfc2136 => {
-            s("server").map(|srv| format!("zone {} at {srv}", s("zone").unwrap_or_default()))
-        }
-        crate::runbook::ConnectionKind::Route53 => {
-            s("hosted_zone_id").map(|z| format!("hosted zone {z}"))
-        }
-        crate::runbook::ConnectionKind::Neo4j => s("uri").map(|u| redact_url(&u)),
-    };
-    match detail {
-        Some(d) => format!("{} {name} ({d})", c.kind),
-        None => format!("{} {name}", c.kind),
-    }
-}
-
-/// Hides a password written into a URL's userinfo: plans are pasted into pull requests.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}://{}:***{}",
-            &url[..scheme_end],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,15 +426,5 @@ mod tests {
             Some(vec![0, 1, 2, 3])
         );
         assert_eq!(topo_order(&[vec![1], vec![0]]), None);
-    }
-
-    #[test]
-    fn url_passwords_are_hidden() {
-        assert_eq!(
-            redact_url("postgres://app:hunter2@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

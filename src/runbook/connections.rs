@@ -52,6 +52,62 @@ impl Serialize for ConnectionKind {
     }
 }
 
+impl ConnectionKind {
+    /// `postgres orders_db (postgres://app@db:5432/orders)`: kind, name and where it points,
+    /// for plans (no secret: a password written into a URL is hidden).
+    pub fn label(self, name: &str, fields: &serde_json::Value) -> String {
+        // An empty string is "not set": runbooks pass optional params through templates.
+        let s = |k: &str| {
+            fields
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+        };
+        let detail = match self {
+            ConnectionKind::Postgres => s("url").map(|u| redact_url(&u)),
+            ConnectionKind::S3 => s("bucket").map(|b| format!("bucket {b}")),
+            ConnectionKind::Kubernetes => {
+                let parts: Vec<String> = [("context", s("context")), ("namespace", s("namespace"))]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+                    .collect();
+                (!parts.is_empty()).then(|| parts.join(", "))
+            }
+            ConnectionKind::Rfc2136 => {
+                s("server").map(|srv| format!("zone {} at {srv}", s("zone").unwrap_or_default()))
+            }
+            ConnectionKind::Route53 => s("hosted_zone_id").map(|z| format!("hosted zone {z}")),
+            ConnectionKind::Neo4j => s("uri").map(|u| redact_url(&u)),
+        };
+        match detail {
+            Some(d) => format!("{self} {name} ({d})"),
+            None => format!("{self} {name}"),
+        }
+    }
+}
+
+/// Hides a password written into a URL's userinfo: plans are pasted into pull requests.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}://{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
 impl std::fmt::Display for ConnectionKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -152,4 +208,39 @@ pub struct Neo4jConnection {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_label_says_where_a_connection_points_without_its_password() {
+        let label = |kind: ConnectionKind, fields: serde_json::Value| kind.label("db", &fields);
+        assert_eq!(
+            label(
+                ConnectionKind::Postgres,
+                serde_json::json!({"url": "postgres://a:pw@h/x"})
+            ),
+            "postgres db (postgres://a:***@h/x)"
+        );
+        assert_eq!(
+            label(
+                ConnectionKind::Kubernetes,
+                serde_json::json!({"namespace": "shop", "context": ""})
+            ),
+            "kubernetes db (namespace shop)"
+        );
+        assert_eq!(label(ConnectionKind::S3, serde_json::json!({})), "s3 db");
+    }
 }

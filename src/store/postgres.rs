@@ -69,7 +69,7 @@ impl PgStore {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         config.application_name("lifeboat-state");
-        let shown = crate::plan::redact_url(url);
+        let shown = crate::runbook::redact_url(url);
         let client = connect(&config)
             .await
             .map_err(|e| format!("cannot reach the state store {shown}: {e}"))?;

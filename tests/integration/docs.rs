@@ -154,3 +154,18 @@ fn the_runbook_format_lists_exactly_the_connection_kinds() {
         "docs/runbook-format.md should describe connections as:\n{expected} ..."
     );
 }
+
+/// README's documentation list names every page in docs/: a page nobody can find is not
+/// documentation.
+#[test]
+fn the_readme_links_every_docs_page() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(common::root().join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") && !readme.contains(&format!("](docs/{name})")) {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "README.md does not link docs/{missing:?}");
+}

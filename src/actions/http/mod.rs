@@ -14,7 +14,7 @@ pub async fn send(
     url: &str,
 ) -> Result<reqwest::Response, ActionError> {
     req.send().await.map_err(|e| {
-        let shown = crate::plan::redact_url(url);
+        let shown = crate::runbook::redact_url(url);
         // reqwest's messages repeat the URL, which may carry a credential.
         let why = crate::actions::support::error_chain(&e).replace(url, &shown);
         ActionError::transient(format!("no answer from {shown}: {why}"))
@@ -35,7 +35,7 @@ pub fn status_error(status: u16, url: &str, body: &str) -> ActionError {
     let snippet: String = body.chars().take(300).collect();
     let msg = format!(
         "{} answered {status}{}{}",
-        crate::plan::redact_url(url),
+        crate::runbook::redact_url(url),
         if snippet.is_empty() { "" } else { ": " },
         snippet.trim()
     );
