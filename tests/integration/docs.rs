@@ -167,5 +167,8 @@ fn the_readme_links_every_docs_page() {
             missing.push(name);
         }
     }
-    assert!(missing.is_empty(), "README.md does not link docs/{missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README.md does not link docs/{missing:?}"
+    );
 }
