@@ -8,7 +8,7 @@ use crate::actions::postgres::{self as pg, PgTarget, ident};
 use crate::actions::s3::{self, S3};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -55,11 +55,7 @@ impl ActionSpec for BackupVerify {
         true
     }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        let mut c = vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Postgres],
-        )];
+        let mut c = the_connection(&self.connection, &[ConnectionKind::Postgres]);
         c.extend(self.from.connections("/from/connection"));
         c
     }

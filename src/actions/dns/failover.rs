@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as dns, Provider, RecordSet, RecordType};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -61,11 +61,10 @@ impl ActionSpec for DnsFailover {
         true
     }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
+        the_connection(
             &self.connection,
             &[ConnectionKind::Rfc2136, ConnectionKind::Route53],
-        )]
+        )
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = Vec::new();

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{self as kube, Kube};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -112,11 +112,7 @@ impl ActionSpec for KubernetesApply {
 
     /// A `compensate` with `kubernetes.delete` removes what was created.
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Kubernetes],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = Vec::new();

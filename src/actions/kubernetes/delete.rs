@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{self as kube, Kube};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    When, WithProblem, out, support::connection,
+    When, WithProblem, out, support::the_connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -139,11 +139,7 @@ impl ActionSpec for KubernetesDelete {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Kubernetes],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p: Vec<WithProblem> = WithProblem::duration("/within", self.within.as_ref())

@@ -7,7 +7,7 @@ use super::Workload;
 use super::{self as kube, Kube};
 use crate::actions::{
     ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -84,11 +84,7 @@ impl ActionSpec for KubernetesRolloutRestart {
 
     /// A restart cannot be taken back; there is nothing a compensation could restore.
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Kubernetes],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = self.workload().check();

@@ -7,7 +7,7 @@ use super::Workload;
 use super::{self as kube, Kube};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -144,11 +144,7 @@ impl ActionSpec for KubernetesScale {
 
     /// Scaling to zero takes the service down; any other count is a capacity change.
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Kubernetes],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = self.workload().check();

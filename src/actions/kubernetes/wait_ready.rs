@@ -7,7 +7,7 @@ use super::Workload;
 use super::{self as kube, Kube};
 use crate::actions::{
     ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, WithProblem, out,
-    support::connection,
+    support::the_connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -71,11 +71,7 @@ impl ActionSpec for KubernetesWaitReady {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Kubernetes],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = self.workload().check();

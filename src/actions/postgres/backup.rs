@@ -8,7 +8,7 @@ use crate::actions::backup::BackupLocation;
 use crate::actions::support::process::{pg_tool, run_tool, sha256_file};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -87,11 +87,7 @@ impl ActionSpec for PostgresBackup {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        let mut c = vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Postgres],
-        )];
+        let mut c = the_connection(&self.connection, &[ConnectionKind::Postgres]);
         c.extend(self.to.connections("/to/connection"));
         c
     }

@@ -234,10 +234,15 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// Converts JSON values to the types the statement's parameters have.
-pub fn bind(
-    params: &[Value],
-    types: &[Type],
-) -> Result<Vec<Box<dyn ToSql + Sync + Send>>, ActionError> {
+/// A param bound to the type the server asks for.
+pub type Bound = Box<dyn ToSql + Sync + Send>;
+
+/// Bound params as tokio-postgres takes them.
+pub fn refs(args: &[Bound]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|b| &**b as _).collect()
+}
+
+pub fn bind(params: &[Value], types: &[Type]) -> Result<Vec<Bound>, ActionError> {
     if params.len() != types.len() {
         return Err(ActionError::permanent(format!(
             "the statement takes {} parameter(s), `params` has {}",

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as pg, PgTarget};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output,
-    When, out, support::connection,
+    When, out, support::the_connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -115,11 +115,7 @@ impl ActionSpec for PostgresPromote {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Postgres],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Postgres])
     }
     fn check(&self) -> Vec<crate::actions::WithProblem> {
         crate::actions::WithProblem::duration("/wait", self.wait.as_ref())

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as pg, PgTarget};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
-    support::connection,
+    support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -52,13 +52,8 @@ impl ActionSpec for PostgresQuery {
             let mut client = target.connect().await?;
             let rows = if self.writes {
                 // Autocommit: some statements (REINDEX DATABASE, VACUUM) refuse a transaction block.
-                let stmt = client
-                    .prepare(&self.sql)
-                    .await
-                    .map_err(|e| pg::classify(&e, "preparing"))?;
-                let args = pg::bind(&self.params, stmt.params())?;
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    args.iter().map(|b| &**b as _).collect();
+                let (stmt, args) = prepare(&client, &self.sql, &self.params).await?;
+                let refs = pg::refs(&args);
                 if stmt.columns().is_empty() {
                     let n = client
                         .execute(&stmt, &refs)
@@ -77,15 +72,9 @@ impl ActionSpec for PostgresQuery {
                     .start()
                     .await
                     .map_err(|e| pg::classify(&e, "starting a read-only transaction"))?;
-                let stmt = tx
-                    .prepare(&self.sql)
-                    .await
-                    .map_err(|e| pg::classify(&e, "preparing"))?;
-                let args = pg::bind(&self.params, stmt.params())?;
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    args.iter().map(|b| &**b as _).collect();
+                let (stmt, args) = prepare(&tx, &self.sql, &self.params).await?;
                 let rows = tx
-                    .query(&stmt, &refs)
+                    .query(&stmt, &pg::refs(&args))
                     .await
                     .map_err(|e| pg::classify(&e, "running"))?;
                 tx.commit()
@@ -102,11 +91,7 @@ impl ActionSpec for PostgresQuery {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Postgres],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Postgres])
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
         let sql = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -124,6 +109,20 @@ impl ActionSpec for PostgresQuery {
             cx.connection(&self.connection)
         )
     }
+}
+
+/// The statement, prepared, and its params bound as the types the server asks for.
+async fn prepare<C: tokio_postgres::GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[serde_json::Value],
+) -> Result<(tokio_postgres::Statement, Vec<pg::Bound>), ActionError> {
+    let stmt = client
+        .prepare(sql)
+        .await
+        .map_err(|e| pg::classify(&e, "preparing"))?;
+    let args = pg::bind(params, stmt.params())?;
+    Ok((stmt, args))
 }
 
 #[cfg(test)]

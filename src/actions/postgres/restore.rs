@@ -8,7 +8,7 @@ use crate::actions::backup::BackupLocation;
 use crate::actions::support::process::{pg_tool, run_tool, sha256_file};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -74,11 +74,7 @@ impl ActionSpec for PostgresRestore {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        let mut c = vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Postgres],
-        )];
+        let mut c = the_connection(&self.connection, &[ConnectionKind::Postgres]);
         c.extend(self.from.connections("/from/connection"));
         c
     }
@@ -146,22 +142,12 @@ pub(crate) async fn restore(
     let manifest: Option<serde_json::Value> = std::fs::read(super::backup::manifest_path(&path))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let expected = match (
-        &w.sha256,
-        manifest
-            .as_ref()
-            .and_then(|m| m.get("sha256"))
-            .and_then(|s| s.as_str()),
-    ) {
-        (Some(s), _) => s.to_ascii_lowercase(),
-        (None, Some(s)) => s.to_string(),
-        (None, None) => {
-            return Err(ActionError::permanent(format!(
-                "nothing to verify {} against: give `sha256`, or keep the manifest postgres.backup wrote beside it",
-                path.display()
-            )));
-        }
-    };
+    let expected = expected_sha256(w, manifest.as_ref()).ok_or_else(|| {
+        ActionError::permanent(format!(
+            "nothing to verify {} against: give `sha256`, or keep the manifest postgres.backup wrote beside it",
+            path.display()
+        ))
+    })?;
     if actual != expected {
         return Err(ActionError::permanent(format!(
             "the backup {} has SHA-256 {actual}, expected {expected}: it is corrupt or not the backup meant; nothing was restored",
@@ -169,6 +155,14 @@ pub(crate) async fn restore(
         )));
     }
     restore_file(w, cx, &path, manifest, actual).await
+}
+
+/// The SHA-256 a backup must have: the one the step gives, else the one its manifest records.
+fn expected_sha256(w: &PostgresRestore, manifest: Option<&serde_json::Value>) -> Option<String> {
+    match &w.sha256 {
+        Some(s) => Some(s.to_ascii_lowercase()),
+        None => manifest?.get("sha256")?.as_str().map(String::from),
+    }
 }
 
 /// Downloads, verifies and opens a backup from S3 into a local plain dump. Everything is checked
@@ -189,17 +183,10 @@ async fn fetch(
             })?),
             None => None,
         };
-    let expected = match (
-        &w.sha256,
-        manifest
-            .as_ref()
-            .and_then(|m| m.get("sha256"))
-            .and_then(|s| s.as_str()),
-    ) {
-        (Some(s), _) => s.to_ascii_lowercase(),
-        (None, Some(s)) => s.to_string(),
+    let expected = match expected_sha256(w, manifest.as_ref()) {
+        Some(s) => s,
         // The legacy scripts uploaded `sha256sum` output beside the backup.
-        (None, None) => match legacy_checksum(&s3c, key).await? {
+        None => match legacy_checksum(&s3c, key).await? {
             Some(s) => s,
             None => {
                 return Err(ActionError::permanent(format!(

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as pg, PgTarget, ident};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
-    support::connection,
+    support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -112,11 +112,7 @@ impl ActionSpec for PostgresResumeWriters {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::Postgres],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::Postgres])
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
         let db = self

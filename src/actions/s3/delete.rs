@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as s3, S3};
 use crate::actions::{
     ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -46,11 +46,7 @@ impl ActionSpec for S3Delete {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::S3],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::S3])
     }
     fn check(&self) -> Vec<WithProblem> {
         if self.keys.is_empty() {

@@ -7,7 +7,7 @@ use super::S3;
 use crate::actions::support::aws;
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
-    support::connection,
+    support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -88,11 +88,7 @@ impl ActionSpec for S3Get {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::S3],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::S3])
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
         format!(

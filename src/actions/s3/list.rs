@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as s3, S3};
 use crate::actions::{
     ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
-    support::connection,
+    support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -52,11 +52,7 @@ impl ActionSpec for S3List {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::S3],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::S3])
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
         let prefix = if self.prefix.is_empty() {

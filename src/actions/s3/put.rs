@@ -7,7 +7,7 @@ use super::S3;
 use crate::actions::support::aws;
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -95,11 +95,7 @@ impl ActionSpec for S3Put {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::S3],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::S3])
     }
     fn check(&self) -> Vec<WithProblem> {
         if self.file.is_some() == self.content.is_some() {

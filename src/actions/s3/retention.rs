@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{self as s3, S3};
 use crate::actions::{
     ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, When,
-    WithProblem, out, support::connection,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -143,11 +143,7 @@ impl ActionSpec for S3Retention {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        vec![connection(
-            "/connection",
-            &self.connection,
-            &[ConnectionKind::S3],
-        )]
+        the_connection(&self.connection, &[ConnectionKind::S3])
     }
     fn check(&self) -> Vec<WithProblem> {
         // A policy that keeps nothing would delete every backup: never what anyone means.

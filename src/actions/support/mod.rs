@@ -12,12 +12,16 @@ pub use templated::{Tpl, is_template};
 use crate::actions::{ActionError, ConnectionUse};
 use crate::runbook::{ConnectionKind, DurationText};
 
-pub fn connection<'a>(
-    field: &'static str,
+/// What an action whose `with` names one connection in its `connection` field declares.
+pub fn the_connection<'a>(
     name: &'a str,
     kinds: &'static [ConnectionKind],
-) -> ConnectionUse<'a> {
-    ConnectionUse { field, name, kinds }
+) -> Vec<ConnectionUse<'a>> {
+    vec![ConnectionUse {
+        field: "/connection",
+        name,
+        kinds,
+    }]
 }
 
 /// Parses a duration field (validation already checked its text).
