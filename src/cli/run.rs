@@ -164,14 +164,7 @@ pub(super) fn start(
     drill: Option<Box<crate::drill::DrillInfo>>,
     print_id: bool,
 ) -> Result<Ended> {
-    let (opts, wiring) = prepare(d)?;
-    runtime().block_on(async {
-        let store = open_store(&d.state).await?;
-        let session = Session {
-            store: &store,
-            opts,
-            wiring,
-        };
+    in_session(d, async |session| {
         let new = NewRun {
             file,
             text,
@@ -188,6 +181,20 @@ pub(super) fn start(
     })
 }
 
+/// Runs `f` with a session on the state store the flags name.
+fn in_session<T>(d: &Driving, f: impl AsyncFnOnce(Session<'_>) -> Result<T>) -> Result<T> {
+    let (opts, wiring) = prepare(d)?;
+    runtime().block_on(async {
+        let store = open_store(&d.state).await?;
+        f(Session {
+            store: &store,
+            opts,
+            wiring,
+        })
+        .await
+    })
+}
+
 /// Says how a drive ended; its exit code.
 pub(super) fn finished(e: &Ended) -> Exit {
     eprintln!(
@@ -200,25 +207,16 @@ pub(super) fn finished(e: &Ended) -> Exit {
 }
 
 pub(super) fn resume(run_id: &str, d: &Driving) -> Result<Exit> {
-    let (opts, wiring) = prepare(d)?;
-    runtime().block_on(async {
-        let store = open_store(&d.state).await?;
-        let session = Session {
-            store: &store,
-            opts,
-            wiring,
-        };
-        match session.resume(run_id).await? {
-            Resumed::AlreadySucceeded => {
-                eprintln!("run {run_id} already succeeded; nothing to resume");
-                Ok(Exit::Success)
+    in_session(d, async |session| match session.resume(run_id).await? {
+        Resumed::AlreadySucceeded => {
+            eprintln!("run {run_id} already succeeded; nothing to resume");
+            Ok(Exit::Success)
+        }
+        Resumed::Ready(ready) => {
+            if !d.json {
+                println!("{run_id}");
             }
-            Resumed::Ready(ready) => {
-                if !d.json {
-                    println!("{run_id}");
-                }
-                Ok(finished(&ready.drive().await?))
-            }
+            Ok(finished(&ready.drive().await?))
         }
     })
 }
