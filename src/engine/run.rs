@@ -4,10 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use serde_json::Value;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 
 use super::context::RunScope;
 use super::event::{ApprovalVia, Event, RunStatus};

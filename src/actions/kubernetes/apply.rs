@@ -55,6 +55,7 @@ impl ActionSpec for KubernetesApply {
         "applied",
         "each object applied: kind, name, namespace, resource_version",
     )];
+    // Changes: a `compensate` with `kubernetes.delete` removes what was created.
     const READ_ONLY: When<Self> = When::Never;
     const DESTRUCTIVE: When<Self> = When::If {
         what: "with `force`",
@@ -110,7 +111,6 @@ impl ActionSpec for KubernetesApply {
         })
     }
 
-    /// A `compensate` with `kubernetes.delete` removes what was created.
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }

@@ -62,6 +62,7 @@ impl ActionSpec for KubernetesJob {
         out("completion_time", "when it completed (RFC 3339)"),
     ];
     const READ_ONLY: When<Self> = When::Never;
+    // The Job runs whatever its containers run; lifeboat cannot take that back.
     const CHANGES: Effect = Effect::Irreversible;
     const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
@@ -175,7 +176,6 @@ impl ActionSpec for KubernetesJob {
         })
     }
 
-    /// The Job runs whatever its containers run; lifeboat cannot take that back.
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }

@@ -53,6 +53,7 @@ impl ActionSpec for KubernetesRolloutRestart {
         ),
     ];
     const READ_ONLY: When<Self> = When::Never;
+    // A restart cannot be taken back; there is nothing a compensation could restore.
     const CHANGES: Effect = Effect::Irreversible;
     const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
@@ -82,7 +83,6 @@ impl ActionSpec for KubernetesRolloutRestart {
         })
     }
 
-    /// A restart cannot be taken back; there is nothing a compensation could restore.
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }

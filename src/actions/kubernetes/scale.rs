@@ -64,6 +64,7 @@ impl ActionSpec for KubernetesScale {
         ),
     ];
     const READ_ONLY: When<Self> = When::Never;
+    // Scaling to zero takes the service down; any other count is a capacity change.
     const DESTRUCTIVE: When<Self> = When::If {
         what: "to 0 replicas, or to a count known only at run time",
         test: |a| !matches!(a.replicas, Tpl::Value(n) if n > 0),
@@ -142,7 +143,6 @@ impl ActionSpec for KubernetesScale {
         })
     }
 
-    /// Scaling to zero takes the service down; any other count is a capacity change.
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
