@@ -218,6 +218,54 @@ impl RunStatus {
     }
 }
 
+/// The fields that say what a run is: ids and names from the runbook and the command line,
+/// enum words, numbers. The masker never touches them, so a secret that happens to equal one (a
+/// step id, `failed`, `step_started`) cannot change what the log means.
+pub const STRUCTURE: &[&str] = &[
+    "event",
+    "run",
+    "runbook",
+    "version",
+    "file",
+    "file_sha256",
+    "host",
+    "pid",
+    "lifeboat",
+    "locks",
+    "max_parallel",
+    "timeout_ms",
+    "yes",
+    "drill",
+    "lock",
+    "from_run",
+    "from_pid",
+    "step",
+    "attempt",
+    "attempt_key",
+    "action",
+    "transient",
+    "retry_in_ms",
+    "elapsed_ms",
+    "compensation",
+    "key",
+    "continued",
+    "need",
+    "next",
+    "steps",
+    "compensated",
+    "failed",
+    "status",
+    "waiting",
+    "via",
+];
+
+/// The fields that carry text or data a secret can reach (rendered inputs, outputs, error
+/// messages, who approved): the masker scrubs these, and only these.
+pub const TEXT: &[&str] = &[
+    "params", "operator", "inputs", "error", "message", "value", "outputs", "reason", "rerun",
+    "by", "summary",
+];
+
 impl Event {
     /// The JSON object written to the log.
     pub fn to_map(&self) -> Map<String, Value> {
@@ -287,4 +335,129 @@ pub fn parse_log(text: &str) -> Result<Vec<Recorded>, String> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// One of each event, every optional field set.
+    fn samples() -> Vec<Event> {
+        let step = |event: &str, more: Value| {
+            let mut v = json!({"event": event, "step": "s", "attempt": 1});
+            v.as_object_mut()
+                .unwrap()
+                .extend(more.as_object().unwrap().clone());
+            serde_json::from_value::<Event>(v).unwrap()
+        };
+        let ev = |v: Value| serde_json::from_value::<Event>(v).unwrap();
+        vec![
+            ev(
+                json!({"event": "run_started", "run": "r", "runbook": "b", "version": "1.0.0",
+                "file": "f", "file_sha256": "h", "params": {"p": 1}, "operator": "o", "host": "h",
+                "pid": 1, "lifeboat": "0", "locks": ["l"], "max_parallel": 1, "timeout_ms": 5,
+                "yes": true, "drill": {"scenario": "s", "description": "d", "rto_objective_ms": 1,
+                "rpo_objective_ms": 1, "steady_before": [], "inject": [], "recovery": [],
+                "steady_after": [], "outside_targets": ["c"]}}),
+            ),
+            ev(
+                json!({"event": "run_resumed", "operator": "o", "host": "h", "pid": 1, "yes": true}),
+            ),
+            ev(json!({"event": "lock_taken_over", "lock": "l", "from_run": "r", "from_pid": 1})),
+            step(
+                "step_started",
+                json!({"attempt_key": "k", "action": "a", "inputs": {}}),
+            ),
+            step(
+                "step_attempt_failed",
+                json!({"error": "e", "transient": true, "retry_in_ms": 1, "elapsed_ms": 1}),
+            ),
+            step("step_progress", json!({"message": "m"})),
+            step(
+                "step_noted",
+                json!({"compensation": true, "key": "k", "value": 1}),
+            ),
+            step("step_succeeded", json!({"outputs": {}, "elapsed_ms": 1})),
+            step(
+                "step_failed",
+                json!({"error": "e", "elapsed_ms": 1, "continued": true}),
+            ),
+            ev(json!({"event": "step_skipped", "step": "s", "reason": "r", "need": "n"})),
+            step("step_interrupted", json!({"reason": "r"})),
+            ev(
+                json!({"event": "approval_requested", "step": "s", "message": "m", "next": ["n"], "rerun": "r"}),
+            ),
+            ev(json!({"event": "approval_granted", "step": "s", "by": "b", "via": "command"})),
+            ev(json!({"event": "approval_denied", "step": "s", "by": "b"})),
+            ev(json!({"event": "rollback_started", "reason": "r", "steps": ["s"]})),
+            step(
+                "compensation_started",
+                json!({"attempt_key": "k", "action": "a", "inputs": {}}),
+            ),
+            step(
+                "compensation_attempt_failed",
+                json!({"error": "e", "transient": true, "retry_in_ms": 1, "elapsed_ms": 1}),
+            ),
+            step(
+                "compensation_succeeded",
+                json!({"outputs": {}, "elapsed_ms": 1}),
+            ),
+            step(
+                "compensation_failed",
+                json!({"error": "e", "elapsed_ms": 1}),
+            ),
+            ev(json!({"event": "rollback_finished", "compensated": ["s"], "failed": []})),
+            ev(
+                json!({"event": "run_finished", "status": "failed", "summary": "s", "waiting": ["w"]}),
+            ),
+        ]
+    }
+
+    /// Its position in `samples`; a new variant does not compile until it has a sample there.
+    fn index(e: &Event) -> usize {
+        match e {
+            Event::RunStarted { .. } => 0,
+            Event::RunResumed { .. } => 1,
+            Event::LockTakenOver { .. } => 2,
+            Event::StepStarted { .. } => 3,
+            Event::StepAttemptFailed { .. } => 4,
+            Event::StepProgress { .. } => 5,
+            Event::StepNoted { .. } => 6,
+            Event::StepSucceeded { .. } => 7,
+            Event::StepFailed { .. } => 8,
+            Event::StepSkipped { .. } => 9,
+            Event::StepInterrupted { .. } => 10,
+            Event::ApprovalRequested { .. } => 11,
+            Event::ApprovalGranted { .. } => 12,
+            Event::ApprovalDenied { .. } => 13,
+            Event::RollbackStarted { .. } => 14,
+            Event::CompensationStarted { .. } => 15,
+            Event::CompensationAttemptFailed { .. } => 16,
+            Event::CompensationSucceeded { .. } => 17,
+            Event::CompensationFailed { .. } => 18,
+            Event::RollbackFinished { .. } => 19,
+            Event::RunFinished { .. } => 20,
+        }
+    }
+
+    /// Every field of every event is either structure (never masked) or text (masked): a new
+    /// field is classified before it ships, so masking can neither miss it nor break it.
+    #[test]
+    fn every_field_is_either_structure_or_text() {
+        let all = samples();
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(index(e), i, "samples() is in index() order");
+            for k in e.to_map().keys() {
+                let structure = STRUCTURE.contains(&k.as_str());
+                let text = TEXT.contains(&k.as_str());
+                assert!(
+                    structure != text,
+                    "`{k}` of {:?} must be in exactly one of STRUCTURE and TEXT",
+                    e.to_map()["event"]
+                );
+            }
+        }
+    }
 }

@@ -136,12 +136,12 @@ impl Emitter {
         let event = if self.masker.is_empty() {
             event
         } else {
-            let mut v = serde_json::Value::Object(map);
-            self.masker.scrub_value(&mut v);
-            let serde_json::Value::Object(m) = v else {
-                unreachable!("scrubbing keeps an object an object")
-            };
-            map = m;
+            // Text and data only: the structure of the event is never a place a secret goes.
+            for (k, v) in map.iter_mut() {
+                if event::TEXT.contains(&k.as_str()) {
+                    self.masker.scrub_value(v);
+                }
+            }
             // Fold what was written, not what was meant: a resumed run must see the same.
             serde_json::from_value(serde_json::Value::Object(map.clone()))
                 .map_err(|e| EngineError::Log(format!("a masked event no longer parses: {e}")))?

@@ -827,3 +827,75 @@ async fn a_crash_at_any_line_leaves_a_run_resume_can_finish() {
         );
     }
 }
+
+/// A secret may happen to equal a word of the log's own structure: an event or status name, a
+/// step id, a field name. Masking must leave the structure alone, so each such run finishes,
+/// folds to the right state, and verifies, while the secret is still masked in its text.
+#[tokio::test(start_paused = true)]
+async fn a_secret_equal_to_a_structural_word_never_breaks_the_log() {
+    let words = [
+        "run_started",
+        "run_resumed",
+        "step_started",
+        "step_succeeded",
+        "step_failed",
+        "step_skipped",
+        "step_interrupted",
+        "approval_granted",
+        "approval_requested",
+        "rollback_started",
+        "compensation_started",
+        "run_finished",
+        "running",
+        "succeeded",
+        "failed",
+        "interrupted",
+        "waiting_for_approval",
+        "command",
+        "prompt",
+        "yes_flag",
+        "event",
+        "step",
+        "attempt",
+        "status",
+        "outputs",
+        "inputs",
+        "error",
+        "true",
+        "null",
+        "copy",
+        "shell",
+        "tester",
+        "t.yaml",
+    ];
+    for word in words {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, word).unwrap();
+        let steps = format!(
+            r#"secrets:
+  s: {{file: "{}"}}
+steps:
+  - {{id: copy, action: shell, with: {{argv: [x, "{{{{ secrets.s }}}}"]}}}}
+  - {{id: after, action: shell, needs: [copy], with: {{argv: [x]}}}}
+"#,
+            file.display()
+        );
+        let h = harness(
+            Script::default().with("copy", &[Act::Ok(json!({"stdout": format!("got {word}")}))]),
+        );
+        let end = h.start(&steps).await;
+        assert_eq!(end.status, RunStatus::Succeeded, "secret `{word}`");
+        let st = h.state(&end.run_id);
+        assert!(
+            matches!(st.steps["after"].state, StepState::Succeeded { .. }),
+            "secret `{word}`"
+        );
+        assert_eq!(
+            st.steps["copy"].outputs.as_ref().unwrap()["stdout"],
+            "got ***",
+            "secret `{word}`"
+        );
+        assert!(crate::runlog::verify(&h.log(&end.run_id), None).intact());
+    }
+}
