@@ -55,6 +55,7 @@ codes! {
     NotUpstream = "LB0122", "A template reads the outputs of a step that does not run before it";
     UnknownOutput = "LB0123", "A template reads an output the action does not produce";
     TemplateRender = "LB0124", "A template fails to render with the given params";
+    SecretByOtherName = "LB0125", "A template reads a secret's value by another name";
     ParamDefinition = "LB0130", "A param's default or enum does not fit its type";
     UnknownParam = "LB0131", "A param given on the command line is not declared";
     MissingParam = "LB0132", "A required param was not given";

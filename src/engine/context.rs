@@ -2,7 +2,7 @@
 //! Built once per run; `steps` grows as steps finish, without copying earlier outputs, so making
 //! a context for a step costs the same in the 1,000th step as in the first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -55,39 +55,62 @@ impl Object for StepsView {
     }
 }
 
-/// `secrets`, which notes that it was read: the dynamic half of taint tracking.
-#[derive(Debug)]
-struct SecretsView {
-    values: Arc<indexmap::IndexMap<String, String>>,
-    touched: Option<Arc<AtomicBool>>,
-}
+/// Raises a template's taint: the value it produces came from a secret.
+#[derive(Debug, Clone, Default)]
+struct Taint(Option<Arc<AtomicBool>>);
 
-impl SecretsView {
-    fn touch(&self) {
-        if let Some(t) = &self.touched {
+impl Taint {
+    fn raise(&self) {
+        if let Some(t) = &self.0 {
             t.store(true, Ordering::SeqCst);
         }
     }
 }
 
+/// `secrets`, which notes that it was read: the dynamic half of taint tracking.
+#[derive(Debug)]
+struct SecretsView {
+    values: Arc<indexmap::IndexMap<String, String>>,
+    taint: Taint,
+}
+
 impl Object for SecretsView {
     fn get_value(self: &Arc<Self>, key: &J) -> Option<J> {
-        self.touch();
+        self.taint.raise();
         self.values.get(key.as_str()?).map(|v| J::from(v.as_str()))
     }
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        self.touch();
+        self.taint.raise();
         Enumerator::Values(self.values.keys().map(|k| J::from(k.as_str())).collect())
     }
 }
 
+/// What the run knows of its secrets, to taint every other way to their values.
+#[derive(Debug, Default)]
+struct Known {
+    /// The variables `env:` secrets are read from.
+    env_vars: HashSet<String>,
+    values: Vec<String>,
+}
+
 /// The process environment, read when a template asks (a resumed run sees the new process's).
+/// A secret's own variable, or any variable holding a secret's value, taints what reads it.
 #[derive(Debug)]
-struct EnvView;
+struct EnvView {
+    known: Arc<Known>,
+    taint: Taint,
+}
 
 impl Object for EnvView {
     fn get_value(self: &Arc<Self>, key: &J) -> Option<J> {
-        std::env::var(key.as_str()?).ok().map(J::from)
+        let name = key.as_str()?;
+        let value = std::env::var(name).ok()?;
+        if self.known.env_vars.contains(name)
+            || self.known.values.iter().any(|s| value.contains(s.as_str()))
+        {
+            self.taint.raise();
+        }
+        Some(J::from(value))
     }
     fn repr(self: &Arc<Self>) -> ObjectRepr {
         ObjectRepr::Map
@@ -97,11 +120,45 @@ impl Object for EnvView {
     }
 }
 
+/// `params`: a param whose value holds a secret (given on the command line by mistake, say)
+/// taints what reads it.
+#[derive(Debug)]
+struct ParamsView {
+    params: J,
+    holding: Arc<HashSet<String>>,
+    taint: Taint,
+}
+
+impl Object for ParamsView {
+    fn get_value(self: &Arc<Self>, key: &J) -> Option<J> {
+        let name = key.as_str()?;
+        if self.holding.contains(name) {
+            self.taint.raise();
+        }
+        self.params
+            .get_attr(name)
+            .ok()
+            .filter(|v| !v.is_undefined())
+    }
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.params.try_iter() {
+            Ok(keys) => Enumerator::Values(keys.collect()),
+            Err(_) => Enumerator::Empty,
+        }
+    }
+}
+
 /// The parts of a context that do not change during a run.
 #[derive(Debug, Clone)]
 pub struct RunScope {
-    pub params: J,
+    params: J,
+    /// Params whose values hold a secret.
+    holding: Arc<HashSet<String>>,
     secrets: Arc<indexmap::IndexMap<String, String>>,
+    known: Arc<Known>,
     pub steps: Arc<StepOutputs>,
     pub run: serde_json::Map<String, serde_json::Value>,
 }
@@ -112,9 +169,20 @@ impl RunScope {
         secrets: &super::secrets::Secrets,
         run: serde_json::Map<String, serde_json::Value>,
     ) -> RunScope {
+        let values: Vec<String> = secrets.values.values().cloned().collect();
+        let holding = params
+            .iter()
+            .filter(|(_, v)| super::secrets::holds_secret(v, &values))
+            .map(|(k, _)| k.clone())
+            .collect();
         RunScope {
             params: J::from(minijinja::value::Serde(params)),
+            holding: Arc::new(holding),
             secrets: Arc::new(secrets.values.clone()),
+            known: Arc::new(Known {
+                env_vars: secrets.env_vars.iter().cloned().collect(),
+                values,
+            }),
             steps: Arc::default(),
             run,
         }
@@ -132,16 +200,30 @@ impl RunScope {
         if let Some(k) = attempt_key {
             run.insert("attempt_key".into(), k.into());
         }
+        let taint = Taint(touched.cloned());
         let mut ctx = vec![
-            ("params", self.params.clone()),
+            (
+                "params",
+                J::from_object(ParamsView {
+                    params: self.params.clone(),
+                    holding: self.holding.clone(),
+                    taint: taint.clone(),
+                }),
+            ),
             (
                 "secrets",
                 J::from_object(SecretsView {
                     values: self.secrets.clone(),
-                    touched: touched.cloned(),
+                    taint: taint.clone(),
                 }),
             ),
-            ("env", J::from_object(EnvView)),
+            (
+                "env",
+                J::from_object(EnvView {
+                    known: self.known.clone(),
+                    taint,
+                }),
+            ),
             ("steps", J::from_object(StepsView(self.steps.clone()))),
             ("run", J::from(minijinja::value::Serde(&run))),
         ];

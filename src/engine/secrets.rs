@@ -25,6 +25,9 @@ pub const MIN_SECRET_LEN: usize = 4;
 #[derive(Default)]
 pub struct Secrets {
     pub values: IndexMap<String, String>,
+    /// The environment variables `env:` secrets were read from: reading one is reading the
+    /// secret, and no child process gets one unless its step asks.
+    pub env_vars: Vec<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -39,7 +42,20 @@ pub fn resolve(rb: &ValidRunbook) -> Result<Secrets, String> {
     for (name, source) in &rb.secrets {
         values.insert(name.clone(), read(name, source)?);
     }
-    Ok(Secrets { values })
+    Ok(Secrets {
+        values,
+        env_vars: env_vars(rb),
+    })
+}
+
+fn env_vars(rb: &ValidRunbook) -> Vec<String> {
+    rb.secrets
+        .values()
+        .filter_map(|s| match s {
+            SecretSource::Env(var) => Some(var.clone()),
+            SecretSource::File(_) => None,
+        })
+        .collect()
 }
 
 /// The secrets this process can read, without the others: enough to mask what it writes when
@@ -50,7 +66,26 @@ pub fn resolve_available(rb: &ValidRunbook) -> Secrets {
         .iter()
         .filter_map(|(name, source)| Some((name.clone(), read(name, source).ok()?)))
         .collect();
-    Secrets { values }
+    Secrets {
+        values,
+        env_vars: env_vars(rb),
+    }
+}
+
+/// Whether a value holds a secret's text anywhere in it.
+pub fn holds_secret(v: &Value, secrets: &[String]) -> bool {
+    match v {
+        Value::String(s) => secrets.iter().any(|x| s.contains(x.as_str())),
+        Value::Number(n) => {
+            let n = n.to_string();
+            secrets.iter().any(|x| n.contains(x.as_str()))
+        }
+        Value::Array(items) => items.iter().any(|i| holds_secret(i, secrets)),
+        Value::Object(m) => m.iter().any(|(k, i)| {
+            secrets.iter().any(|x| k.contains(x.as_str())) || holds_secret(i, secrets)
+        }),
+        Value::Bool(_) | Value::Null => false,
+    }
 }
 
 fn read(name: &str, source: &SecretSource) -> Result<String, String> {
@@ -84,6 +119,14 @@ pub struct Masker {
     patterns: RwLock<Vec<String>>,
     /// The secrets and their derived forms, whose pieces are masked too.
     sources: Vec<String>,
+    /// The secrets' values and the variables `env:` secrets were read from: kept out of child
+    /// processes' environments ([`kept_from_children`]).
+    values: Vec<String>,
+    env_vars: Vec<String>,
+    /// FRAGMENT-byte windows of the secrets themselves, looked for in decoded tokens; secrets
+    /// shorter than a FRAGMENT are looked for whole.
+    raw_grams: std::collections::HashSet<Vec<u8>>,
+    short: Vec<Vec<u8>>,
     /// Every FRAGMENT-byte window of `sources`: where a match may start.
     grams: std::collections::HashSet<Vec<u8>>,
 }
@@ -100,6 +143,29 @@ pub fn scrub_diagnostics(text: &str) -> String {
     live.iter()
         .filter_map(std::sync::Weak::upgrade)
         .fold(text.to_string(), |t, m| m.scrub(&t))
+}
+
+/// The environment variables a child process must not inherit: those the live runs' `env:`
+/// secrets were read from, and any other holding a secret's value. A step gives its command a
+/// secret only by asking for it in its own `env:`.
+pub fn kept_from_children() -> Vec<String> {
+    let mut live = LIVE.lock().expect("maskers lock");
+    live.retain(|m| m.strong_count() > 0);
+    let maskers: Vec<_> = live.iter().filter_map(std::sync::Weak::upgrade).collect();
+    drop(live);
+    let mut vars: Vec<String> = maskers.iter().flat_map(|m| m.env_vars.clone()).collect();
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if maskers
+            .iter()
+            .any(|m| m.values.iter().any(|s| value.contains(s.as_str())))
+        {
+            vars.push(name.to_string());
+        }
+    }
+    vars
 }
 
 impl Masker {
@@ -123,9 +189,24 @@ impl Masker {
             .iter()
             .flat_map(|s| s.as_bytes().windows(FRAGMENT).map(<[u8]>::to_vec))
             .collect();
+        let raw_grams = secrets
+            .values
+            .values()
+            .flat_map(|s| s.as_bytes().windows(FRAGMENT).map(<[u8]>::to_vec))
+            .collect();
+        let short = secrets
+            .values
+            .values()
+            .filter(|s| s.len() < FRAGMENT)
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
         let m = Masker {
             patterns: RwLock::default(),
             sources: sources.clone(),
+            values: secrets.values.values().cloned().collect(),
+            env_vars: secrets.env_vars.clone(),
+            raw_grams,
+            short,
             grams,
         };
         for s in &sources {
@@ -154,7 +235,41 @@ impl Masker {
 
     pub fn scrub(&self, text: &str) -> String {
         let out = self.scrub_whole(text);
-        self.scrub_fragments(&out).unwrap_or(out)
+        let out = self.scrub_fragments(&out).unwrap_or(out);
+        self.scrub_encoded(&out).unwrap_or(out)
+    }
+
+    /// Masks whole tokens that decode to text holding a secret, or a FRAGMENT-long piece of one:
+    /// base64 and base64url at any of the four alignments (a secret inside a larger encoded
+    /// text, an HTTP Basic credential), hex at either nibble, and percent-encoding. These are the
+    /// forms a child process or a server produces with no template involved. `None` when there
+    /// is nothing to mask.
+    fn scrub_encoded(&self, text: &str) -> Option<String> {
+        if self.raw_grams.is_empty() && self.short.is_empty() {
+            return None;
+        }
+        let mut out = String::new();
+        let mut copied = 0;
+        for (start, token) in encoded_tokens(text) {
+            if decodings(token).any(|bytes| self.holds_piece(&bytes)) {
+                out.push_str(&text[copied..start]);
+                out.push_str(MASK);
+                copied = start + token.len();
+            }
+        }
+        if copied == 0 {
+            return None;
+        }
+        out.push_str(&text[copied..]);
+        Some(out)
+    }
+
+    fn holds_piece(&self, bytes: &[u8]) -> bool {
+        bytes.windows(FRAGMENT).any(|w| self.raw_grams.contains(w))
+            || self
+                .short
+                .iter()
+                .any(|s| bytes.windows(s.len()).any(|w| w == s.as_slice()))
     }
 
     fn scrub_whole(&self, text: &str) -> String {
@@ -244,6 +359,96 @@ impl Masker {
     }
 }
 
+/// Tokens that may be an encoding: maximal runs of characters of base64, base64url, hex or
+/// percent-encoding, long enough to hold the shortest secret, with their byte offsets.
+fn encoded_tokens(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let is_part =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'%');
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            if !is_part(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && is_part(bytes[i]) {
+                i += 1;
+            }
+            // The shortest secret (MIN_SECRET_LEN bytes) is 6 characters of unpadded base64.
+            if i - start >= 6 {
+                return Some((start, &text[start..i]));
+            }
+        }
+        None
+    })
+}
+
+/// What a token may decode to: each way of reading it that parses.
+fn decodings(token: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let lenient = GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let engines = [
+        GeneralPurpose::new(&base64::alphabet::STANDARD, lenient),
+        GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient),
+    ];
+    let unpadded = token.trim_end_matches('=');
+    // A secret inside a larger text starts at any byte: its encoding at any of four offsets.
+    let b64 = (0..4).flat_map(move |skip| {
+        let part = unpadded.get(skip..).unwrap_or("");
+        // A last group of 2 or 3 characters holds bytes; one of 1 cannot.
+        let whole = if part.len() % 4 == 1 {
+            &part[..part.len() - 1]
+        } else {
+            part
+        };
+        engines
+            .clone()
+            .into_iter()
+            .filter_map(move |e| e.decode(whole).ok())
+    });
+    let hex = (0..2).filter_map(move |skip| {
+        let digits = token.get(skip..)?;
+        let digits = &digits[..digits.len() / 2 * 2];
+        (0..digits.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()
+    });
+    let percent = token
+        .contains('%')
+        .then(|| percent_decode(token))
+        .into_iter();
+    b64.chain(hex).chain(percent)
+}
+
+/// `%41%42` → `AB`; anything that is not an escape stays as it is.
+fn percent_decode(token: &str) -> Vec<u8> {
+    let b = token.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    out
+}
+
 /// What the template filters turn a secret into, for the forms that need no template to appear
 /// (a script that base64-encodes its input, a server that echoes a URL-encoded query).
 fn derived_forms(env: &minijinja::Environment<'_>, secret: &str) -> Vec<String> {
@@ -289,6 +494,72 @@ mod tests {
         let mut s = Secrets::default();
         s.values.insert("pw".into(), secret.into());
         Masker::new(&s)
+    }
+
+    /// Encodings made with no template (by a child process, a server): each at every
+    /// alignment a surrounding text can give it, in both alphabets, in both cases.
+    #[test]
+    fn encodings_made_outside_templates_are_masked() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
+        for secret in [
+            "Pa55/word+with?odd&chars",
+            "s3cr",
+            "tok\u{e9}n-\u{1F511}-42",
+        ] {
+            let m = masker(secret);
+            let mut forms: Vec<(String, String)> = Vec::new();
+            for prefix in ["", "a", "ab", "abc", "user:", "{\"password\":\""] {
+                for suffix in ["", "x", "\"}", "\n"] {
+                    let plain = format!("{prefix}{secret}{suffix}");
+                    for (name, e) in [
+                        ("base64", &STANDARD),
+                        ("base64 no pad", &STANDARD_NO_PAD),
+                        ("base64url", &URL_SAFE),
+                        ("base64url no pad", &URL_SAFE_NO_PAD),
+                    ] {
+                        forms.push((format!("{name} of {plain:?}"), e.encode(&plain)));
+                    }
+                    let hex: String = plain.bytes().map(|b| format!("{b:02x}")).collect();
+                    forms.push((format!("hex of {plain:?}"), hex.clone()));
+                    forms.push((format!("HEX of {plain:?}"), hex.to_uppercase()));
+                    let pct: String = plain.bytes().map(|b| format!("%{b:02X}")).collect();
+                    forms.push((format!("percent of {plain:?}"), pct));
+                }
+            }
+            let basic = STANDARD.encode(format!("ops:{secret}"));
+            forms.push(("HTTP Basic".into(), format!("Authorization: Basic {basic}")));
+            for (what, form) in forms {
+                let line = format!("before {form} after");
+                let out = m.scrub(&line);
+                assert!(
+                    out.contains("***"),
+                    "{what} of {secret:?} not masked: {out}"
+                );
+                assert!(!out.contains(&form), "{what} of {secret:?} left in: {out}");
+                assert!(
+                    out.starts_with("before ") && out.ends_with(" after"),
+                    "{out}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn encoded_text_without_a_secret_is_left_alone() {
+        use base64::Engine;
+        let m = masker("Pa55/word+with?odd&chars");
+        for text in [
+            base64::engine::general_purpose::STANDARD
+                .encode("an ordinary sentence, nothing secret"),
+            "0123456789abcdef0123456789abcdef".to_string(),
+            "https://example.com/a%20b?c=d%2Fe".to_string(),
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_string(),
+        ] {
+            assert_eq!(m.scrub(&text), text);
+        }
     }
 
     #[test]

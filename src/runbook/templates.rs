@@ -114,6 +114,9 @@ pub struct Scope<'a> {
     pub place: &'a str,
     pub params: &'a [&'a str],
     pub secrets: Option<&'a [&'a str]>,
+    /// (environment variable, secret): the variables `env:` secrets are read from, which a
+    /// template must read as the secret, so that what it makes of the value is masked.
+    pub env_secrets: &'a [(&'a str, &'a str)],
     /// Step id -> (index, outputs of its action). `None`: `steps` is not available here.
     pub steps: Option<&'a HashMap<&'a str, (usize, &'static [Output])>>,
     /// Which steps certainly finish before this template is rendered. `None`: unknown (a cycle).
@@ -334,7 +337,21 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
                 .help_opt(did_you_mean(s, secrets.iter().copied())),
             )
         }
-        "env" => None,
+        "env" => {
+            let var = *segs.get(1)?;
+            let (_, secret) = scope.env_secrets.iter().find(|(v, _)| *v == var)?;
+            Some(
+                Diagnostic::new(
+                    Code::SecretByOtherName,
+                    at(1),
+                    format!("`env.{var}` is secret `{secret}`: read it as `secrets.{secret}`"),
+                )
+                .label(format!("secret `{secret}` is read from this variable"))
+                .help(format!(
+                    "through `secrets.{secret}` the value, and whatever a template makes of it, stays out of the run log; through `env` it would not be masked"
+                )),
+            )
+        }
         "run" if scope.run => {
             let f = *segs.get(1)?;
             if RUN_FIELDS.contains(&f) {

@@ -75,6 +75,7 @@ struct Shared<'a> {
     default_retry: RetryPolicy,
     params: &'a [&'a str],
     secrets: &'a [&'a str],
+    env_secrets: &'a [(&'a str, &'a str)],
 }
 
 /// Which list a step is in: the recovery (`steps`) or a drill scenario's part.
@@ -250,6 +251,13 @@ impl Checker {
             .collect();
         let param_names: Vec<&str> = rb.params.keys().map(String::as_str).collect();
         let secret_names: Vec<&str> = rb.secrets.keys().map(String::as_str).collect();
+        let env_secrets: Vec<(&str, &str)> = secrets
+            .iter()
+            .filter_map(|(name, src)| match src {
+                SecretSource::Env(var) => Some((var.as_str(), name.as_str())),
+                SecretSource::File(_) => None,
+            })
+            .collect();
 
         let mut connections = indexmap::IndexMap::new();
         for (name, c) in &rb.connections {
@@ -264,6 +272,7 @@ impl Checker {
                 place: "a connection",
                 params: &param_names,
                 secrets: Some(&secret_names),
+                env_secrets: &env_secrets,
                 steps: None,
                 upstream: None,
                 outputs: None,
@@ -298,6 +307,7 @@ impl Checker {
             default_retry,
             params: &param_names,
             secrets: &secret_names,
+            env_secrets: &env_secrets,
         };
         let steps = self.steps(&rb.steps, "/steps", Phase::Recovery, &shared);
         let drill = rb
@@ -343,6 +353,7 @@ impl Checker {
             default_retry,
             params: param_names,
             secrets: secret_names,
+            env_secrets,
         } = *shared;
         // Ids first: every later check resolves names through them.
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -444,6 +455,7 @@ impl Checker {
                 place: phase.with_place(),
                 params: param_names,
                 secrets: Some(secret_names),
+                env_secrets,
                 steps: steps_here,
                 upstream: upstream_here,
                 outputs: None,
@@ -488,6 +500,7 @@ impl Checker {
                     place: "`compensate`",
                     params: param_names,
                     secrets: Some(secret_names),
+                env_secrets,
                     steps: steps_here,
                     upstream: upstream_here.map(|u| templates::Upstream { itself: true, ..u }),
                     outputs: own_outputs,

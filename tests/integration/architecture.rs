@@ -79,3 +79,32 @@ fn the_runbook_is_read_without_flatten_or_untagged() {
     let found = offending(&files, &["serde(flatten", "serde(untagged", "typetag"]);
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+/// Every child process is made by `actions::support::process::command`, which keeps this
+/// process's secrets out of its environment (tests excepted).
+#[test]
+fn every_child_process_is_made_where_secrets_are_kept_from_it() {
+    let mut found = Vec::new();
+    for f in sources("") {
+        let rel = f
+            .strip_prefix(common::root())
+            .unwrap()
+            .display()
+            .to_string();
+        if rel == "src/actions/support/process.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        for (n, line) in code.lines().enumerate() {
+            if line.contains("Command::new(") {
+                found.push(format!("{rel}:{}", n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "use actions::support::process::command():\n{}",
+        found.join("\n")
+    );
+}

@@ -20,3 +20,4 @@ mod run;
 mod runbooks;
 mod s3;
 mod schema;
+mod secrets;

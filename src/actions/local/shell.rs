@@ -117,15 +117,16 @@ const DEFAULT_CAPTURE: u64 = 1024 * 1024;
 const NOT_RUNNABLE: &[i32] = &[126, 127];
 
 async fn run(w: &Shell, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError> {
+    use crate::actions::support::process::command;
     use tokio::io::AsyncReadExt;
     let mut cmd = match (&w.argv, &w.script) {
         (Some(argv), _) if !argv.is_empty() => {
-            let mut c = tokio::process::Command::new(&argv[0]);
+            let mut c = tokio::process::Command::from(command(&argv[0]));
             c.args(&argv[1..]);
             c
         }
         (None, Some(script)) => {
-            let mut c = tokio::process::Command::new(w.shell.as_deref().unwrap_or("sh"));
+            let mut c = tokio::process::Command::from(command(w.shell.as_deref().unwrap_or("sh")));
             c.arg("-c").arg(script);
             c
         }

@@ -265,7 +265,7 @@ async fn to_s3(
         Some(e) => Seal::Passphrase(e.passphrase.clone().unwrap_or_default()),
     };
     let level = w.compression_level.map_or(1, i32::from);
-    let mut cmd = std::process::Command::new(pg_tool("pg_dump"));
+    let mut cmd = crate::actions::support::process::command(pg_tool("pg_dump"));
     cmd.args([
         "--format=custom",
         "--compress=0",

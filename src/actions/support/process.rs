@@ -5,6 +5,17 @@ use std::path::{Path, PathBuf};
 
 use crate::actions::ActionError;
 
+/// A child process's command. Every child lifeboat starts is made here, so none inherits a
+/// secret: the variables of this process's secrets, and any holding a secret's value, are
+/// removed from its environment (a step passes one on only through its own `env:`, set after).
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for var in crate::engine::secrets::kept_from_children() {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// Ends the command's whole process group when the attempt is dropped: on timeout, on cancel,
 /// on a second Ctrl-C. TERM first; KILL a few seconds later for whatever ignored it.
 pub struct GroupGuard(Option<i32>);
@@ -46,7 +57,7 @@ pub async fn run_tool(
     args: &[String],
     env: &[(&'static str, String)],
 ) -> Result<String, ActionError> {
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = tokio::process::Command::from(command(program));
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
