@@ -20,3 +20,4 @@ pub mod plan;
 pub mod runbook;
 pub mod runlog;
 pub mod store;
+pub mod text;

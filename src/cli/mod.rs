@@ -102,15 +102,14 @@ enum Command {
         #[command(flatten)]
         driving: run::Driving,
     },
-    /// Approve a step a run is waiting on (an approval gate, or re-running an interrupted step).
+    /// Approve a step a run is waiting on (an approval gate, or re-running an interrupted step),
+    /// as the identity the state store vouches for: this OS account, or the database role of a
+    /// `postgres://` store.
     Approve {
         run: String,
         step: String,
         #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
         state: String,
-        /// Who approves (recorded); defaults to $LIFEBOAT_OPERATOR, then $USER.
-        #[arg(long, env = "LIFEBOAT_OPERATOR")]
-        operator: Option<String>,
     },
     /// List runs, newest first.
     Runs {
@@ -246,12 +245,7 @@ fn dispatch(command: Command) -> Result<Exit> {
             json,
         } => drill::drill_report(&state, &run, report.as_deref(), json),
         Command::Resume { run, driving } => run::resume(&run, &driving),
-        Command::Approve {
-            run,
-            step,
-            state,
-            operator,
-        } => run::approve(&run, &step, &state, operator),
+        Command::Approve { run, step, state } => run::approve(&run, &step, &state),
         Command::Runs { state, json } => history::runs(&state, json),
         Command::Metrics { state, out } => history::metrics(&state, out.as_deref()),
         Command::Show { run, state, json } => history::show(&state, &run, json),

@@ -46,22 +46,27 @@ pub struct Driving {
     /// Stream events as JSON lines on stdout instead of the run id.
     #[arg(long)]
     pub json: bool,
-    /// Who is running this (recorded); defaults to $LIFEBOAT_OPERATOR, then $USER.
+    /// Who is running this, for the record; defaults to $LIFEBOAT_OPERATOR, then $USER. Not a
+    /// credential: approvals are by the identity the state store vouches for.
     #[arg(long, env = "LIFEBOAT_OPERATOR")]
     pub operator: Option<String>,
 }
 
-pub fn operator(given: Option<String>) -> String {
-    given
+/// Who says they are running this: a name for the record, never a credential (approvals are
+/// by the identity the state store vouches for). It goes into logs and reports, so a control
+/// character or a line break in it is refused.
+pub fn operator(given: Option<String>) -> Result<String> {
+    let name = given
         .filter(|o| !o.is_empty())
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| format!("uid {}", unsafe_uid()))
-}
-
-#[allow(unsafe_code)]
-fn unsafe_uid() -> u32 {
-    // SAFETY: getuid cannot fail and has no preconditions.
-    unsafe { libc::getuid() }
+        .unwrap_or_else(crate::store::os_account);
+    if crate::text::bad_name(&name) {
+        return Err(Error::Invalid(format!(
+            "the operator name `{}` holds a control character or a line break",
+            crate::text::printable(&name, false)
+        )));
+    }
+    Ok(name)
 }
 
 fn duration_arg(flag: &str, text: &str) -> Result<Duration> {
@@ -100,7 +105,7 @@ fn prepare(d: &Driving) -> Result<(engine::Options, Wiring)> {
         yes: d.yes,
         timeout,
         grace,
-        operator: operator(d.operator.clone()),
+        operator: operator(d.operator.clone())?,
     };
     let wiring = Wiring {
         sink,
@@ -221,11 +226,10 @@ pub(super) fn resume(run_id: &str, d: &Driving) -> Result<Exit> {
     })
 }
 
-pub(super) fn approve(run_id: &str, step: &str, state: &str, who: Option<String>) -> Result<Exit> {
+pub(super) fn approve(run_id: &str, step: &str, state: &str) -> Result<Exit> {
     runtime().block_on(async {
         let store = open_store(state).await?;
-        let a = engine::session::approve(&store, Arc::new(NoticeSink), run_id, step, operator(who))
-            .await?;
+        let a = engine::session::approve(&store, Arc::new(NoticeSink), run_id, step).await?;
         eprintln!(
             "approved `{step}` of run {run_id} as {}; `lifeboat resume {run_id}` continues it",
             a.by

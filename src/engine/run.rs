@@ -33,6 +33,8 @@ struct Shared {
     opts: Options,
     prompter: Arc<dyn Prompter>,
     run_id: String,
+    /// Who this process acts as, as the store vouches for it: the one approvals are by.
+    identity: String,
     /// Gates nobody could answer in this process: left for `lifeboat approve`.
     unanswered: std::sync::Mutex<HashSet<usize>>,
     /// Steps not yet settled, in file order.
@@ -80,6 +82,7 @@ pub(super) struct Setup {
     pub opts: Options,
     pub prompter: Arc<dyn Prompter>,
     pub run_id: String,
+    pub identity: String,
 }
 
 impl Engine {
@@ -97,6 +100,7 @@ impl Engine {
                 opts: s.opts,
                 prompter: s.prompter,
                 run_id: s.run_id,
+                identity: s.identity,
                 unanswered: Default::default(),
                 open: std::sync::Mutex::new((0..n).collect()),
             }),
@@ -395,6 +399,13 @@ impl Engine {
                 }
                 // A gate: an approval step, or a step cut short whose effect is unknown.
                 let needs_answer = is_gate || (interrupted && !step.action.idempotent());
+                let approvers = match &step.action {
+                    Action::Approval(a) => a.approvers.as_slice(),
+                    _ => &[],
+                };
+                // A gate that names approvers takes only an approval by one of them, whatever
+                // the log holds (one written before this rule, or by hand).
+                let grant = grant.filter(|g| approvers.is_empty() || approvers.contains(&g.by));
                 if needs_answer && grant.is_none() {
                     let next = self.dependents(i);
                     let (message, rerun) = match (&step.action, interrupted) {
@@ -419,13 +430,17 @@ impl Engine {
                             rerun,
                         })?;
                     }
-                    if sh.opts.yes {
+                    if sh.opts.yes && approvers.is_empty() {
                         sh.emitter.emit(Event::ApprovalGranted {
                             step: step.id.clone(),
-                            by: sh.opts.operator.clone(),
+                            by: sh.identity.clone(),
                             via: ApprovalVia::YesFlag,
                         })?;
                         changed = true;
+                    } else if !approvers.is_empty() && !approvers.contains(&sh.identity) {
+                        // Nobody here may answer: `--yes` never passes such a gate, and the
+                        // person at this terminal is not one of its approvers.
+                        sh.unanswered.lock().expect("unanswered lock").insert(i);
                     } else {
                         let q = Question {
                             step: step.id.clone(),
@@ -478,19 +493,19 @@ impl Engine {
             Some(true) => {
                 sh.emitter.emit(Event::ApprovalGranted {
                     step,
-                    by: sh.opts.operator.clone(),
+                    by: sh.identity.clone(),
                     via: ApprovalVia::Prompt,
                 })?;
             }
             Some(false) => {
                 sh.emitter.emit(Event::ApprovalDenied {
                     step: step.clone(),
-                    by: sh.opts.operator.clone(),
+                    by: sh.identity.clone(),
                 })?;
                 sh.emitter.emit(Event::StepFailed {
                     step,
                     attempt: 0,
-                    error: format!("declined by {}", sh.opts.operator),
+                    error: format!("declined by {}", sh.identity),
                     elapsed_ms: 0,
                     continued: false,
                 })?;

@@ -97,6 +97,7 @@ impl<'s> Session<'s> {
         check_runnable(rb)?;
         let secrets = secrets::resolve(rb).map_err(Error::Invalid)?;
         let store = self.store;
+        let identity = store.identity().await.map_err(Error::Invalid)?;
         let run_id = store::new_run_id();
         let locks = store.acquire(&rb.locks, &holder(&run_id)).await?;
         let writer = store
@@ -144,7 +145,16 @@ impl<'s> Session<'s> {
             &secrets,
             run_map(&run_id, &started_at, &self.opts.operator, rb),
         );
-        Ok(self.ready(rb.clone(), emitter, scope, masker, locks, run_id, driver))
+        Ok(self.ready(
+            rb.clone(),
+            emitter,
+            scope,
+            masker,
+            locks,
+            run_id,
+            driver,
+            identity,
+        ))
     }
 
     /// Continues a stopped, failed or crashed run from what its log says.
@@ -161,6 +171,7 @@ impl<'s> Session<'s> {
         check_runnable(&rb)?;
         let values: IndexMap<String, Value> = state.params.clone().into_iter().collect();
         let secrets = secrets::resolve(&rb).map_err(Error::Invalid)?;
+        let identity = store.identity().await.map_err(Error::Invalid)?;
         let locks = store.acquire(&rb.locks, &holder(run_id)).await?;
         let writer = store
             .log_writer(run_id, stored.verdict.lines, stored.verdict.last_hash)
@@ -212,6 +223,7 @@ impl<'s> Session<'s> {
             locks,
             run_id.to_string(),
             driver,
+            identity,
         ))))
     }
 
@@ -225,6 +237,7 @@ impl<'s> Session<'s> {
         locks: LockSet,
         run_id: String,
         driver: Driver,
+        identity: String,
     ) -> Ready<'s> {
         let engine = Engine::new(Setup {
             rb: Arc::new(rb),
@@ -236,6 +249,7 @@ impl<'s> Session<'s> {
             opts: self.opts,
             prompter: self.wiring.prompter,
             run_id: run_id.clone(),
+            identity,
         });
         Ready {
             store: self.store,
@@ -291,15 +305,16 @@ impl Ready<'_> {
     }
 }
 
-/// Records an approval of `step` by `by`, for a run that is not being driven. It goes through
-/// the emitter like every event, so it is masked, verified against the chain and durable.
+/// Records an approval of `step`, for a run that is not being driven, by whoever the store says
+/// is acting ([`Store::identity`]). It goes through the emitter like every event, so it is
+/// masked, verified against the chain and durable. A step is approved once.
 pub async fn approve(
     store: &Store,
     sink: Arc<dyn Sink>,
     run_id: &str,
     step: &str,
-    by: String,
 ) -> Result<Approved> {
+    let by = store.identity().await.map_err(Error::Invalid)?;
     store.exists(run_id).await.map_err(Error::Invalid)?;
     let _driver = store
         .drive(run_id)
@@ -332,13 +347,26 @@ pub async fn approve(
     let i = rb
         .step_index(step)
         .expect("the state has the runbook's steps");
-    if let crate::actions::Action::Approval(a) = &rb.steps[i].action
-        && !a.approvers.is_empty()
-        && !a.approvers.contains(&by)
+    let approvers: &[String] = match &rb.steps[i].action {
+        crate::actions::Action::Approval(a) => &a.approvers,
+        _ => &[],
+    };
+    if let Some(g) = &rec.grant
+        && (approvers.is_empty() || approvers.contains(&g.by))
     {
         return Err(Error::Invalid(format!(
-            "`{step}` may be approved only by {}; you are `{by}` (set --operator or $LIFEBOAT_OPERATOR)",
-            a.approvers.join(" or ")
+            "step `{step}` of run {run_id} is already approved, by {} at {}; `lifeboat resume {run_id}` continues it",
+            g.by, g.ts
+        )));
+    }
+    if !approvers.is_empty() && !approvers.contains(&by) {
+        return Err(Error::Invalid(format!(
+            "`{step}` may be approved only by {}; you are `{by}` ({})",
+            approvers.join(" or "),
+            match store {
+                Store::Postgres(_) => "the state store's database role",
+                _ => "this OS account",
+            }
         )));
     }
     let writer = store

@@ -540,7 +540,8 @@ steps:
         .await;
     assert_eq!(end.status, RunStatus::WaitingForApproval);
     assert_eq!(h.script.attempts_of("after"), 0);
-    let wrong = session::approve(&h.store, h.sink.clone(), &end.run_id, "gaet", "ann".into())
+    *h.memory().who.lock().unwrap() = "ann".into();
+    let wrong = session::approve(&h.store, h.sink.clone(), &end.run_id, "gaet")
         .await
         .unwrap_err();
     assert_eq!(
@@ -550,7 +551,7 @@ steps:
             end.run_id
         )
     );
-    session::approve(&h.store, h.sink.clone(), &end.run_id, "gate", "ann".into())
+    session::approve(&h.store, h.sink.clone(), &end.run_id, "gate")
         .await
         .unwrap();
     let again = h.resume(&end.run_id).await.unwrap().unwrap();
@@ -898,4 +899,172 @@ steps:
         );
         assert!(crate::runlog::verify(&h.log(&end.run_id), None).intact());
     }
+}
+
+/// Who may pass a gate: only its approvers, as the store identifies them; `--yes` passes only
+/// gates that name none; a prompt is put only to someone who may answer it.
+#[tokio::test(start_paused = true)]
+async fn gate_decisions() {
+    struct Case {
+        approvers: &'static str,
+        yes: bool,
+        who: &'static str,
+        answers: &'static [bool],
+        status: RunStatus,
+        by: Option<(&'static str, &'static str)>,
+    }
+    let cases = [
+        // No approvers: --yes passes it, recorded as this identity.
+        Case {
+            approvers: "[]",
+            yes: true,
+            who: "tester",
+            answers: &[],
+            status: RunStatus::Succeeded,
+            by: Some(("tester", "yes_flag")),
+        },
+        // No approvers: the prompt's yes, by this identity.
+        Case {
+            approvers: "[]",
+            yes: false,
+            who: "tester",
+            answers: &[true],
+            status: RunStatus::Succeeded,
+            by: Some(("tester", "prompt")),
+        },
+        // Approvers: --yes does not pass it; nobody here may answer; it waits.
+        Case {
+            approvers: "[ann]",
+            yes: true,
+            who: "tester",
+            answers: &[true],
+            status: RunStatus::WaitingForApproval,
+            by: None,
+        },
+        // Approvers, and this identity is one: --yes still does not pass it, the prompt may.
+        Case {
+            approvers: "[ann, tester]",
+            yes: true,
+            who: "tester",
+            answers: &[true],
+            status: RunStatus::Succeeded,
+            by: Some(("tester", "prompt")),
+        },
+        Case {
+            approvers: "[ann]",
+            yes: false,
+            who: "ann",
+            answers: &[true],
+            status: RunStatus::Succeeded,
+            by: Some(("ann", "prompt")),
+        },
+        // An approver who says no fails the run.
+        Case {
+            approvers: "[ann]",
+            yes: false,
+            who: "ann",
+            answers: &[false],
+            status: RunStatus::Failed,
+            by: None,
+        },
+        // Approvers, nobody answers: waits.
+        Case {
+            approvers: "[ann]",
+            yes: true,
+            who: "ann",
+            answers: &[],
+            status: RunStatus::WaitingForApproval,
+            by: None,
+        },
+    ];
+    for (n, c) in cases.iter().enumerate() {
+        let mut h = harness(Script::default());
+        h.yes = c.yes;
+        *h.memory().who.lock().unwrap() = c.who.into();
+        h.answers.0.lock().unwrap().extend(c.answers);
+        let end = h
+            .start(&format!(
+                "steps:\n  - {{id: gate, action: approval, with: {{message: go, approvers: {}}}}}\n  - {{id: after, action: shell, needs: [gate], with: {{argv: [x]}}}}\n",
+                c.approvers
+            ))
+            .await;
+        assert_eq!(end.status, c.status, "case {n}");
+        let st = h.state(&end.run_id);
+        let by = st.steps["gate"].outputs.as_ref().map(|o| {
+            (
+                o["approved_by"].as_str().unwrap().to_string(),
+                o["via"].as_str().unwrap().to_string(),
+            )
+        });
+        assert_eq!(
+            by,
+            c.by.map(|(b, v)| (b.to_string(), v.to_string())),
+            "case {n}"
+        );
+    }
+}
+
+/// `approve` records who the store says is acting, once; not someone else, not twice; and a
+/// grant by a non-approver in the log (written by hand, or before this rule) passes nothing.
+#[tokio::test(start_paused = true)]
+async fn an_approval_is_by_an_approver_and_recorded_once() {
+    let h = harness(Script::default());
+    let end = h
+        .start("steps:\n  - {id: gate, action: approval, with: {message: go, approvers: [ann]}}\n  - {id: after, action: shell, needs: [gate], with: {argv: [x]}}\n")
+        .await;
+    assert_eq!(end.status, RunStatus::WaitingForApproval);
+    let run = end.run_id.clone();
+    *h.memory().who.lock().unwrap() = "mallory".into();
+    let refused = session::approve(&h.store, h.sink.clone(), &run, "gate")
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("may be approved only by ann; you are `mallory`"),
+        "{refused}"
+    );
+    *h.memory().who.lock().unwrap() = "ann".into();
+    session::approve(&h.store, h.sink.clone(), &run, "gate")
+        .await
+        .unwrap();
+    let twice = session::approve(&h.store, h.sink.clone(), &run, "gate")
+        .await
+        .unwrap_err();
+    assert!(
+        twice.to_string().contains("is already approved, by ann"),
+        "{twice}"
+    );
+    let again = h.resume(&run).await.unwrap().unwrap();
+    assert_eq!(again.status, RunStatus::Succeeded);
+
+    // A grant by a non-approver, appended by hand with a valid chain, is not an approval.
+    let h = harness(Script::default());
+    let end = h
+        .start("steps:\n  - {id: gate, action: approval, with: {message: go, approvers: [ann]}}\n")
+        .await;
+    let run = end.run_id.clone();
+    let (seq, prev) = {
+        let st = h.state(&run);
+        (
+            st.last_seq,
+            crate::runlog::verify(&h.log(&run), None).last_hash,
+        )
+    };
+    let forged = Event::ApprovalGranted {
+        step: "gate".into(),
+        by: "mallory".into(),
+        via: crate::engine::ApprovalVia::Command,
+    };
+    let line =
+        crate::runlog::format_line(seq + 1, "2026-11-30T00:00:00.000Z", &forged.to_map(), &prev);
+    h.memory()
+        .run(&run)
+        .log
+        .lock()
+        .unwrap()
+        .extend_from_slice(format!("{line}\n").as_bytes());
+    h.memory().forget_head(&run);
+    let again = h.resume(&run).await.unwrap().unwrap();
+    assert_eq!(again.status, RunStatus::WaitingForApproval);
 }

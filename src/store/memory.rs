@@ -11,6 +11,8 @@ use crate::runlog::{GENESIS, Head, LogWriter, MemLog};
 
 #[derive(Default)]
 pub struct Memory {
+    /// Who the store says is acting; tests set it.
+    pub who: Mutex<String>,
     runs: Mutex<BTreeMap<String, Arc<MemRun>>>,
     locks: Arc<LockTable>,
 }
@@ -66,6 +68,11 @@ impl Drop for MemLocks {
 }
 
 impl Memory {
+    pub fn identity(&self) -> String {
+        let who = self.who.lock().expect("who lock").clone();
+        if who.is_empty() { "tester".into() } else { who }
+    }
+
     fn get(&self, run: &str) -> Result<Arc<MemRun>, String> {
         self.runs
             .lock()
@@ -157,6 +164,11 @@ impl Memory {
 
     pub fn head(&self, run: &str) -> Result<Option<Head>, String> {
         Ok(self.get(run)?.head.lock().expect("head lock").clone())
+    }
+
+    /// As if the head anchor had never been written (a crash before the first stop).
+    pub fn forget_head(&self, run: &str) {
+        *self.run(run).head.lock().expect("head lock") = None;
     }
 
     pub fn write_head(&self, run: &str, head: &Head) -> Result<(), String> {

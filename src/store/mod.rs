@@ -299,6 +299,25 @@ impl Store {
         }
     }
 
+    /// Who is acting, as the store can vouch for it: the OS account for the folder store, the
+    /// session's role (`session_user`) for PostgreSQL. Approvals are recorded, and `approvers`
+    /// checked, against this; no flag or variable can set it.
+    pub async fn identity(&self) -> Result<String, String> {
+        let who = match self {
+            Store::Folder(_) => os_account(),
+            Store::Postgres(p) => p.session_user().await?,
+            #[cfg(test)]
+            Store::Memory(m) => m.identity(),
+        };
+        if crate::text::bad_name(&who) {
+            return Err(format!(
+                "the state store's identity `{}` holds a control character or a line break; refusing to record it",
+                crate::text::printable(&who, false)
+            ));
+        }
+        Ok(who)
+    }
+
     /// Takes every named lock, or none. `me.run` may retake locks its own earlier process held.
     pub async fn acquire(&self, names: &[String], me: &Holder) -> Result<LockSet, LockError> {
         match self {
@@ -319,6 +338,28 @@ pub fn new_run_id() -> String {
     }
     let ts = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S");
     format!("{ts}Z-{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2])
+}
+
+/// The OS account this process runs as (its real uid's name): who the folder store believes is
+/// acting, since the folder is this account's own (0700).
+#[allow(unsafe_code)]
+pub fn os_account() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: passwd is plain data that getpwuid_r fills in; every pointer passed is valid for
+    // the sizes given, and `found` is checked before anything it points to is read.
+    let name = unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found);
+        (rc == 0 && !found.is_null() && !pw.pw_name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    name.unwrap_or_else(|| format!("uid {uid}"))
 }
 
 pub fn hostname() -> String {

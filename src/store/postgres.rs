@@ -86,8 +86,36 @@ impl PgStore {
         self.shown.clone()
     }
 
+    /// The role this session authenticated as. `SET ROLE` changes `current_user`, not this.
+    pub async fn session_user(&self) -> Result<String, String> {
+        let row = self
+            .client
+            .query_one("select session_user::text", &[])
+            .await
+            .map_err(err("reading who is connected"))?;
+        Ok(row.get(0))
+    }
+
     async fn migrate(&self) -> Result<(), String> {
         let c = &self.client;
+        // A schema already current needs no DDL: roles that may only read and append (an
+        // approver's) can use the store without the right to create tables.
+        let exists: bool = c
+            .query_one("select to_regclass('lifeboat_schema') is not null", &[])
+            .await
+            .map_err(err("reading the schema version"))?
+            .get(0);
+        let current: Option<i32> = if exists {
+            c.query_one("select max(version) from lifeboat_schema", &[])
+                .await
+                .map_err(err("reading the schema version"))?
+                .get(0)
+        } else {
+            None
+        };
+        if current == Some(MIGRATIONS.len() as i32) {
+            return Ok(());
+        }
         c.batch_execute("begin").await.map_err(err("migrating"))?;
         let r = async {
             c.execute("select pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])

@@ -74,6 +74,63 @@ steps:
     );
 }
 
+/// On the PostgreSQL store an approver is a database role: the role the approving session
+/// logged in as (`session_user`), which no flag or variable sets.
+#[test]
+fn on_the_postgres_store_an_approver_is_the_sessions_role() {
+    let pg = Cluster::start();
+    let url = state_url(&pg);
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "roles",
+            "steps:\n  - {id: gate, action: approval, with: {message: go, approvers: [lb_ann]}}\n  - {id: after, action: shell, needs: [gate], with: {script: 'echo after >> side.txt'}}\n",
+        ),
+    );
+    let env = [("PGPASSWORD", PASSWORD)];
+    let r = sb.lifeboat_env(&["run", "r.yaml", "--state", &url, "--yes"], &env);
+    assert_eq!(r.code, 3, "--yes does not pass it: {}", r.stderr);
+    let id = r.run_id();
+    // The owner's role is not an approver, whatever it claims.
+    let bad = sb.lifeboat_env(
+        &["approve", &id, "gate", "--state", &url],
+        &[
+            ("PGPASSWORD", PASSWORD),
+            ("LIFEBOAT_OPERATOR", "lb_ann"),
+            ("USER", "lb_ann"),
+        ],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr
+            .contains("you are `postgres` (the state store's database role)"),
+        "{}",
+        bad.stderr
+    );
+    pg.psql(
+        "lifeboat_state",
+        "create role lb_ann login password 'ann-Pw-4321'; grant select, insert, update on all tables in schema public to lb_ann",
+    );
+    let ann_url = format!("postgres://lb_ann@127.0.0.1:{}/lifeboat_state", pg.port);
+    let ok = sb.lifeboat_env(
+        &["approve", &id, "gate", "--state", &ann_url],
+        &[("PGPASSWORD", "ann-Pw-4321")],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let r = sb.lifeboat_env(&["resume", &id, "--state", &url], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = sb
+        .lifeboat_env(&["log", &id, "--json", "--state", &url], &env)
+        .stdout;
+    let granted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"approval_granted\""))
+        .collect();
+    assert_eq!(granted.len(), 1);
+    assert!(granted[0].contains("\"by\":\"lb_ann\""), "{}", granted[0]);
+}
+
 /// Issue 4: 20 concurrent `lifeboat run`s needing the same lock: exactly one runs at a time,
 /// none is lost (each is refused with exit 4 while another holds the lock, and tries again).
 #[test]

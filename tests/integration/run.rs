@@ -297,29 +297,33 @@ steps:
     assert!(at("failover").unwrap() < at("verify").unwrap(), "{side}");
 }
 
-#[test]
-fn an_approval_gate_stops_with_exit_3_and_resume_continues_after_approve() {
-    let sb = Sandbox::new();
-    sb.write(
-        "r.yaml",
-        &runbook(
-            "gate",
+fn gate_runbook(approvers: &str) -> String {
+    runbook(
+        "gate",
+        &format!(
             r#"
 steps:
   - id: restore
     action: shell
-    with: {script: "echo restore >> side.txt"}
+    with: {{script: "echo restore >> side.txt"}}
   - id: go_ahead
     action: approval
     needs: [restore]
-    with: {message: "Counts verified. Restart the writers?", approvers: [ana]}
+    with: {{message: "Counts verified. Restart the writers?", approvers: {approvers}}}
   - id: restart
     action: shell
     needs: [go_ahead]
-    with: {script: "echo restart >> side.txt"}
-"#,
+    with: {{script: "echo restart >> side.txt"}}
+"#
         ),
-    );
+    )
+}
+
+#[test]
+fn an_approval_gate_stops_with_exit_3_and_resume_continues_after_approve() {
+    let me = common::os_account();
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &gate_runbook(&format!("[{me}]")));
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let id = r.run_id();
@@ -330,19 +334,17 @@ steps:
         r.stderr
     );
     assert_eq!(sb.read("side.txt"), "restore\n");
-    // Another run of a different runbook is not blocked (no locks), and this one is still waiting.
-    let bad = sb.lifeboat(&["approve", &id, "go_ahead"]);
-    assert_eq!(bad.code, 2, "only ana may approve: {}", bad.stderr);
-    assert!(
-        bad.stderr.contains("may be approved only by ana"),
-        "{}",
-        bad.stderr
-    );
-    let ok = sb.lifeboat_env(
-        &["approve", &id, "go_ahead"],
-        &[("LIFEBOAT_OPERATOR", "ana")],
-    );
+    let ok = sb.lifeboat(&["approve", &id, "go_ahead"]);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stderr.contains(&format!("as {me}")), "{}", ok.stderr);
+    // Once: a second approval is refused, and the first stands.
+    let twice = sb.lifeboat(&["approve", &id, "go_ahead"]);
+    assert_eq!(twice.code, 2, "{}", twice.stderr);
+    assert!(
+        twice.stderr.contains("already approved"),
+        "{}",
+        twice.stderr
+    );
     let again = sb.lifeboat(&["resume", &id]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(
@@ -351,16 +353,89 @@ steps:
         "restore must not run twice"
     );
     let events = sb.events(&id);
-    let granted = events
+    let granted: Vec<_> = events
         .iter()
-        .find(|e| e["event"] == "approval_granted")
-        .unwrap();
-    assert_eq!(granted["by"], "ana");
-    assert_eq!(granted["via"], "command");
+        .filter(|e| e["event"] == "approval_granted")
+        .collect();
+    assert_eq!(granted.len(), 1);
+    assert_eq!(granted[0]["by"], me.as_str());
+    assert_eq!(granted[0]["via"], "command");
     assert_eq!(sb.lifeboat(&["verify", &id]).code, 0);
     let done = sb.lifeboat(&["resume", &id]);
     assert_eq!(done.code, 0);
     assert!(done.stderr.contains("already succeeded"));
+}
+
+/// `approvers` is a control: no flag, variable or `--yes` makes someone an approver.
+#[test]
+fn only_an_approver_passes_a_gate_that_names_approvers() {
+    let me = common::os_account();
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &gate_runbook("[ana]"));
+    // --yes answers other gates; not this one.
+    let r = sb.lifeboat(&["run", "r.yaml", "--yes"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let id = r.run_id();
+    for (claim, env) in [
+        ("nothing", vec![]),
+        ("$LIFEBOAT_OPERATOR", vec![("LIFEBOAT_OPERATOR", "ana")]),
+        ("$USER", vec![("USER", "ana")]),
+    ] {
+        let bad = sb.lifeboat_env(&["approve", &id, "go_ahead"], &env);
+        assert_eq!(bad.code, 2, "claiming {claim}: {}", bad.stderr);
+        assert!(
+            bad.stderr.contains(&format!(
+                "may be approved only by ana; you are `{me}` (this OS account)"
+            )),
+            "claiming {claim}: {}",
+            bad.stderr
+        );
+    }
+    let flag = sb.lifeboat(&["approve", &id, "go_ahead", "--operator", "ana"]);
+    assert_eq!(flag.code, 2, "approve takes no name: {}", flag.stderr);
+    let resumed = sb.lifeboat(&["resume", &id, "--yes"]);
+    assert_eq!(resumed.code, 3, "{}", resumed.stderr);
+    assert_eq!(sb.read("side.txt"), "restore\n");
+    assert!(
+        !sb.events(&id)
+            .iter()
+            .any(|e| e["event"] == "approval_granted")
+    );
+}
+
+/// Names go into logs and reports: one that could forge a line is refused, from any source.
+#[test]
+fn an_operator_name_with_a_control_character_is_refused() {
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "ok",
+            "steps:\n  - {id: a, action: shell, with: {argv: [\"true\"]}}\n",
+        ),
+    );
+    for name in [
+        "ana\nrun 1 succeeded",
+        "ana\r",
+        "bo\u{1b}[2J",
+        "ev\u{202e}il",
+        "tab\there",
+    ] {
+        let flag = sb.lifeboat(&["run", "r.yaml", "--operator", name]);
+        assert_eq!(flag.code, 2, "{name:?}: {}", flag.stderr);
+        assert!(
+            flag.stderr.contains("holds a control character"),
+            "{}",
+            flag.stderr
+        );
+        assert!(!flag.stderr.contains(name), "the name is shown escaped");
+        let env = sb.lifeboat_env(&["run", "r.yaml"], &[("LIFEBOAT_OPERATOR", name)]);
+        assert_eq!(env.code, 2, "{name:?}: {}", env.stderr);
+    }
+    assert!(
+        !sb.path(".lifeboat/runs").exists()
+            || sb.lifeboat(&["runs", "--json"]).stdout.trim() == "[]"
+    );
 }
 
 #[test]
@@ -888,9 +963,10 @@ steps:
         .iter()
         .find(|e| e["event"] == "approval_granted")
         .unwrap();
+    // By the OS account at the terminal, whatever $LIFEBOAT_OPERATOR claims.
     assert_eq!(
         (granted["by"].as_str(), granted["via"].as_str()),
-        (Some("ana"), Some("prompt"))
+        (Some(common::os_account().as_str()), Some("prompt"))
     );
 
     let no = Sandbox::new();

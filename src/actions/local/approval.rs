@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::actions::{ActionSpec, DescribeContext, Output, When, out};
+use crate::actions::{ActionSpec, DescribeContext, Output, When, WithProblem, out};
 
 /// Stop until an operator approves: prompted on a terminal, else recorded with `lifeboat approve`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -11,7 +11,9 @@ use crate::actions::{ActionSpec, DescribeContext, Output, When, out};
 pub struct Approval {
     /// The question put to the operator.
     pub message: String,
-    /// Who may approve; anyone when empty.
+    /// Who may approve, as the state store identifies them: OS accounts for a folder store,
+    /// database roles for a PostgreSQL one. `--yes` never passes a gate that names approvers.
+    /// Anyone when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
 }
@@ -31,6 +33,23 @@ impl ActionSpec for Approval {
     const DESTRUCTIVE: When<Self> = When::Never;
     // The engine runs approval gates itself: they need the run's log and its operator.
     const RUNNABLE: bool = true;
+
+    fn check(&self) -> Vec<WithProblem> {
+        self.approvers
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.is_empty() || crate::text::bad_name(a))
+            .map(|(i, a)| {
+                WithProblem::new(
+                    format!("/approvers/{i}"),
+                    format!(
+                        "`{}` is not a name an identity can have (empty, or a control character or line break)",
+                        crate::text::printable(a, false)
+                    ),
+                )
+            })
+            .collect()
+    }
 
     fn describe(&self, _: &dyn DescribeContext) -> String {
         let who = if self.approvers.is_empty() {
@@ -53,5 +72,20 @@ mod tests {
         let d = describe::<Approval>(json!({"message": "Restart?", "approvers": ["ana", "bo"]}));
         assert_eq!(d, "ask for approval (by ana or bo): Restart?");
         assert!(reject::<Approval>(json!({})).contains("missing field `message`"));
+    }
+
+    #[test]
+    fn approvers_are_names_an_identity_can_have() {
+        for bad in ["", "ana\nbo", "ev\u{202e}il", "x\u{7}"] {
+            let a = parse::<Approval>(json!({"message": "m", "approvers": ["ok", bad]}));
+            let p = a.check();
+            assert_eq!(p.len(), 1, "{bad:?}");
+            assert_eq!(p[0].field, "/approvers/1");
+        }
+        assert!(
+            parse::<Approval>(json!({"message": "m", "approvers": ["José", "lb_ann"]}))
+                .check()
+                .is_empty()
+        );
     }
 }

@@ -2,6 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
+/// The OS account the tests run as: who the folder store says approves.
+pub fn os_account() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
