@@ -16,6 +16,9 @@ pub struct RunSummary {
     pub finished_at: Option<String>,
     /// Set for finished drills.
     pub drill: Option<DrillSummary>,
+    /// Whether its log verifies. One that does not is counted apart and vouches for nothing:
+    /// not a last success, not a drill's numbers.
+    pub verified: bool,
 }
 
 /// What the drill metrics need of a finished drill.
@@ -47,11 +50,16 @@ pub fn render(runs: &[RunSummary]) -> String {
         last: Option<(i64, i64, String)>,
         last_success: Option<i64>,
         by_status: BTreeMap<String, u64>,
+        unverified: u64,
     }
     let mut per: BTreeMap<&str, PerRunbook> = BTreeMap::new();
     // The newest finished drill of each (runbook, scenario): (finished, its numbers).
     let mut drills: BTreeMap<(&str, &str), (i64, &DrillSummary)> = BTreeMap::new();
     for r in runs {
+        if !r.verified {
+            per.entry(&r.runbook).or_default().unverified += 1;
+            continue;
+        }
         if let (Some(d), Some(end)) = (&r.drill, r.finished_at.as_deref().and_then(unix_ms)) {
             let e = drills.entry((&r.runbook, &d.scenario)).or_insert((end, d));
             if end > e.0 {
@@ -152,8 +160,16 @@ pub fn render(runs: &[RunSummary]) -> String {
         drill_rows(&|_, end| Some(seconds(end))),
     );
     family(
+        "lifeboat_runs_unverified",
+        "Runs whose log fails verification (`lifeboat verify`): left out of every other metric. Alert on any.",
+        per.iter()
+            .filter(|(_, p)| p.unverified > 0)
+            .map(|(rb, p)| (format!("runbook=\"{}\"", label(rb)), p.unverified as f64))
+            .collect(),
+    );
+    family(
         "lifeboat_runs",
-        "Runs recorded in the state store, by runbook and status.",
+        "Runs recorded in the state store whose logs verify, by runbook and status.",
         per.iter()
             .flat_map(|(rb, p)| {
                 p.by_status.iter().map(move |(s, n)| {
@@ -174,6 +190,7 @@ mod tests {
 
     fn run(rb: &str, status: &str, start: &str, end: Option<&str>) -> RunSummary {
         RunSummary {
+            verified: true,
             runbook: rb.into(),
             status: status.into(),
             started_at: start.into(),
@@ -184,6 +201,7 @@ mod tests {
 
     fn drill(start: &str, end: &str, rto_ms: Option<u64>, passed: bool) -> RunSummary {
         RunSummary {
+            verified: true,
             drill: Some(DrillSummary {
                 scenario: "data-corruption".into(),
                 rto_ms,
@@ -262,6 +280,16 @@ mod tests {
                 "2026-11-21T02:00:00Z",
                 Some("2026-11-21T02:01:00Z"),
             ),
+            // The newest "success" of all, but its log does not verify: it vouches for nothing.
+            RunSummary {
+                verified: false,
+                ..run(
+                    "restore",
+                    "succeeded",
+                    "2026-11-23T02:00:00Z",
+                    Some("2026-11-23T02:00:01Z"),
+                )
+            },
         ]);
         let expected = "\
 # HELP lifeboat_run_duration_seconds Duration of the newest finished run of each runbook, with its status.
@@ -276,7 +304,10 @@ lifeboat_last_success_timestamp_seconds{runbook=\"restore\"} 1795053601
 # TYPE lifeboat_last_run_timestamp_seconds gauge
 lifeboat_last_run_timestamp_seconds{runbook=\"backup\"} 1795222805.5
 lifeboat_last_run_timestamp_seconds{runbook=\"restore\"} 1795226460
-# HELP lifeboat_runs Runs recorded in the state store, by runbook and status.
+# HELP lifeboat_runs_unverified Runs whose log fails verification (`lifeboat verify`): left out of every other metric. Alert on any.
+# TYPE lifeboat_runs_unverified gauge
+lifeboat_runs_unverified{runbook=\"restore\"} 1
+# HELP lifeboat_runs Runs recorded in the state store whose logs verify, by runbook and status.
 # TYPE lifeboat_runs gauge
 lifeboat_runs{runbook=\"backup\",status=\"failed\"} 1
 lifeboat_runs{runbook=\"backup\",status=\"running\"} 1

@@ -94,7 +94,7 @@ pub(super) fn drill_report(
 
 fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<DrillReport> {
     let (text, head) = super::history::log_and_head(state, run)?;
-    let verdict = runlog::verify(&text, head.as_ref());
+    let verdict = runlog::verify(run, &text, head.as_ref());
     let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(Error::Failed)?;
     let evidence = Evidence {
         log_hash: verdict.last_hash.clone(),

@@ -49,19 +49,42 @@ pub(super) fn runs(state: &str, json: bool) -> Result<Exit> {
 }
 
 /// Each run in the store, newest first, with its state folded from its log (or why the log
-/// cannot be read). A log that cannot be fetched at all is left out.
+/// cannot be read) and the verdict of its verification. A log that cannot be fetched at all is
+/// left out.
 type Folded = Result<(RunState, Vec<engine::Recorded>), String>;
 
-async fn states(store: &Store) -> Result<Vec<(String, Folded)>> {
+async fn states(store: &Store) -> Result<Vec<(String, Folded, runlog::Verdict)>> {
     let ids = store.runs().await.map_err(Error::Failed)?;
     let mut states = Vec::new();
     for id in ids {
         let Ok(text) = read(store, &id).await else {
             continue;
         };
-        states.push((id, state_of(&text)));
+        let verdict = checked(store, &id, &text).await;
+        states.push((id, state_of(&text), verdict));
     }
     Ok(states)
+}
+
+/// How a run's log verifies against its head; a head that cannot be read fails it.
+async fn checked(store: &Store, run: &str, text: &[u8]) -> runlog::Verdict {
+    match store.head(run).await {
+        Ok(head) => runlog::verify(run, text, head.as_ref()),
+        Err(e) => runlog::Verdict {
+            lines: 0,
+            last_hash: String::new(),
+            first_bad: Some((0, format!("the head anchor cannot be read: {e}"))),
+            unanchored: 0,
+        },
+    }
+}
+
+/// `intact`, or `TAMPERED: line N: why`: what `runs` and `show` say of a run's log.
+fn log_word(v: &runlog::Verdict) -> String {
+    match &v.first_bad {
+        None => "intact".into(),
+        Some((line, why)) => format!("TAMPERED: line {line}: {why}"),
+    }
 }
 
 async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
@@ -69,7 +92,7 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
     let rows: Vec<serde_json::Value> = states(&store)
         .await?
         .into_iter()
-        .map(|(id, st)| match st.map(|(st, _)| st) {
+        .map(|(id, st, verdict)| match st.map(|(st, _)| st) {
             Ok(st) if !st.run.is_empty() => serde_json::json!({
                 "id": id,
                 "runbook": st.runbook,
@@ -78,6 +101,7 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
                 "started_at": st.started_at,
                 "finished_at": st.finished_at,
                 "operator": st.operator,
+                "log": log_word(&verdict),
             }),
             // Killed before its first line was durable: nothing ran.
             Ok(_) => {
@@ -94,12 +118,17 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
         eprintln!("no runs in {}", store.describe());
     } else {
         for r in rows {
+            // A log that does not verify vouches for nothing it says, its status included.
+            let status = match r["log"].as_str() {
+                Some(l) if l.starts_with("TAMPERED") => "TAMPERED",
+                _ => r["status"].as_str().unwrap_or(""),
+            };
             println!(
                 "{}  {:<22} {:<20} {:<10} {}",
                 r["id"].as_str().unwrap_or(""),
-                r["status"].as_str().unwrap_or(""),
-                r["runbook"].as_str().unwrap_or("-"),
-                r["version"].as_str().unwrap_or("-"),
+                status,
+                crate::text::printable(r["runbook"].as_str().unwrap_or("-"), false),
+                crate::text::printable(r["version"].as_str().unwrap_or("-"), false),
                 r["started_at"].as_str().unwrap_or("-"),
             );
         }
@@ -112,8 +141,9 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
     // Runs that never started or cannot be read have no runbook to count them under.
     let summaries: Vec<crate::metrics::RunSummary> = states
         .into_iter()
-        .filter_map(|(_, st)| st.ok().filter(|(st, _)| !st.run.is_empty()))
-        .map(|(st, events)| crate::metrics::RunSummary {
+        .filter_map(|(_, st, v)| st.ok().filter(|(st, _)| !st.run.is_empty()).map(|s| (s, v)))
+        .map(|((st, events), v)| crate::metrics::RunSummary {
+            verified: v.intact(),
             drill: drill_summary(&events),
             status: st.status.as_str().to_string(),
             runbook: st.runbook,
@@ -150,10 +180,12 @@ fn drill_summary(events: &[engine::Recorded]) -> Option<crate::metrics::DrillSum
 }
 
 pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
-    let (st, _) = runtime().block_on(async {
+    let (st, verdict) = runtime().block_on(async {
         let store = open(state).await?;
         let text = read(&store, run).await?;
-        state_of(&text).map_err(Error::Failed)
+        let verdict = checked(&store, run, &text).await;
+        let (st, _) = state_of(&text).map_err(Error::Failed)?;
+        Ok::<_, Error>((st, verdict))
     })?;
     if json {
         println!(
@@ -161,6 +193,10 @@ pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
             serde_json::to_string_pretty(&st).expect("state serializes")
         );
         return Ok(Exit::Success);
+    }
+    if !verdict.intact() {
+        // Said first: nothing below can be trusted.
+        println!("log       {}", log_word(&verdict));
     }
     println!("run       {}", st.run);
     println!("runbook   {} {}", st.runbook, st.version);
@@ -244,9 +280,14 @@ pub(super) fn log_and_head(state: &str, run: &str) -> Result<(Vec<u8>, Option<ru
     })
 }
 
-pub(super) fn verify(state: &str, run: &str, json: bool) -> Result<Exit> {
+pub(super) fn verify(state: &str, run: &str, json: bool, expect: Option<&str>) -> Result<Exit> {
     let (text, head) = log_and_head(state, run)?;
-    let v = runlog::verify(&text, head.as_ref());
+    let mut v = runlog::verify(run, &text, head.as_ref());
+    if let (None, Some(hash)) = (&v.first_bad, expect)
+        && let Err(why) = runlog::expect(&text, &v, hash)
+    {
+        v.first_bad = Some((v.lines, why));
+    }
     if json {
         println!("{}", serde_json::to_string(&v).expect("verdict serializes"));
     }

@@ -150,6 +150,10 @@ enum Command {
         state: String,
         #[arg(long)]
         json: bool,
+        /// The log hash printed when the run stopped, kept somewhere else (a ticket, CI): the
+        /// log's last line must have it. Catches a log and head rewritten together.
+        #[arg(long, value_name = "HASH")]
+        expect: Option<String>,
     },
     /// Print the runbook JSON Schema.
     Schema,
@@ -250,7 +254,12 @@ fn dispatch(command: Command) -> Result<Exit> {
         Command::Metrics { state, out } => history::metrics(&state, out.as_deref()),
         Command::Show { run, state, json } => history::show(&state, &run, json),
         Command::Log { run, state, json } => history::log(&state, &run, json),
-        Command::Verify { run, state, json } => history::verify(&state, &run, json),
+        Command::Verify {
+            run,
+            state,
+            json,
+            expect,
+        } => history::verify(&state, &run, json, expect.as_deref()),
         Command::Schema => {
             println!(
                 "{}",

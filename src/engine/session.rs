@@ -173,10 +173,7 @@ impl<'s> Session<'s> {
         let secrets = secrets::resolve(&rb).map_err(Error::Invalid)?;
         let identity = store.identity().await.map_err(Error::Invalid)?;
         let locks = store.acquire(&rb.locks, &holder(run_id)).await?;
-        let writer = store
-            .log_writer(run_id, stored.verdict.lines, stored.verdict.last_hash)
-            .await
-            .map_err(Error::Failed)?;
+        let writer = open_for_appending(store, run_id, &stored.verdict).await?;
         let masker = Masker::new(&secrets);
         let started_at = state.started_at.clone();
         let cut_short: Vec<(String, u32)> = state
@@ -272,14 +269,19 @@ impl Ready<'_> {
     /// is interrupted; then anchors the log's end and pauses or releases the locks.
     pub async fn drive(mut self) -> Result<Ended> {
         let result = self.engine.drive(self.signals.as_mut()).await;
+        // Anchor the end of the log outside it, closed: a rewritten last line shows, and so do
+        // lines added after this. Only what is on disk is anchored.
+        let flushed = self.emitter.flush().await;
         let (last, hash) = self.emitter.writer().last();
-        // Anchor the end of the log outside it, so that a rewritten last line shows.
-        let head = runlog::Head {
-            seq: last,
-            hash: hash.clone(),
-        };
-        if let Err(e) = self.store.write_head(&self.run_id, &head).await {
-            self.emitter.notice(&Notice::HeadNotWritten(e));
+        if flushed.is_ok() {
+            let head = runlog::Head {
+                seq: last,
+                hash: hash.clone(),
+                open: false,
+            };
+            if let Err(e) = self.store.write_head(&self.run_id, &head).await {
+                self.emitter.notice(&Notice::HeadNotWritten(e));
+            }
         }
         match result {
             Ok(status) => {
@@ -369,10 +371,7 @@ pub async fn approve(
             }
         )));
     }
-    let writer = store
-        .log_writer(run_id, stored.verdict.lines, stored.verdict.last_hash)
-        .await
-        .map_err(Error::Failed)?;
+    let writer = open_for_appending(store, run_id, &stored.verdict).await?;
     // The secrets this process can read: an approver's shell may lack some, and those it cannot
     // read it cannot leak either.
     let masker = Masker::new(&secrets::resolve_available(&rb));
@@ -386,7 +385,12 @@ pub async fn approve(
         .await?;
     let (seq, hash) = emitter.writer().last();
     drop(emitter);
-    if let Err(e) = store.write_head(run_id, &runlog::Head { seq, hash }).await {
+    let closed = runlog::Head {
+        seq,
+        hash,
+        open: false,
+    };
+    if let Err(e) = store.write_head(run_id, &closed).await {
         sink.notice(&Notice::HeadNotWritten(e));
     }
     Ok(Approved { by })
@@ -416,7 +420,7 @@ async fn read_run(store: &Store, run_id: &str, sink: &dyn Sink) -> Result<Stored
         sink.notice(&Notice::TornLineRemoved);
     }
     let head = store.head(run_id).await.map_err(Error::Failed)?;
-    let verdict = runlog::verify(&text, head.as_ref());
+    let verdict = runlog::verify(run_id, &text, head.as_ref());
     if let Some((line, why)) = &verdict.first_bad {
         return Err(Error::Failed(format!(
             "the run log of {run_id} fails verification at line {line}: {why}; refusing to continue it"
@@ -463,6 +467,28 @@ async fn read_run(store: &Store, run_id: &str, sink: &dyn Sink) -> Result<Stored
         events,
         verdict,
     })
+}
+
+/// A writer appending to a verified log, once its head anchor says, durably, that a process is
+/// appending: lines after a closed head are tampering, lines after an open one a crash.
+async fn open_for_appending(
+    store: &Store,
+    run_id: &str,
+    verdict: &runlog::Verdict,
+) -> Result<runlog::LogWriter> {
+    let open = runlog::Head {
+        seq: verdict.lines,
+        hash: verdict.last_hash.clone(),
+        open: true,
+    };
+    store
+        .write_head(run_id, &open)
+        .await
+        .map_err(Error::Failed)?;
+    store
+        .log_writer(run_id, verdict.lines, verdict.last_hash.clone())
+        .await
+        .map_err(Error::Failed)
 }
 
 /// Refuses a runbook with a step this version cannot run, before anything starts.

@@ -244,6 +244,12 @@ impl Harness {
         }
     }
 
+    /// The run's log checked against the head its store keeps.
+    fn verified(&self, run: &str) -> crate::runlog::Verdict {
+        let head = self.memory().head(run).unwrap();
+        crate::runlog::verify(run, &self.log(run), head.as_ref())
+    }
+
     fn log(&self, run: &str) -> Vec<u8> {
         self.memory().read_log(run).unwrap()
     }
@@ -267,7 +273,9 @@ impl Harness {
 fn crashed(script: Script, runbook: &str, log: &[u8], cut: usize) -> (Harness, String) {
     let mut h = harness(script);
     h.yes = true;
-    let run = "20261130T000000Z-000000".to_string();
+    let first: serde_json::Value =
+        serde_json::from_slice(log.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let run = first["run"].as_str().unwrap().to_string();
     let m = h.memory();
     drop(m.create_run(&run, format!("{HEADER}{runbook}").as_bytes()));
     m.publish_run(&run).unwrap();
@@ -319,7 +327,7 @@ async fn steps_run_in_dependency_order_and_outputs_reach_templates() {
         _ => None,
     });
     assert_eq!(b_inputs.unwrap()["argv"], json!(["echo", "7"]));
-    let verdict = crate::runlog::verify(&h.log(&end.run_id), None);
+    let verdict = h.verified(&end.run_id);
     assert!(verdict.first_bad.is_none());
     assert_eq!(verdict.last_hash, end.log_hash);
 }
@@ -563,7 +571,7 @@ steps:
     );
     assert_eq!(h.script.attempts_of("after"), 1);
     // The chain stayed whole through the approval written by another "process".
-    assert!(crate::runlog::verify(&h.log(&end.run_id), None).intact());
+    assert!(h.verified(&end.run_id).intact());
 }
 
 #[tokio::test(start_paused = true)]
@@ -718,7 +726,7 @@ async fn resume_repairs_a_torn_line_and_refuses_a_tampered_log() {
         h.sink.notices.lock().unwrap().as_slice(),
         [Notice::TornLineRemoved]
     );
-    assert!(crate::runlog::verify(&h.log(&run), None).intact());
+    assert!(h.verified(&run).intact());
 
     // One changed byte in an earlier line breaks the chain: resume refuses to go on.
     {
@@ -822,10 +830,7 @@ async fn a_crash_at_any_line_leaves_a_run_resume_can_finish() {
                 "cut at byte {cut}: {step}"
             );
         }
-        assert!(
-            crate::runlog::verify(&h.log(run), None).intact(),
-            "cut at byte {cut}"
-        );
+        assert!(h.verified(run).intact(), "cut at byte {cut}");
     }
 }
 
@@ -897,7 +902,7 @@ steps:
             "got ***",
             "secret `{word}`"
         );
-        assert!(crate::runlog::verify(&h.log(&end.run_id), None).intact());
+        assert!(h.verified(&end.run_id).intact());
     }
 }
 
@@ -1038,7 +1043,8 @@ async fn an_approval_is_by_an_approver_and_recorded_once() {
     let again = h.resume(&run).await.unwrap().unwrap();
     assert_eq!(again.status, RunStatus::Succeeded);
 
-    // A grant by a non-approver, appended by hand with a valid chain, is not an approval.
+    // A grant by a non-approver, well chained, as if a crashed process had written it, is not
+    // an approval.
     let h = harness(Script::default());
     let end = h
         .start("steps:\n  - {id: gate, action: approval, with: {message: go, approvers: [ann]}}\n")
@@ -1046,10 +1052,7 @@ async fn an_approval_is_by_an_approver_and_recorded_once() {
     let run = end.run_id.clone();
     let (seq, prev) = {
         let st = h.state(&run);
-        (
-            st.last_seq,
-            crate::runlog::verify(&h.log(&run), None).last_hash,
-        )
+        (st.last_seq, h.verified(&run).last_hash)
     };
     let forged = Event::ApprovalGranted {
         step: "gate".into(),
@@ -1064,7 +1067,84 @@ async fn an_approval_is_by_an_approver_and_recorded_once() {
         .lock()
         .unwrap()
         .extend_from_slice(format!("{line}\n").as_bytes());
-    h.memory().forget_head(&run);
+    // As a crashed process's would be: after an open head.
+    h.memory().reopen_head(&run);
     let again = h.resume(&run).await.unwrap().unwrap();
     assert_eq!(again.status, RunStatus::WaitingForApproval);
+}
+
+/// Lines added after a run stopped, the head deleted with the log cut short, or another run's
+/// log put in its place: `resume` refuses each, so nothing that succeeded runs again.
+#[tokio::test(start_paused = true)]
+async fn resume_refuses_a_log_changed_after_its_run_stopped() {
+    let steps = "steps:\n  - {id: once, action: shell, with: {argv: [x]}}\n  - {id: gate, action: approval, needs: [once], with: {message: go}}\n";
+    type Attack = fn(&Memory, &str, &str);
+    let attacks: [(&str, Attack); 4] = [
+        (
+            "a forged step_failed appended after the closed head",
+            |m, run, _| {
+                let log = m.read_log(run).unwrap();
+                let v = crate::runlog::verify(run, &log, m.head(run).unwrap().as_ref());
+                let forged = Event::StepFailed {
+                    step: "once".into(),
+                    attempt: 1,
+                    error: "x".into(),
+                    elapsed_ms: 0,
+                    continued: false,
+                };
+                let line = crate::runlog::format_line(
+                    v.lines + 1,
+                    "2026-11-30T00:00:00.000Z",
+                    &forged.to_map(),
+                    &v.last_hash,
+                );
+                m.run(run)
+                    .log
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(format!("{line}\n").as_bytes());
+            },
+        ),
+        ("cut to its first line, head deleted", |m, run, _| {
+            let mem = m.run(run);
+            let mut log = mem.log.lock().unwrap();
+            let first = log.iter().position(|&b| b == b'\n').unwrap() + 1;
+            log.truncate(first);
+            drop(log);
+            m.delete_head(run);
+        }),
+        ("cut to its first line, head left", |m, run, _| {
+            let mem = m.run(run);
+            let mut log = mem.log.lock().unwrap();
+            let first = log.iter().position(|&b| b == b'\n').unwrap() + 1;
+            log.truncate(first);
+        }),
+        (
+            "another run's log and head in its place",
+            |m, run, other| {
+                let theirs = m.read_log(other).unwrap();
+                *m.run(run).log.lock().unwrap() = theirs;
+                let head = m.head(other).unwrap().unwrap();
+                m.write_head(run, &head).unwrap();
+            },
+        ),
+    ];
+    for (what, attack) in attacks {
+        let h = harness(Script::default());
+        let other = h.start(steps).await;
+        let end = h.start(steps).await;
+        assert_eq!(end.status, RunStatus::WaitingForApproval);
+        attack(h.memory(), &end.run_id, &other.run_id);
+        assert!(!h.verified(&end.run_id).intact(), "{what}: verify");
+        let refused = h
+            .resume(&end.run_id)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what}: resumed"));
+        assert!(
+            refused.to_string().contains("fails verification"),
+            "{what}: {refused}"
+        );
+        assert_eq!(h.script.attempts_of("once"), 2, "{what}: nothing ran again");
+    }
 }

@@ -16,7 +16,7 @@ mod writer;
 #[cfg(test)]
 pub use memory::MemLog;
 pub use pg_writer::PgLog;
-pub use verify::{Head, Verdict, read_head, verify, write_head};
+pub use verify::{Head, Verdict, expect, genesis, read_head, verify, write_head};
 pub use writer::{FileLog, WriterStats};
 
 /// Where a run's lines go: a file (fsync), or the PostgreSQL state store (commit).

@@ -44,10 +44,14 @@ pub struct WriterStats {
 impl FileLog {
     /// Opens a log for appending after `last_seq` lines whose last line hashes to `prev`.
     pub fn open(path: &Path, last_seq: u64, prev: String) -> std::io::Result<FileLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)?
+        };
         let sync_file = file.try_clone()?;
         if last_seq == 0 {
             // The file's directory entry must be durable too, or a crash could lose the whole log.

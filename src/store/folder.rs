@@ -4,10 +4,14 @@
 //! ```text
 //! .lifeboat/runs/<run>/log.jsonl     the run log (docs/run-log.md)
 //! .lifeboat/runs/<run>/runbook.yaml  the file as it was when the run started (resume runs this)
-//! .lifeboat/runs/<run>/head.json     seq and hash of the last line, written when the run stops
 //! .lifeboat/runs/<run>/driver        flock'd by the one process driving the run
+//! .lifeboat/heads/<run>.json         the head anchor: seq and hash of the last line, and whether
+//!                                    a process is appending; kept apart from the run's own files
 //! .lifeboat/locks/<name>.lock        flock'd by the run holding the lock; says who that is
 //! ```
+//!
+//! The folder and everything in it are its owner's alone (0700, files 0600): the logs hold
+//! what runs did, the runbooks what they will do.
 //!
 //! Liveness comes from flock(2): the kernel drops a dead process's locks, so "the holder is
 //! verifiably gone" is exactly "the flock can be taken". Lock files are never deleted, because
@@ -15,6 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{Holder, LockError, LockState};
@@ -29,7 +34,27 @@ pub struct RunFiles {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub runbook: PathBuf,
-    pub head: PathBuf,
+}
+
+/// Creates a file only its owner may read or write.
+pub fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates a folder (and its parents) only its owner may enter; an existing one is made so.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Locks taken for one run, held until dropped or released.
@@ -44,8 +69,10 @@ pub struct FolderLocks {
 impl Folder {
     /// Opens (and creates) a folder store.
     pub fn open(root: &Path) -> std::io::Result<Folder> {
-        std::fs::create_dir_all(root.join("runs"))?;
-        std::fs::create_dir_all(root.join("locks"))?;
+        private_dir(root)?;
+        for sub in ["runs", "locks", "heads"] {
+            private_dir(&root.join(sub))?;
+        }
         Ok(Folder {
             root: root.to_path_buf(),
         })
@@ -60,9 +87,18 @@ impl Folder {
         RunFiles {
             log: dir.join("log.jsonl"),
             runbook: dir.join("runbook.yaml"),
-            head: dir.join("head.json"),
             dir,
         }
+    }
+
+    /// Where a run's head anchor is kept: outside its own folder.
+    pub fn head_path(&self, run: &str) -> PathBuf {
+        self.root.join("heads").join(format!("{run}.json"))
+    }
+
+    /// Where runs before lifeboat kept their heads apart kept it: read when there is no other.
+    pub fn legacy_head_path(&self, run: &str) -> PathBuf {
+        self.root.join("runs").join(run).join("head.json")
     }
 
     /// Creates a run's folder, hidden, with its copy of the runbook. The caller writes the
@@ -70,8 +106,11 @@ impl Folder {
     /// `run_started` is durable, so a crash in between leaves nothing to resume.
     pub fn create_run(&self, run: &str, runbook: &[u8]) -> std::io::Result<RunFiles> {
         let f = self.files(&format!(".new-{run}"));
-        std::fs::create_dir(&f.dir)?;
-        let mut file = File::create(&f.runbook)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&f.dir)?;
+        }
+        let mut file = private_file(&f.runbook)?;
         file.write_all(runbook)?;
         file.sync_all()?;
         File::open(&f.dir)?.sync_all()?;
@@ -122,6 +161,7 @@ impl Folder {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(f.dir.join("driver"))
             .map_err(|e| format!("cannot open the run's driver lock: {e}"))?;
         match file.try_lock() {
@@ -164,6 +204,7 @@ impl Folder {
                 .truncate(false)
                 .read(true)
                 .write(true)
+                .mode(0o600)
                 .open(&path)
                 .map_err(io)?;
             match file.try_lock() {

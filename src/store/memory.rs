@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Holder, LockError, LockState};
-use crate::runlog::{GENESIS, Head, LogWriter, MemLog};
+use crate::runlog::{Head, LogWriter, MemLog};
 
 #[derive(Default)]
 pub struct Memory {
@@ -92,11 +92,11 @@ impl Memory {
         let r = Arc::new(MemRun {
             log: Arc::default(),
             runbook: runbook.to_vec(),
-            head: Mutex::new(None),
+            head: Mutex::new(Some(Head::created(run))),
             published: AtomicBool::new(false),
             driven: Arc::default(),
         });
-        let writer = LogWriter::Memory(MemLog::new(r.log.clone(), 0, GENESIS.to_string()));
+        let writer = LogWriter::Memory(MemLog::new(r.log.clone(), 0, crate::runlog::genesis(run)));
         self.runs
             .lock()
             .expect("runs lock")
@@ -166,9 +166,16 @@ impl Memory {
         Ok(self.get(run)?.head.lock().expect("head lock").clone())
     }
 
-    /// As if the head anchor had never been written (a crash before the first stop).
-    pub fn forget_head(&self, run: &str) {
+    /// As if someone had deleted the head anchor.
+    pub fn delete_head(&self, run: &str) {
         *self.run(run).head.lock().expect("head lock") = None;
+    }
+
+    /// As if a process had started appending and then crashed: the head is left open.
+    pub fn reopen_head(&self, run: &str) {
+        if let Some(h) = self.run(run).head.lock().expect("head lock").as_mut() {
+            h.open = true;
+        }
     }
 
     pub fn write_head(&self, run: &str, head: &Head) -> Result<(), String> {

@@ -164,10 +164,13 @@ impl Store {
     pub async fn create_run(&self, run: &str, runbook: &[u8]) -> Result<LogWriter, String> {
         match self {
             Store::Folder(f) => {
+                // The head first: a published run without one is a run whose head was deleted.
+                crate::runlog::write_head(&f.head_path(run), &Head::created(run))
+                    .map_err(io("cannot write the head anchor"))?;
                 let files = f
                     .create_run(run, runbook)
                     .map_err(io("cannot create the run"))?;
-                LogWriter::open(&files.log, 0, crate::runlog::GENESIS.to_string())
+                LogWriter::open(&files.log, 0, crate::runlog::genesis(run))
                     .map_err(io("cannot create the run log"))
             }
             Store::Postgres(p) => p.create_run(run, runbook).await,
@@ -281,8 +284,14 @@ impl Store {
 
     pub async fn head(&self, run: &str) -> Result<Option<Head>, String> {
         match self {
-            Store::Folder(f) => crate::runlog::read_head(&f.run(run)?.head)
-                .map_err(io("the head anchor is unreadable")),
+            Store::Folder(f) => {
+                f.run(run)?;
+                match crate::runlog::read_head(&f.head_path(run)) {
+                    Ok(None) => crate::runlog::read_head(&f.legacy_head_path(run)),
+                    other => other,
+                }
+                .map_err(io("the head anchor is unreadable"))
+            }
             Store::Postgres(p) => p.head(run).await,
             #[cfg(test)]
             Store::Memory(m) => m.head(run),
@@ -291,8 +300,11 @@ impl Store {
 
     pub async fn write_head(&self, run: &str, head: &Head) -> Result<(), String> {
         match self {
-            Store::Folder(f) => crate::runlog::write_head(&f.run(run)?.head, head)
-                .map_err(io("cannot write the head anchor")),
+            Store::Folder(f) => {
+                f.run(run)?;
+                crate::runlog::write_head(&f.head_path(run), head)
+                    .map_err(io("cannot write the head anchor"))
+            }
             Store::Postgres(p) => p.write_head(run, head).await,
             #[cfg(test)]
             Store::Memory(m) => m.write_head(run, head),

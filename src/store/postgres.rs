@@ -8,7 +8,8 @@ use super::{Holder, LockError, LockState};
 use crate::runlog::{Head, LogWriter, PgLog};
 
 /// Migrations, in order; the schema's version is how many have run.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     create table lifeboat_runs (
         id text primary key,
         runbook bytea not null,
@@ -27,7 +28,11 @@ const MIGRATIONS: &[&str] = &["
         name text primary key,
         holder jsonb not null
     );
-"];
+",
+    "
+    alter table lifeboat_runs add column head_open boolean not null default false;
+",
+];
 
 /// Serializes migrations between lifeboats starting at the same time.
 const MIGRATION_LOCK: i64 = 0x6c69_6665_626f_6174; // "lifeboat"
@@ -159,15 +164,16 @@ impl PgStore {
     }
 
     pub async fn create_run(&self, run: &str, runbook: &[u8]) -> Result<LogWriter, String> {
+        let head = Head::created(run);
         self.client
             .execute(
-                "insert into lifeboat_runs(id, runbook) values ($1, $2)",
-                &[&run, &runbook],
+                "insert into lifeboat_runs(id, runbook, head_seq, head_hash, head_open) \
+                 values ($1, $2, 0, $3, true)",
+                &[&run, &runbook, &head.hash],
             )
             .await
             .map_err(err("creating the run"))?;
-        self.log_writer(run, 0, crate::runlog::GENESIS.to_string())
-            .await
+        self.log_writer(run, 0, head.hash).await
     }
 
     pub async fn publish_run(&self, run: &str) -> Result<(), String> {
@@ -280,7 +286,7 @@ impl PgStore {
         let row = self
             .client
             .query_opt(
-                "select head_seq, head_hash from lifeboat_runs where id = $1",
+                "select head_seq, head_hash, head_open from lifeboat_runs where id = $1",
                 &[&run],
             )
             .await
@@ -291,6 +297,7 @@ impl PgStore {
             Some(Head {
                 seq: seq? as u64,
                 hash: hash?,
+                open: r.get(2),
             })
         }))
     }
@@ -298,8 +305,8 @@ impl PgStore {
     pub async fn write_head(&self, run: &str, head: &Head) -> Result<(), String> {
         self.client
             .execute(
-                "update lifeboat_runs set head_seq = $2, head_hash = $3 where id = $1",
-                &[&run, &(head.seq as i64), &head.hash],
+                "update lifeboat_runs set head_seq = $2, head_hash = $3, head_open = $4 where id = $1",
+                &[&run, &(head.seq as i64), &head.hash, &head.open],
             )
             .await
             .map(|_| ())

@@ -17,6 +17,7 @@ mod kubernetes;
 mod pg_state;
 mod postgres;
 mod run;
+mod run_log;
 mod runbooks;
 mod s3;
 mod schema;

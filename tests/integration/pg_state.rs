@@ -70,7 +70,7 @@ steps:
     assert!(v.stderr.contains("TAMPERED"), "{}", v.stderr);
     assert_eq!(
         pg.psql("lifeboat_state", "select version from lifeboat_schema"),
-        "1"
+        "2"
     );
 }
 
