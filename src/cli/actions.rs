@@ -13,7 +13,7 @@ pub(super) fn run(name: Option<&str>, as_json: bool) -> Result<Exit> {
     let Some(name) = name else {
         if as_json {
             let list: Vec<Value> = all.iter().map(to_json).collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&list).expect("serializes")
             );
@@ -25,7 +25,7 @@ pub(super) fn run(name: Option<&str>, as_json: bool) -> Result<Exit> {
                 } else {
                     "  (plan only in this version)"
                 };
-                println!("{:width$}  {}{plan_only}", a.name, a.summary);
+                outln!("{:width$}  {}{plan_only}", a.name, a.summary);
             }
         }
         return Ok(Exit::Success);
@@ -37,12 +37,12 @@ pub(super) fn run(name: Option<&str>, as_json: bool) -> Result<Exit> {
         return Err(Error::Invalid(format!("unknown action `{name}`{hint}")));
     };
     if as_json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&to_json(info)).expect("serializes")
         );
     } else {
-        print!("{}", document(info));
+        out!("{}", document(info));
     }
     Ok(Exit::Success)
 }

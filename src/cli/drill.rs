@@ -28,6 +28,13 @@ pub struct DrillArgs {
 pub(super) fn drill(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Result<Exit> {
     let (text, rb, values) = load_for_run(file, given)?;
     let composed = drill::compose(&rb, &a.scenario).map_err(Error::Invalid)?;
+    // The scenario's own steps, checked as `run` checks the runbook's.
+    if let Err(diags) = crate::plan::build(&composed.runbook, &values) {
+        let source =
+            crate::runbook::load_str(&file.display().to_string(), &String::from_utf8_lossy(&text))
+                .source;
+        return Err(Error::runbook(source, diags));
+    }
     let targets = rb
         .drill
         .as_ref()
@@ -48,7 +55,7 @@ pub(super) fn drill(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -
                 if outside.len() == 1 { "is" } else { "are" }
             )));
         }
-        eprintln!("warning: --i-know: running against {list}, which are not drill targets");
+        errln!("warning: --i-know: running against {list}, which are not drill targets");
     }
     let mut info = composed.info;
     info.outside_targets = outside;
@@ -118,12 +125,12 @@ fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<Dri
                 .map_err(|e| {
                     Error::Failed(format!("cannot write the report to {}: {e}", out.display()))
                 })?;
-            eprintln!("report: {}", out.display());
+            errln!("report: {}", out.display());
         }
     }
     summarize(&r);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&r).expect("the report serializes")
         );
@@ -133,23 +140,25 @@ fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<Dri
 
 fn summarize(r: &DrillReport) {
     let verdict = if r.passed { "PASSED" } else { "FAILED" };
-    eprintln!(
+    errln!(
         "drill {verdict}: {} / {} (run {})",
-        r.runbook, r.scenario, r.run
+        r.runbook,
+        r.scenario,
+        r.run
     );
-    eprintln!(
+    errln!(
         "  RTO: {}",
         crate::drill::against(r.rto_ms, r.objectives.rto_ms)
     );
-    eprintln!(
+    errln!(
         "  RPO: {}",
         crate::drill::against(r.rpo_ms, r.objectives.rpo_ms)
     );
     for why in &r.reasons {
-        eprintln!("  - {why}");
+        errln!("  - {why}");
     }
     for n in &r.notes {
-        eprintln!("  note: {n}");
+        errln!("  note: {n}");
     }
-    eprintln!("  log hash {}", r.evidence.log_hash);
+    errln!("  log hash {}", r.evidence.log_hash);
 }

@@ -14,6 +14,6 @@ pub(super) fn run(code: &str) -> Result<Exit> {
                 "unknown error code `{code}`; codes look like LB0103"
             ))
         })?;
-    print!("{}", c.docs());
+    out!("{}", c.docs());
     Ok(Exit::Success)
 }

@@ -113,9 +113,9 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::Value::Array(rows));
+        outln!("{}", serde_json::Value::Array(rows));
     } else if rows.is_empty() {
-        eprintln!("no runs in {}", store.describe());
+        errln!("no runs in {}", store.describe());
     } else {
         for r in rows {
             // A log that does not verify vouches for nothing it says, its status included.
@@ -123,12 +123,12 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
                 Some(l) if l.starts_with("TAMPERED") => "TAMPERED",
                 _ => r["status"].as_str().unwrap_or(""),
             };
-            println!(
+            sayln!(
                 "{}  {:<22} {:<20} {:<10} {}",
                 r["id"].as_str().unwrap_or(""),
                 status,
-                crate::text::printable(r["runbook"].as_str().unwrap_or("-"), false),
-                crate::text::printable(r["version"].as_str().unwrap_or("-"), false),
+                r["runbook"].as_str().unwrap_or("-"),
+                r["version"].as_str().unwrap_or("-"),
                 r["started_at"].as_str().unwrap_or("-"),
             );
         }
@@ -153,7 +153,7 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
         .collect();
     let text = crate::metrics::render(&summaries);
     let Some(path) = out else {
-        print!("{text}");
+        out!("{text}");
         return Ok(Exit::Success);
     };
     // The collector may read at any moment: it must see the old file or the new one, whole.
@@ -188,7 +188,7 @@ pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
         Ok::<_, Error>((st, verdict))
     })?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&st).expect("state serializes")
         );
@@ -196,18 +196,18 @@ pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
     }
     if !verdict.intact() {
         // Said first: nothing below can be trusted.
-        println!("log       {}", log_word(&verdict));
+        sayln!("log       {}", log_word(&verdict));
     }
-    println!("run       {}", st.run);
-    println!("runbook   {} {}", st.runbook, st.version);
-    println!("status    {}", st.status.as_str());
-    println!("operator  {}", st.operator);
-    println!("started   {}", st.started_at);
-    println!("finished  {}", st.finished_at.as_deref().unwrap_or("-"));
+    sayln!("run       {}", st.run);
+    sayln!("runbook   {} {}", st.runbook, st.version);
+    sayln!("status    {}", st.status.as_str());
+    sayln!("operator  {}", st.operator);
+    sayln!("started   {}", st.started_at);
+    sayln!("finished  {}", st.finished_at.as_deref().unwrap_or("-"));
     if let Some(s) = &st.summary {
-        println!("summary   {s}");
+        sayln!("summary   {s}");
     }
-    println!();
+    sayln!("");
     for (id, r) in &st.steps {
         let (word, detail) = match &r.state {
             StepState::Pending => ("pending", String::new()),
@@ -228,11 +228,11 @@ pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
             StepState::Compensated => ("compensated", String::new()),
         };
         let took = r.elapsed_ms.map(ms_text).unwrap_or_default();
-        println!("  {id:<24} {word:<12} {took:>8}  {detail}");
+        sayln!("  {id:<24} {word:<12} {took:>8}  {detail}");
         if let Some(e) = &r.last_error
             && !matches!(r.state, StepState::Succeeded { .. })
         {
-            println!("  {:<24} error: {e}", "");
+            sayln!("  {:<24} error: {e}", "");
         }
         if let Some(o) = &r.outputs {
             let text = o.to_string();
@@ -242,7 +242,7 @@ pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
             } else {
                 ""
             };
-            println!("  {:<24} outputs: {shown}{more}", "");
+            sayln!("  {:<24} outputs: {shown}{more}", "");
         }
     }
     Ok(Exit::Success)
@@ -261,7 +261,7 @@ pub(super) fn log(state: &str, run: &str, json: bool) -> Result<Exit> {
         ))
     })?;
     for r in events {
-        println!("{:>4} {} {}", r.seq, r.ts, describe(&r.event));
+        sayln!("{:>4} {} {}", r.seq, r.ts, describe(&r.event));
     }
     Ok(Exit::Success)
 }
@@ -289,7 +289,7 @@ pub(super) fn verify(state: &str, run: &str, json: bool, expect: Option<&str>) -
         v.first_bad = Some((v.lines, why));
     }
     if json {
-        println!("{}", serde_json::to_string(&v).expect("verdict serializes"));
+        outln!("{}", serde_json::to_string(&v).expect("verdict serializes"));
     }
     match &v.first_bad {
         None => {
@@ -301,15 +301,16 @@ pub(super) fn verify(state: &str, run: &str, json: bool, expect: Option<&str>) -
             } else {
                 String::new()
             };
-            eprintln!(
+            errln!(
                 "run {run}: intact, {} lines, last hash {}{note}",
-                v.lines, v.last_hash
+                v.lines,
+                v.last_hash
             );
             Ok(Exit::Success)
         }
         // The verdict, not a failure of the command: it is what was asked.
         Some((line, why)) => {
-            eprintln!("run {run}: TAMPERED: line {line}: {why}");
+            errln!("run {run}: TAMPERED: line {line}: {why}");
             Ok(Exit::Failed)
         }
     }

@@ -1,6 +1,9 @@
 //! The command line. This is the only module that prints: data goes to stdout, everything meant for
-//! a person (diagnostics, summaries) to stderr. Everywhere else, printing is denied by lints.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//! a person (diagnostics, summaries) to stderr, all through the macros of `out.rs` (lints deny
+//! `print!` everywhere: it panics when the reader goes away).
+
+#[macro_use]
+mod out;
 
 mod actions;
 mod drill;
@@ -212,7 +215,7 @@ fn fail(e: Error) -> Exit {
         Error::Runbook { file, diagnostics } => {
             validate::print(file, diagnostics.clone(), DiagnosticFormat::Human)
         }
-        _ => eprintln!("error: {e}"),
+        _ => errln!("error: {e}"),
     }
     e.exit()
 }
@@ -261,7 +264,7 @@ fn dispatch(command: Command) -> Result<Exit> {
             expect,
         } => history::verify(&state, &run, json, expect.as_deref()),
         Command::Schema => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&crate::runbook::schema::generate())
                     .expect("schema serializes")

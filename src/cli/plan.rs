@@ -73,7 +73,7 @@ pub(super) fn run(
         PlanFormat::Mermaid => plan::render_mermaid(&plan),
         PlanFormat::Dot => plan::render_dot(&plan),
     };
-    print!("{out}");
+    out!("{out}");
     Ok(if failed { Exit::Failed } else { Exit::Success })
 }
 

@@ -196,7 +196,7 @@ pub struct NoticeSink;
 impl Sink for NoticeSink {
     fn event(&self, _: u64, _: &str, _: &Event) {}
     fn notice(&self, n: &Notice) {
-        eprintln!("{}", notice_text(n));
+        errln!("{}", notice_text(n));
     }
 }
 
@@ -214,7 +214,7 @@ impl Sink for JsonSink {
         let _ = out.flush();
     }
     fn notice(&self, n: &Notice) {
-        eprintln!("{}", notice_text(n));
+        errln!("{}", notice_text(n));
     }
 }
 
@@ -312,7 +312,9 @@ impl Sink for HumanSink {
         let mut err = std::io::stderr().lock();
         l.clear(&mut err);
         let time = ts.get(11..19).unwrap_or(ts);
-        let _ = writeln!(err, "{time} {}", describe(event));
+        // Errors and outputs come from commands and servers: shown, never obeyed.
+        let line = describe(event);
+        let _ = writeln!(err, "{time} {}", crate::text::printable(&line, true));
         l.draw(&mut err);
     }
     fn notice(&self, n: &Notice) {
@@ -354,7 +356,8 @@ impl Prompter for TtyPrompter {
                     let _ = write!(
                         err,
                         "\n? {}: {}{then}\n  approve? [y/N] ",
-                        q.step, q.message
+                        q.step,
+                        crate::text::printable(&q.message, true)
                     );
                     let _ = err.flush();
                 }

@@ -152,10 +152,16 @@ pub(super) fn load_for_run(file: &Path, given: &[String]) -> Result<ForRun> {
         Ok(rb) => rb,
         Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
-    match params::resolve(&rb, &given, true) {
-        Ok(values) => Ok((loaded.source.text.as_bytes().to_vec(), rb, values)),
-        Err(diags) => Err(Error::runbook(loaded.source, diags)),
+    let values = match params::resolve(&rb, &given, true) {
+        Ok(values) => values,
+        Err(diags) => return Err(Error::runbook(loaded.source, diags)),
+    };
+    // What `plan` would refuse, `run` refuses before anything starts: a template that fails
+    // with these params is found now, not after destructive steps have run.
+    if let Err(diags) = crate::plan::build(&rb, &values) {
+        return Err(Error::runbook(loaded.source, diags));
     }
+    Ok((loaded.source.text.as_bytes().to_vec(), rb, values))
 }
 
 /// Starts and drives a new run of `rb` (validated from `text`, the file's bytes). `drill` marks
@@ -180,7 +186,7 @@ pub(super) fn start(
         let ready = session.start(new).await?;
         // The id comes once the run is recorded: a script that has it can always resume it.
         if print_id {
-            println!("{}", ready.run_id());
+            outln!("{}", ready.run_id());
         }
         ready.drive().await
     })
@@ -202,7 +208,7 @@ fn in_session<T>(d: &Driving, f: impl AsyncFnOnce(Session<'_>) -> Result<T>) -> 
 
 /// Says how a drive ended; its exit code.
 pub(super) fn finished(e: &Ended) -> Exit {
-    eprintln!(
+    errln!(
         "run {} {}; log hash {}",
         e.run_id,
         e.status.as_str(),
@@ -214,12 +220,12 @@ pub(super) fn finished(e: &Ended) -> Exit {
 pub(super) fn resume(run_id: &str, d: &Driving) -> Result<Exit> {
     in_session(d, async |session| match session.resume(run_id).await? {
         Resumed::AlreadySucceeded => {
-            eprintln!("run {run_id} already succeeded; nothing to resume");
+            errln!("run {run_id} already succeeded; nothing to resume");
             Ok(Exit::Success)
         }
         Resumed::Ready(ready) => {
             if !d.json {
-                println!("{run_id}");
+                outln!("{run_id}");
             }
             Ok(finished(&ready.drive().await?))
         }
@@ -230,7 +236,7 @@ pub(super) fn approve(run_id: &str, step: &str, state: &str) -> Result<Exit> {
     runtime().block_on(async {
         let store = open_store(state).await?;
         let a = engine::session::approve(&store, Arc::new(NoticeSink), run_id, step).await?;
-        eprintln!(
+        errln!(
             "approved `{step}` of run {run_id} as {}; `lifeboat resume {run_id}` continues it",
             a.by
         );

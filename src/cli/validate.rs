@@ -18,7 +18,7 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
             match collect(p, &mut files, &mut not_runbooks) {
                 Ok(()) => {}
                 Err(e) => {
-                    eprintln!(
+                    errln!(
                         "{}: error[LB0005]: cannot read the folder: {e}",
                         p.display()
                     );
@@ -43,16 +43,20 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
     for f in &files {
         let loaded = load_file(f);
         let diags: Vec<Diagnostic> = match &loaded.result {
-            Ok(rb) if !given.is_empty() => {
-                params::resolve(rb, &given, true).err().unwrap_or_default()
-            }
-            Ok(_) => Vec::new(),
+            // What `plan` and `run` would refuse with these params (or the defaults): rendered
+            // the same way, so that validate never passes what they refuse. Without values for
+            // every required param there is nothing to render yet.
+            Ok(rb) => match params::resolve(rb, &given, true) {
+                Ok(values) => crate::plan::build(rb, &values).err().unwrap_or_default(),
+                Err(d) if !given.is_empty() => d,
+                Err(_) => Vec::new(),
+            },
             Err(d) => d.clone(),
         };
         if diags.is_empty() {
             if let (Ok(rb), DiagnosticFormat::Human) = (&loaded.result, format) {
                 let scenarios = rb.drill.as_ref().map_or(0, |d| d.scenarios.len());
-                eprintln!(
+                errln!(
                     "ok: {} ({} {}, {} steps{})",
                     loaded.source.name,
                     rb.name,
@@ -78,9 +82,9 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
             String::new()
         };
         if bad_files == 0 {
-            eprintln!("{} runbook(s) valid{skipped}", files.len());
+            errln!("{} runbook(s) valid{skipped}", files.len());
         } else {
-            eprintln!(
+            errln!(
                 "{problems} problem(s) in {bad_files} of {} runbook(s){skipped}",
                 files.len()
             );
@@ -105,8 +109,8 @@ pub(super) fn print(src: &Source, mut diags: Vec<Diagnostic>, format: Diagnostic
     rendered.sort_by_key(|(l, c, d)| (*l, *c, d.code));
     for (_, _, d) in rendered {
         match format {
-            DiagnosticFormat::Human => eprint!("{}", render(src, &d, color())),
-            DiagnosticFormat::Json => println!("{}", render_json(src, &d)),
+            DiagnosticFormat::Human => err_raw!("{}", render(src, &d, color())),
+            DiagnosticFormat::Json => outln!("{}", render_json(src, &d)),
         }
     }
 }

@@ -16,7 +16,7 @@ pub(super) fn init(verbose: u8) {
         Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("warning: RUST_LOG={spec}: {e}; showing warnings only");
+                errln!("warning: RUST_LOG={spec}: {e}; showing warnings only");
                 EnvFilter::new("warn")
             }
         },
@@ -27,10 +27,12 @@ pub(super) fn init(verbose: u8) {
             _ => EnvFilter::new("trace"),
         },
     };
+    // No colors: a line is masked and made printable as text, and a server's error message in it
+    // must not carry escape sequences to the terminal.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Masked)
-        .with_ansi(super::color())
+        .with_ansi(false)
         .try_init();
 }
 
@@ -60,6 +62,7 @@ impl Write for Line {
 impl Drop for Line {
     fn drop(&mut self) {
         let text = crate::engine::secrets::scrub_diagnostics(&String::from_utf8_lossy(&self.0));
+        let text = crate::text::printable(&text, true);
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
 }

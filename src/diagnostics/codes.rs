@@ -33,6 +33,8 @@ codes! {
     NotOneDocument = "LB0003", "A runbook file holds exactly one YAML document";
     NotText = "LB0004", "The file is not UTF-8 text";
     ReadFailed = "LB0005", "The file or folder could not be read";
+    UnsupportedYaml = "LB0006", "YAML that lifeboat does not read: a tag, or a number JSON cannot hold";
+    HiddenText = "LB0007", "A character that changes how the runbook is shown";
     UnknownField = "LB0010", "Unknown field";
     MissingField = "LB0011", "A required field is missing";
     WrongType = "LB0012", "A value has the wrong type";
@@ -56,6 +58,7 @@ codes! {
     UnknownOutput = "LB0123", "A template reads an output the action does not produce";
     TemplateRender = "LB0124", "A template fails to render with the given params";
     SecretByOtherName = "LB0125", "A template reads a secret's value by another name";
+    TemplateNeverRenders = "LB0126", "A template can never render, whatever the values";
     ParamDefinition = "LB0130", "A param's default or enum does not fit its type";
     UnknownParam = "LB0131", "A param given on the command line is not declared";
     MissingParam = "LB0132", "A required param was not given";

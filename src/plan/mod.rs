@@ -174,7 +174,7 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
     let mut rendered_connections = HashMap::new();
     for (name, c) in &rb.connections {
         let at = ptr(&ptr("/connections", name), c.kind.as_str());
-        match templates::render_value(&env, &c.fields, &at, &ctx, &shape) {
+        match templates::render_for_plan(&env, &c.fields, &at, &ctx, &shape) {
             Ok(fields) => {
                 rendered_connections.insert(name.as_str(), c.kind.label(name, &fields));
             }
@@ -395,7 +395,7 @@ fn describe(
     at: &str,
     describer: &Describer<'_>,
 ) -> Result<(Value, String), Diagnostic> {
-    let inputs = templates::render_value(env, with, at, ctx, &placeholder::shape)?;
+    let inputs = templates::render_for_plan(env, with, at, ctx, &placeholder::shape)?;
     // Typing can fail only where a template rendered to the wrong type for these params.
     let does = match Action::parse(action.name(), &inputs) {
         Ok(Some(a)) => a.describe(describer),

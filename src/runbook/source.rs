@@ -171,6 +171,9 @@ pub fn parse(src: &mut Source) -> Result<serde_json::Value, Diagnostic> {
     };
     let value: serde_json::Value =
         serde_saphyr::from_str_with_options(&src.text, options).map_err(|e| yaml_error(&e))?;
+    if let Some(d) = unsupported(&src.text).into_iter().next() {
+        return Err(d);
+    }
     if value.is_null() {
         return Err(Diagnostic::new(
             Code::NotOneDocument,
@@ -180,6 +183,57 @@ pub fn parse(src: &mut Source) -> Result<serde_json::Value, Diagnostic> {
     }
     src.parsed = true;
     Ok(value)
+}
+
+/// What parses as YAML but would not reach lifeboat as written: a tag (`!!binary` is decoded,
+/// an unknown `!tag` dropped, silently), and characters that reorder how the text is shown
+/// (bidirectional overrides and isolates: a reviewer would read something other than what
+/// runs). Numbers JSON cannot hold (`.inf`, `1e999`) serde-saphyr refuses itself (`classify`).
+fn unsupported(text: &str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let at = |line: usize, col: usize| At::LineCol { line, col };
+    for (n, line) in text.lines().enumerate() {
+        if let Some((col, c)) = line
+            .chars()
+            .enumerate()
+            .find(|(_, c)| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+        {
+            out.push(
+                Diagnostic::new(
+                    Code::HiddenText,
+                    at(n + 1, col + 1),
+                    format!(
+                        "a bidirectional control character (U+{:04X}) changes how this line is shown",
+                        c as u32
+                    ),
+                )
+                .help("remove it: what a reviewer reads must be what runs (write right-to-left text without override or isolate characters)"),
+            );
+        }
+    }
+    // The event walk below costs another parse: only a text with a `!` can hold a tag.
+    if !text.contains('!') {
+        return out;
+    }
+    use serde_saphyr::granit_parser::{Event, Parser};
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else { break };
+        match event {
+            Event::DocumentEnd => break,
+            Event::Scalar(_, _, _, Some(_))
+            | Event::MappingStart(_, _, Some(_))
+            | Event::SequenceStart(_, _, Some(_)) => out.push(
+                Diagnostic::new(
+                    Code::UnsupportedYaml,
+                    at(span.start.line().max(1), span.start.col() + 1),
+                    "YAML tags are not read by lifeboat",
+                )
+                .help("remove the tag: `!!binary` would be decoded and an unknown `!tag` dropped without a word; write the value as plain text"),
+            ),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn only_comments(text: &str) -> bool {
@@ -207,6 +261,16 @@ fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
 }
 
 fn classify(msg: &str) -> (Code, String, Option<String>) {
+    if let Some(rest) = msg.strip_prefix("non-finite float ") {
+        let v = rest.split('`').nth(1).unwrap_or(rest);
+        return (
+            Code::UnsupportedYaml,
+            format!("`{v}` is not a number lifeboat can hold (it has no infinity or NaN)"),
+            Some(format!(
+                "quote it (\"{v}\") if it is text; otherwise use a finite number"
+            )),
+        );
+    }
     if msg.starts_with("multiple YAML documents") || msg.contains("Documents {") {
         return (
             Code::NotOneDocument,

@@ -138,7 +138,10 @@ pub fn check_value(
         Value::String(s) if is_template(s) => match simple_names(s) {
             Some(names) => check_names(names, pointer, scope, out),
             None => match env.template_from_str(s) {
-                Ok(t) => check_names(t.undeclared_variables(true), pointer, scope, out),
+                Ok(t) => {
+                    check_names(t.undeclared_variables(true), pointer, scope, out);
+                    out.extend(never_renders(env, &t, pointer));
+                }
                 Err(e) => out.push(syntax_error(&e, pointer, "template")),
             },
         },
@@ -251,9 +254,124 @@ pub fn check_expression(
         return;
     }
     match env.compile_expression(expr) {
-        Ok(e) => check_names(e.undeclared_variables(true), pointer, scope, out),
+        Ok(e) => {
+            check_names(e.undeclared_variables(true), pointer, scope, out);
+            // The same expression as a template, for its instructions.
+            if let Ok(t) = env.template_from_str(&format!("{{{{ ({expr}) }}}}")) {
+                out.extend(never_renders(env, &t, pointer));
+            }
+        }
         Err(e) => out.push(syntax_error(&e, pointer, "expression")),
     }
+}
+
+/// What makes a template fail whatever the values: a filter, test or function that does not
+/// exist, a statement that needs other templates (lifeboat has none to load: `include`,
+/// `import`, `extends`), and division by a literal zero. Found in the compiled instructions,
+/// so `validate` refuses what `plan` and `run` could never render.
+fn never_renders(
+    env: &minijinja::Environment<'_>,
+    t: &minijinja::Template<'_, '_>,
+    pointer: &str,
+) -> Option<Diagnostic> {
+    use minijinja::machinery::Instruction as I;
+    let compiled = minijinja::machinery::get_compiled_template(t);
+    let ins = &compiled.instructions;
+    // Names the template binds itself (a macro, a `set`), which it may call.
+    let mut locals: Vec<&str> = LOCAL_CALLABLES.to_vec();
+    let mut i = 0;
+    while let Some(now) = ins.get(i) {
+        if let I::StoreLocal(name) | I::BuildMacro(name, ..) = now {
+            locals.push(name);
+        }
+        i += 1;
+    }
+    let mut prev: Option<&I<'_>> = None;
+    let mut i = 0;
+    while let Some(now) = ins.get(i) {
+        let problem = match now {
+            I::ApplyFilter(name, ..) if !exists(env, Probe::Filter, name) => {
+                Some((format!("unknown filter `{name}`"), Some(name.to_string())))
+            }
+            I::PerformTest(name, ..) if !exists(env, Probe::Test, name) => {
+                Some((format!("unknown test `{name}`"), Some(name.to_string())))
+            }
+            I::CallFunction(name, _)
+                if !env.globals().any(|(g, _)| g == *name) && !locals.contains(name) =>
+            {
+                Some((format!("unknown function `{name}`"), Some(name.to_string())))
+            }
+            I::Include(_) | I::LoadBlocks | I::ExportLocals | I::CallBlock(_) | I::FastSuper => {
+                Some((
+                    "`include`, `import`, `extends` and blocks need other templates, and a runbook has none".into(),
+                    None,
+                ))
+            }
+            I::Div | I::IntDiv | I::Rem
+                if matches!(prev, Some(I::LoadConst(v)) if v.is_number() && f64::try_from(v.clone()).is_ok_and(|f| f == 0.0)) =>
+            {
+                Some(("division by zero".into(), None))
+            }
+            _ => None,
+        };
+        if let Some((message, needle)) = problem {
+            let at = match needle {
+                Some(n) => At::text(pointer, n),
+                None => At::node(pointer),
+            };
+            return Some(
+                Diagnostic::new(Code::TemplateNeverRenders, at, format!("this template can never render: {message}"))
+                    .help("`plan` and `run` would fail on it whatever the params; see `lifeboat explain LB0126`"),
+            );
+        }
+        prev = Some(now);
+        i += 1;
+    }
+    None
+}
+
+/// Names a template may call that are neither globals nor its own: set by minijinja in a loop or
+/// a call block.
+const LOCAL_CALLABLES: &[&str] = &["caller", "loop", "super", "varargs", "kwargs"];
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Probe {
+    Filter,
+    Test,
+}
+
+/// Whether the environment has a filter or test by this name, asked of minijinja itself (its
+/// registry is private): an unknown one fails with its own error kind. Answers are kept.
+fn exists(env: &minijinja::Environment<'_>, probe: Probe, name: &str) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static KNOWN: OnceLock<Mutex<HashMap<(Probe, String), bool>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(&k) = known
+        .lock()
+        .expect("probe lock")
+        .get(&(probe, name.to_string()))
+    {
+        return k;
+    }
+    let (template, unknown) = match probe {
+        Probe::Filter => (
+            format!("{{{{ none | {name} }}}}"),
+            minijinja::ErrorKind::UnknownFilter,
+        ),
+        Probe::Test => (
+            format!("{{{{ none is {name} }}}}"),
+            minijinja::ErrorKind::UnknownTest,
+        ),
+    };
+    let there = match env.render_str(&template, ()) {
+        Ok(_) => true,
+        Err(e) => e.kind() != unknown,
+    };
+    known
+        .lock()
+        .expect("probe lock")
+        .insert((probe, name.to_string()), there);
+    there
 }
 
 fn syntax_error(e: &minijinja::Error, pointer: &str, what: &str) -> Diagnostic {
@@ -478,12 +596,103 @@ fn names(outputs: &[Output]) -> String {
         .join(", ")
 }
 
+/// An infinite or NaN number anywhere in a template's value: JSON would turn it into null.
+fn non_finite(v: &minijinja::Value) -> Option<String> {
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::Number => f64::try_from(v.clone())
+            .ok()
+            .filter(|f| !f.is_finite())
+            .map(|f| f.to_string()),
+        ValueKind::Seq | ValueKind::Map => v.try_iter().ok()?.find_map(|item| {
+            non_finite(&item).or_else(|| non_finite(&v.get_item(&item).unwrap_or_default()))
+        }),
+        _ => None,
+    }
+}
+
 /// Renders every template string inside `value`. A string that is one whole `{{ expression }}`
 /// keeps the expression's type (so `replicas: "{{ params.n }}"` becomes a number), and `shape` may
 /// turn objects the expression returns into JSON (plan placeholders become their text).
 pub fn render_value(
     env: &minijinja::Environment<'_>,
     value: &Value,
+    pointer: &str,
+    ctx: &minijinja::Value,
+    shape: &dyn Fn(&minijinja::Value) -> Option<Value>,
+) -> Result<Value, Diagnostic> {
+    render_each(env, value, pointer, ctx, shape, false)
+}
+
+/// What a plan renders: as [`render_value`], except that a template which fails while it reads a
+/// value only a run has (a step's outputs, `env`, a secret, `run`) is shown as what it is,
+/// `⟨computed at run time: {{ … }}⟩`: it cannot be worked out before the run, which is not an
+/// error. (What fails whatever the values, validation has already refused.)
+pub fn render_for_plan(
+    env: &minijinja::Environment<'_>,
+    value: &Value,
+    pointer: &str,
+    ctx: &minijinja::Value,
+    shape: &dyn Fn(&minijinja::Value) -> Option<Value>,
+) -> Result<Value, Diagnostic> {
+    render_each(env, value, pointer, ctx, shape, true)
+}
+
+/// The names whose values only a run has.
+const RUN_TIME: &[&str] = &["steps", "outputs", "env", "secrets", "run"];
+
+fn render_each(
+    env: &minijinja::Environment<'_>,
+    value: &Value,
+    pointer: &str,
+    ctx: &minijinja::Value,
+    shape: &dyn Fn(&minijinja::Value) -> Option<Value>,
+    defer: bool,
+) -> Result<Value, Diagnostic> {
+    if let Value::String(s) = value
+        && is_template(s)
+    {
+        return match render_one(env, s, pointer, ctx, shape) {
+            Err(_)
+                if defer
+                    && template_roots(env, s)
+                        .iter()
+                        .any(|r| RUN_TIME.contains(&r.as_str())) =>
+            {
+                Ok(Value::String(format!(
+                    "⟨computed at run time: {}⟩",
+                    s.trim()
+                )))
+            }
+            other => other,
+        };
+    }
+    Ok(match value {
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| render_each(env, v, &ptr(pointer, i), ctx, shape, defer))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        render_each(env, v, &ptr(pointer, k), ctx, shape, defer)?,
+                    ))
+                })
+                .collect::<Result<_, Diagnostic>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Renders one template string.
+fn render_one(
+    env: &minijinja::Environment<'_>,
+    s: &str,
     pointer: &str,
     ctx: &minijinja::Value,
     shape: &dyn Fn(&minijinja::Value) -> Option<Value>,
@@ -498,60 +707,47 @@ pub fn render_value(
             format!("template fails to render: {detail}"),
         )
     };
-    Ok(match value {
-        Value::String(s) if is_template(s) => {
-            if let Some(expr) = whole_expression(s) {
-                let simple = is_dotted_name(expr).then(|| lookup(ctx, expr)).flatten();
-                let v = match simple {
-                    Some(v) => v,
-                    None => env
-                        .compile_expression(expr)
-                        .and_then(|e| e.eval(ctx))
-                        .map_err(fail)?,
-                };
-                // Strict mode fails on printing an undefined value, not on evaluating one: a whole
-                // value would otherwise turn into null without a word.
-                if v.is_undefined() {
-                    return Err(Diagnostic::new(
+    Ok({
+        if let Some(expr) = whole_expression(s) {
+            let simple = is_dotted_name(expr).then(|| lookup(ctx, expr)).flatten();
+            let v = match simple {
+                Some(v) => v,
+                None => env
+                    .compile_expression(expr)
+                    .and_then(|e| e.eval(ctx))
+                    .map_err(fail)?,
+            };
+            // Strict mode fails on printing an undefined value, not on evaluating one: a whole
+            // value would otherwise turn into null without a word.
+            if v.is_undefined() {
+                return Err(Diagnostic::new(
+                    Code::TemplateRender,
+                    At::node(pointer),
+                    format!("template fails to render: `{expr}` is undefined"),
+                ));
+            }
+            if let Some(n) = non_finite(&v) {
+                return Err(Diagnostic::new(
+                    Code::TemplateRender,
+                    At::node(pointer),
+                    format!("`{expr}` yields {n}, a number JSON cannot hold"),
+                ));
+            }
+            match shape(&v) {
+                Some(j) => j,
+                None => serde_json::to_value(&v).map_err(|e| {
+                    Diagnostic::new(
                         Code::TemplateRender,
                         At::node(pointer),
-                        format!("template fails to render: `{expr}` is undefined"),
-                    ));
-                }
-                match shape(&v) {
-                    Some(j) => j,
-                    None => serde_json::to_value(&v).map_err(|e| {
-                        Diagnostic::new(
-                            Code::TemplateRender,
-                            At::node(pointer),
-                            format!("template result is not data: {e}"),
-                        )
-                    })?,
-                }
-            } else if let Some(text) = render_simple(s, ctx) {
-                Value::String(text)
-            } else {
-                Value::String(env.render_str(s, ctx).map_err(fail)?)
+                        format!("template result is not data: {e}"),
+                    )
+                })?,
             }
+        } else if let Some(text) = render_simple(s, ctx) {
+            Value::String(text)
+        } else {
+            Value::String(env.render_str(s, ctx).map_err(fail)?)
         }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| render_value(env, v, &ptr(pointer, i), ctx, shape))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    Ok((
-                        k.clone(),
-                        render_value(env, v, &ptr(pointer, k), ctx, shape)?,
-                    ))
-                })
-                .collect::<Result<_, Diagnostic>>()?,
-        ),
-        other => other.clone(),
     })
 }
 

@@ -117,3 +117,114 @@ fn many_steps_and_long_strings_are_fine() {
     let rb = load_file(&path).result.expect("valid");
     assert_eq!(rb.steps.len(), 3001);
 }
+
+use crate::common;
+use common::sandbox::{Sandbox, runbook};
+
+/// A runbook whose second step renders `template`; its first step leaves a mark when it runs.
+fn with_template(template: &str) -> String {
+    runbook(
+        "agree",
+        &format!(
+            r#"params:
+  x: {{type: string, default: "abc"}}
+  n: {{type: integer, default: 2}}
+steps:
+  - {{id: first, action: shell, with: {{script: "touch ran"}}}}
+  - id: second
+    action: shell
+    needs: [first]
+    with: {{argv: [echo, {}]}}
+"#,
+            serde_json::to_string(template).unwrap()
+        ),
+    )
+}
+
+/// `validate`, `plan` and `run` agree on every template: what can never render is refused by
+/// all three (and `run` refuses before any step has run), and what can render passes all three.
+#[test]
+fn validate_plan_and_run_agree_on_templates() {
+    let never = [
+        "{{ params.x | no_such_filter }}",
+        "{{ params.x is no_such_test }}",
+        "{{ no_such_function() }}",
+        "{% include 'other.j2' %}",
+        "{% import 'macros.j2' as m %}{{ m.x }}",
+        "{% extends 'base.j2' %}",
+        "{% from 'm.j2' import x %}",
+        "{{ 1 / 0 }}",
+        "{{ params.n // 0 }}",
+        "{{ params.n % 0 }}",
+        "{{ params.n / 0.0 }}",
+        "{{ steps.first.outputs.exit_code | nope }}",
+    ];
+    for t in never {
+        let sb = Sandbox::new();
+        sb.write("r.yaml", &with_template(t));
+        let v = sb.lifeboat(&["validate", "r.yaml"]);
+        assert_eq!(v.code, 2, "validate {t}: {}", v.stderr);
+        assert!(
+            v.stderr.contains("error[LB0126]"),
+            "validate {t}: {}",
+            v.stderr
+        );
+        let p = sb.lifeboat(&["plan", "r.yaml"]);
+        assert_eq!(p.code, 2, "plan {t}: {}", p.stderr);
+        let r = sb.lifeboat(&["run", "r.yaml", "--yes"]);
+        assert_eq!(r.code, 2, "run {t}: {}", r.stderr);
+        assert!(!sb.path("ran").exists(), "run {t}: a step ran first");
+    }
+    // (A whole `{{ expression }}` keeps its type: one yielding a number or a boolean where the
+    // action wants text is refused by all three alike when its values are known, and by the
+    // attempt, before the action runs, when only the run knows them.)
+    let typed = ["{{ params.x is defined }}", "{{ params.n + 1 }}"];
+    for t in typed {
+        let sb = Sandbox::new();
+        sb.write("r.yaml", &with_template(t));
+        let codes = [
+            sb.lifeboat(&["validate", "r.yaml"]).code,
+            sb.lifeboat(&["plan", "r.yaml"]).code,
+            sb.lifeboat(&["run", "r.yaml", "--yes"]).code,
+        ];
+        assert_eq!(codes, [2, 2, 2], "{t}");
+        assert!(!sb.path("ran").exists(), "run {t}: a step ran first");
+    }
+    let fine = [
+        "{{ params.x | upper }}",
+        "{{ steps.first.outputs.stdout | trim }}",
+        "n={{ steps.first.outputs.exit_code + 1 }}",
+        "n={{ (steps.first.outputs.stdout | length) / params.n }}",
+        "{{ range(3) | join(',') }}",
+        "defined: {{ params.x is defined }}",
+        "{{ dict(a=1) | tojson }}",
+        "{% for i in range(params.n) %}{{ loop.index }}{% endfor %}",
+        "{% macro m(v) %}<{{ v }}>{% endmacro %}{{ m(params.x) }}",
+        "half={{ params.n / 2 }}",
+    ];
+    for t in fine {
+        let sb = Sandbox::new();
+        sb.write("r.yaml", &with_template(t));
+        let v = sb.lifeboat(&["validate", "r.yaml"]);
+        assert_eq!(v.code, 0, "validate {t}: {}", v.stderr);
+        let p = sb.lifeboat(&["plan", "r.yaml"]);
+        assert_eq!(p.code, 0, "plan {t}: {}", p.stderr);
+        let r = sb.lifeboat(&["run", "r.yaml", "--yes"]);
+        assert_eq!(r.code, 0, "run {t}: {}", r.stderr);
+    }
+    // With params: what fails for these values fails in all three alike.
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &with_template("{{ params.x + 1 }}"));
+    let v = sb.lifeboat(&["validate", "r.yaml", "-p", "x=text"]);
+    let p = sb.lifeboat(&["plan", "r.yaml", "-p", "x=text"]);
+    let r = sb.lifeboat(&["run", "r.yaml", "-p", "x=text"]);
+    assert_eq!(
+        (v.code, p.code, r.code),
+        (2, 2, 2),
+        "{}\n{}\n{}",
+        v.stderr,
+        p.stderr,
+        r.stderr
+    );
+    assert!(!sb.path("ran").exists());
+}

@@ -323,10 +323,8 @@ pub fn row_json(row: &tokio_postgres::Row) -> Result<Map<String, Value>, ActionE
                 .map_or(Value::Null, Value::from),
             Type::FLOAT4 => row
                 .get::<_, Option<f32>>(i)
-                .map_or(Value::Null, |f| Value::from(f as f64)),
-            Type::FLOAT8 => row
-                .get::<_, Option<f64>>(i)
-                .map_or(Value::Null, Value::from),
+                .map_or(Value::Null, |f| float(f as f64)),
+            Type::FLOAT8 => row.get::<_, Option<f64>>(i).map_or(Value::Null, float),
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => row
                 .get::<_, Option<String>>(i)
                 .map_or(Value::Null, Value::from),
@@ -532,6 +530,17 @@ impl ToSql for NumericParam {
 }
 
 /// Quotes an identifier for SQL.
+/// A float as JSON; `Infinity`, `-Infinity` and `NaN` (which JSON cannot hold, and which would
+/// otherwise become null) as PostgreSQL writes them.
+fn float(f: f64) -> Value {
+    match serde_json::Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None if f.is_nan() => Value::from("NaN"),
+        None if f > 0.0 => Value::from("Infinity"),
+        None => Value::from("-Infinity"),
+    }
+}
+
 pub fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
