@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod actions;
+pub mod budget;
 pub mod cli;
 pub mod diagnostics;
 pub mod drill;

@@ -19,6 +19,12 @@ pub mod support;
 pub use postgres::tls_config;
 pub use support::{Tpl, is_template};
 
+/// Whether a value is not known yet: a template, or what a plan renders with a stand-in for a
+/// run-time value (`backups/⟨steps.x.outputs.key⟩`).
+pub fn unknown_yet(s: &str) -> bool {
+    is_template(s) || s.contains('⟨')
+}
+
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
@@ -131,6 +137,15 @@ impl WithProblem {
     }
 }
 
+/// A language a field of `with` is written in, where a value pasted in can become code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// A shell script: quote with `shell_quote`, or pass values as arguments or environment.
+    Shell,
+    /// SQL: pass values as bind parameters, or quote with `sql_literal` / `sql_ident`.
+    Sql,
+}
+
 /// What the dry-run description may know besides the step's own inputs.
 pub trait DescribeContext {
     /// A short human label for a connection: `postgres orders_db (postgres://app@db:5432/orders)`.
@@ -224,6 +239,11 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     }
     /// Checks the type cannot express.
     fn check(&self) -> Vec<WithProblem> {
+        Vec::new()
+    }
+    /// The fields of `with` that are code (a script, SQL), by pointer inside `with`: validation
+    /// warns where a value is pasted into one unquoted.
+    fn code(&self) -> Vec<(String, Language)> {
         Vec::new()
     }
     /// The dry run: exactly what the step would do, in words.
@@ -378,6 +398,9 @@ macro_rules! actions {
             }
             pub fn check(&self) -> Vec<WithProblem> {
                 match self { $(Action::$variant(a) => a.check(),)* }
+            }
+            pub fn code(&self) -> Vec<(String, Language)> {
+                match self { $(Action::$variant(a) => a.code(),)* }
             }
             pub fn describe(&self, cx: &dyn DescribeContext) -> String {
                 match self { $(Action::$variant(a) => a.describe(cx),)* }

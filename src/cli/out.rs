@@ -29,6 +29,15 @@ macro_rules! sayln {
     }};
 }
 
+/// Words for a person on stdout, without a line break (a whole plan).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = format!($($arg)*);
+        let _ = write!(std::io::stdout().lock(), "{}", crate::text::printable(&text, true));
+    }};
+}
+
 /// Words for a person on stderr: errors, notes, summaries.
 macro_rules! errln {
     ($($arg:tt)*) => {{

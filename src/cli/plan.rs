@@ -25,6 +25,7 @@ pub(super) fn run(
         Ok(rb) => rb,
         Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
+    super::validate::warn(&loaded.source, &rb);
     let values = match params::resolve(&rb, &given, true) {
         Ok(v) => v,
         Err(diags) => return Err(Error::runbook(loaded.source, diags)),
@@ -73,7 +74,12 @@ pub(super) fn run(
         PlanFormat::Mermaid => plan::render_mermaid(&plan),
         PlanFormat::Dot => plan::render_dot(&plan),
     };
-    out!("{out}");
+    match format {
+        // Data for tools, exact (JSON escapes control characters itself).
+        PlanFormat::Json => out!("{out}"),
+        // Read by people, on a terminal or in a review.
+        PlanFormat::Text | PlanFormat::Mermaid | PlanFormat::Dot => say!("{out}"),
+    }
     Ok(if failed { Exit::Failed } else { Exit::Success })
 }
 

@@ -156,6 +156,7 @@ pub(super) fn load_for_run(file: &Path, given: &[String]) -> Result<ForRun> {
         Ok(values) => values,
         Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
+    super::validate::warn(&loaded.source, &rb);
     // What `plan` would refuse, `run` refuses before anything starts: a template that fails
     // with these params is found now, not after destructive steps have run.
     if let Err(diags) = crate::plan::build(&rb, &values) {

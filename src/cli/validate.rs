@@ -39,7 +39,7 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
                 .join(", ")
         )));
     }
-    let (mut bad_files, mut problems) = (0usize, 0usize);
+    let (mut bad_files, mut problems, mut warnings) = (0usize, 0usize, 0usize);
     for f in &files {
         let loaded = load_file(f);
         let diags: Vec<Diagnostic> = match &loaded.result {
@@ -53,6 +53,12 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
             },
             Err(d) => d.clone(),
         };
+        if let Ok(rb) = &loaded.result
+            && diags.is_empty()
+        {
+            warnings += rb.warnings.len();
+            print(&loaded.source, rb.warnings.clone(), format);
+        }
         if diags.is_empty() {
             if let (Ok(rb), DiagnosticFormat::Human) = (&loaded.result, format) {
                 let scenarios = rb.drill.as_ref().map_or(0, |d| d.scenarios.len());
@@ -81,8 +87,12 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
         } else {
             String::new()
         };
+        let warned = match warnings {
+            0 => String::new(),
+            n => format!("; {n} warning(s)"),
+        };
         if bad_files == 0 {
-            errln!("{} runbook(s) valid{skipped}", files.len());
+            errln!("{} runbook(s) valid{warned}{skipped}", files.len());
         } else {
             errln!(
                 "{problems} problem(s) in {bad_files} of {} runbook(s){skipped}",
@@ -95,6 +105,11 @@ pub(super) fn run(paths: &[PathBuf], given: &[String], format: DiagnosticFormat)
     } else {
         Exit::Invalid
     })
+}
+
+/// A valid runbook's warnings, on stderr, before `plan` or `run` goes on.
+pub(super) fn warn(src: &Source, rb: &crate::runbook::ValidRunbook) {
+    print(src, rb.warnings.clone(), DiagnosticFormat::Human);
 }
 
 /// Prints diagnostics in file order.

@@ -19,6 +19,16 @@ macro_rules! codes {
                 match self { $(Code::$variant => include_str!(concat!("../../docs/errors/", $code, ".md"))),* }
             }
 
+            /// Whether the code is a warning: reported, and the runbook still valid.
+            pub fn is_warning(self) -> bool {
+                matches!(self, Code::UnquotedValue)
+            }
+
+            /// `error` or `warning`, as diagnostics say it.
+            pub fn severity(self) -> &'static str {
+                if self.is_warning() { "warning" } else { "error" }
+            }
+
             /// One line saying what the code is about; the heading of its docs page.
             pub fn title(self) -> &'static str {
                 match self { $(Code::$variant => $title),* }
@@ -59,6 +69,7 @@ codes! {
     TemplateRender = "LB0124", "A template fails to render with the given params";
     SecretByOtherName = "LB0125", "A template reads a secret's value by another name";
     TemplateNeverRenders = "LB0126", "A template can never render, whatever the values";
+    UnquotedValue = "LB0127", "A value is pasted into a script or SQL unquoted";
     ParamDefinition = "LB0130", "A param's default or enum does not fit its type";
     UnknownParam = "LB0131", "A param given on the command line is not declared";
     MissingParam = "LB0132", "A required param was not given";

@@ -12,6 +12,7 @@ pub struct Rendered {
     pub file: String,
     pub line: usize,
     pub column: usize,
+    pub severity: &'static str,
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +73,7 @@ impl Rendered {
             file: src.name.clone(),
             line,
             column,
+            severity: d.code.severity(),
             code: d.code.as_str(),
             message: d.message.clone(),
             label: d.label.clone(),
@@ -81,11 +83,12 @@ impl Rendered {
         }
     }
 
-    /// The header line: `file:line:col: error[CODE]: message`, values in it shown, not obeyed.
+    /// The header line: `file:line:col: error[CODE]: message` (or `warning[CODE]`), values in
+    /// it shown, not obeyed.
     pub fn header(&self) -> String {
         let text = format!(
-            "{}:{}:{}: error[{}]: {}",
-            self.file, self.line, self.column, self.code, self.message
+            "{}:{}:{}: {}[{}]: {}",
+            self.file, self.line, self.column, self.severity, self.code, self.message
         );
         printable(&text, false).into_owned()
     }

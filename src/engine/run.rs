@@ -745,8 +745,18 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             let ctx = sh
                 .scope
                 .context(Some(&key), a.outputs.as_ref(), Some(&touched));
-            let rendered = inputs::render(&sh.env, a.with, &ctx, &touched, &sh.masker)
-                .map_err(ActionError::permanent)?;
+            // Off the async workers: a render is bounded (fuel, a memory budget) but may take a
+            // while, and signals must be heard meanwhile; a cancelled attempt stops waiting.
+            let rendered = {
+                let (shared, with, ctx, touched) =
+                    (sh.clone(), a.with.clone(), ctx, touched.clone());
+                tokio::task::spawn_blocking(move || {
+                    inputs::render(&shared.env, &with, &ctx, &touched, &shared.masker)
+                })
+                .await
+                .map_err(|e| ActionError::permanent(format!("rendering `with` stopped: {e}")))?
+                .map_err(ActionError::permanent)?
+            };
             let typed = match Action::parse(a.action.name(), &rendered.real) {
                 Ok(Some(t)) => t,
                 Ok(None) => unreachable!("a validated action exists"),
@@ -760,6 +770,17 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                     .into());
                 }
             };
+            // What validation checked of literal values, checked of rendered ones: a templated
+            // name or key breaks a rule before the action touches anything, not after.
+            if let Some(p) = typed.check().into_iter().next() {
+                return Err(ActionError::permanent(format!(
+                    "after rendering, `with{}` of `{}`: {}",
+                    p.field,
+                    a.action.name(),
+                    p.message
+                ))
+                .into());
+            }
             let started = if a.compensation {
                 Event::CompensationStarted {
                     step: a.id.into(),

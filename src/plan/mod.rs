@@ -398,6 +398,14 @@ fn describe(
     let inputs = templates::render_for_plan(env, with, at, ctx, &placeholder::shape)?;
     // Typing can fail only where a template rendered to the wrong type for these params.
     let does = match Action::parse(action.name(), &inputs) {
+        // What the values known now break (a key a param makes `..`): refused here as `run` would.
+        Ok(Some(a)) if let Some(p) = a.check().into_iter().next() => {
+            return Err(Diagnostic::new(
+                Code::TemplateRender,
+                At::node(format!("{at}{}", p.field)),
+                format!("with these params, `{}`: {}", action.name(), p.message),
+            ));
+        }
         Ok(Some(a)) => a.describe(describer),
         Ok(None) => unreachable!("the action was typed during validation"),
         Err(e) => {

@@ -114,7 +114,8 @@ pub fn render(plan: &Plan) -> String {
                 "      limits:  timeout {}, {attempts}{on_failure} (worst case {})",
                 s.timeout, s.worst_case
             );
-            write_inputs(&mut o, "with", &s.inputs);
+            // A destructive step is shown whole: a reviewer reads every line of what it runs.
+            write_inputs(&mut o, "with", &s.inputs, s.destructive);
             if let Some(c) = &s.compensate {
                 let _ = writeln!(o, "      undo:    {} ({})", c.does, c.action);
             }
@@ -152,14 +153,24 @@ pub fn render(plan: &Plan) -> String {
     o
 }
 
-fn write_inputs(o: &mut String, label: &str, inputs: &Value) {
+fn write_inputs(o: &mut String, label: &str, inputs: &Value, whole: bool) {
     let Value::Object(map) = inputs else { return };
     if map.is_empty() {
         return;
     }
     let _ = writeln!(o, "      {label}:");
     for (k, v) in map {
-        let _ = writeln!(o, "        {k}: {}", scalar(v));
+        match v {
+            Value::String(text) if whole && text.contains('\n') => {
+                let _ = writeln!(o, "        {k}: |");
+                for line in text.lines() {
+                    let _ = writeln!(o, "          {line}");
+                }
+            }
+            _ => {
+                let _ = writeln!(o, "        {k}: {}", scalar(v));
+            }
+        }
     }
 }
 

@@ -5,9 +5,11 @@
 
 mod connections;
 pub mod duration;
+mod injection;
 mod load;
 mod model;
 pub mod params;
+mod quoting;
 pub mod schema;
 mod source;
 mod spans;

@@ -29,6 +29,9 @@ pub fn environment() -> minijinja::Environment<'static> {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("b64encode", b64encode);
     env.add_filter("b64decode", b64decode);
+    env.add_filter("shell_quote", super::quoting::shell_quote);
+    env.add_filter("sql_literal", super::quoting::sql_literal);
+    env.add_filter("sql_ident", super::quoting::sql_ident);
     env
 }
 
@@ -652,7 +655,7 @@ fn render_each(
     if let Value::String(s) = value
         && is_template(s)
     {
-        return match render_one(env, s, pointer, ctx, shape) {
+        return match render_one(s, pointer, ctx, shape) {
             Err(_)
                 if defer
                     && template_roots(env, s)
@@ -689,9 +692,39 @@ fn render_each(
     })
 }
 
+/// What one template may allocate while it renders, in all: far beyond any real runbook's (a
+/// megabyte of a step's output, encoded), far below what would hurt the machine.
+pub const RENDER_BUDGET: usize = 64 << 20;
+
+/// Renders with minijinja's fuel bounding the steps and [`crate::budget`] the bytes, on a
+/// thread of its own. Only templates beyond `{{ a.b }}` holes come here: those cannot build
+/// more than their inputs.
+fn within_budget<T: Send + 'static>(
+    work: impl FnOnce(&minijinja::Environment<'static>) -> Result<T, minijinja::Error> + Send + 'static,
+) -> Result<T, minijinja::Error> {
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    let env = ENV.get_or_init(environment);
+    crate::budget::bounded(RENDER_BUDGET, move || work(env)).unwrap_or_else(|over| {
+        let why = if over.tried {
+            format!(
+                "it would allocate more than {} MiB, a template's budget",
+                over.budget >> 20
+            )
+        } else {
+            format!(
+                "this process stopped {} templates at their budget already and renders no more",
+                crate::budget::MAX_STOPPED
+            )
+        };
+        Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            why,
+        ))
+    })
+}
+
 /// Renders one template string.
 fn render_one(
-    env: &minijinja::Environment<'_>,
     s: &str,
     pointer: &str,
     ctx: &minijinja::Value,
@@ -712,10 +745,11 @@ fn render_one(
             let simple = is_dotted_name(expr).then(|| lookup(ctx, expr)).flatten();
             let v = match simple {
                 Some(v) => v,
-                None => env
-                    .compile_expression(expr)
-                    .and_then(|e| e.eval(ctx))
-                    .map_err(fail)?,
+                None => {
+                    let (expr, ctx) = (expr.to_string(), ctx.clone());
+                    within_budget(move |env| env.compile_expression(&expr)?.eval(&ctx))
+                        .map_err(fail)?
+                }
             };
             // Strict mode fails on printing an undefined value, not on evaluating one: a whole
             // value would otherwise turn into null without a word.
@@ -746,7 +780,8 @@ fn render_one(
         } else if let Some(text) = render_simple(s, ctx) {
             Value::String(text)
         } else {
-            Value::String(env.render_str(s, ctx).map_err(fail)?)
+            let (s, ctx) = (s.to_string(), ctx.clone());
+            Value::String(within_budget(move |env| env.render_str(&s, &ctx)).map_err(fail)?)
         }
     })
 }

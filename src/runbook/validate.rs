@@ -24,6 +24,7 @@ pub fn validate(doc: &Value) -> Result<ValidRunbook, Vec<Diagnostic>> {
         let checked = typed.as_ref().ok().map(|rb| {
             let mut cx = Checker {
                 out: Vec::new(),
+                warnings: Vec::new(),
                 unless_schema: Vec::new(),
                 env: templates::environment(),
             };
@@ -61,7 +62,10 @@ pub fn validate(doc: &Value) -> Result<ValidRunbook, Vec<Diagnostic>> {
         all.extend(cx.out);
         all.extend(soft);
         match valid {
-            Some(v) if all.is_empty() => Ok(v),
+            Some(mut v) if all.is_empty() => {
+                v.warnings = cx.warnings;
+                Ok(v)
+            }
             _ => Err(all),
         }
     })
@@ -74,6 +78,7 @@ struct Shared<'a> {
     default_timeout: std::time::Duration,
     default_retry: RetryPolicy,
     params: &'a [&'a str],
+    params_declared: &'a indexmap::IndexMap<String, super::Param>,
     secrets: &'a [&'a str],
     env_secrets: &'a [(&'a str, &'a str)],
 }
@@ -113,10 +118,53 @@ impl Phase {
 
 struct Checker {
     out: Vec<Diagnostic>,
+    /// Reported, and the runbook still valid (`Code::is_warning`).
+    warnings: Vec<Diagnostic>,
     /// Diagnostics to drop when the schema reported something at or under the pointer beside them
     /// (a second, overlapping message would only be noise).
     unless_schema: Vec<(String, Diagnostic)>,
     env: minijinja::Environment<'static>,
+}
+
+impl Checker {
+    /// LB0127: values pasted unquoted into the fields of `with` that are code.
+    fn pasted(
+        &mut self,
+        action: &crate::actions::Action,
+        with: &Value,
+        at: &str,
+        params: &indexmap::IndexMap<String, super::Param>,
+    ) {
+        for (field, lang) in action.code() {
+            let Some(Value::String(text)) = with.pointer(&field) else {
+                continue;
+            };
+            for hole in super::injection::unquoted(text, lang, params) {
+                let (what, help) = match lang {
+                    crate::actions::Language::Shell => (
+                        "script",
+                        format!(
+                            "pass it as an argument (`argv`), or through the step's `env` as \"$VAR\", or quote it: `{{{{ {hole} | shell_quote }}}}`"
+                        ),
+                    ),
+                    crate::actions::Language::Sql => (
+                        "SQL",
+                        format!(
+                            "pass it as a bind parameter (`$1` in `sql`, the value in `params`), or quote it: `{{{{ {hole} | sql_literal }}}}` (a value) or `| sql_ident` (a name)"
+                        ),
+                    ),
+                };
+                self.warnings.push(
+                    Diagnostic::new(
+                        Code::UnquotedValue,
+                        At::text(format!("{at}/with{field}"), hole.to_string()),
+                        format!("`{{{{ {hole} }}}}` is pasted into this {what} as it is: a quote or `;` in the value would become code"),
+                    )
+                    .help(help),
+                );
+            }
+        }
+    }
 }
 
 /// Whether the schema reported something at or under `pointer`.
@@ -306,6 +354,7 @@ impl Checker {
             default_timeout,
             default_retry,
             params: &param_names,
+            params_declared: &rb.params,
             secrets: &secret_names,
             env_secrets: &env_secrets,
         };
@@ -335,6 +384,7 @@ impl Checker {
             locks: rb.locks.clone(),
             steps,
             drill,
+            warnings: Vec::new(),
         })
     }
 
@@ -354,6 +404,7 @@ impl Checker {
             params: param_names,
             secrets: secret_names,
             env_secrets,
+            ..
         } = *shared;
         // Ids first: every later check resolves names through them.
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -418,6 +469,9 @@ impl Checker {
         for (i, s) in group.iter().enumerate() {
             let at = format!("{base}/{i}");
             let action = self.action(&s.action, &s.with, &at, connections);
+            if let Some(a) = &action {
+                self.pasted(a, &s.with, &at, shared.params_declared);
+            }
             if phase == Phase::SteadyState
                 && let Some(a) = &action
                 && a.effect() != Effect::ReadOnly

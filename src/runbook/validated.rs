@@ -22,6 +22,8 @@ pub struct ValidRunbook {
     /// In file order; `needs` are indices into this list, and the graph is acyclic.
     pub steps: Vec<ValidStep>,
     pub drill: Option<ValidDrill>,
+    /// What validation warns about: the runbook is valid, and runs.
+    pub warnings: Vec<crate::diagnostics::Diagnostic>,
 }
 
 #[derive(Debug, Clone)]

@@ -228,3 +228,252 @@ fn validate_plan_and_run_agree_on_templates() {
     );
     assert!(!sb.path("ran").exists());
 }
+
+#[test]
+fn an_error_far_out_on_a_very_long_line_renders_with_its_real_position() {
+    let sb = Sandbox::new();
+    let pad = "x".repeat(2_000_000);
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "long",
+            &format!(
+                "steps:\n  - {{id: a, action: shell, with: {{argv: [\"{pad}\"]}}, bogus: 1}}\n"
+            ),
+        ),
+    );
+    let r = sb.lifeboat(&["validate", "r.yaml"]);
+    assert_eq!(r.code, 2, "{}", &r.stderr[..r.stderr.len().min(2000)]);
+    assert!(!r.stderr.contains("panicked"));
+    let header = r.stderr.lines().next().unwrap();
+    assert_eq!(
+        header,
+        "r.yaml:5:2000048: error[LB0010]: unknown field `bogus` in step `a`"
+    );
+    assert!(
+        r.stderr.contains("╭─[r.yaml:5:2000048]"),
+        "{}",
+        &r.stderr[..2000]
+    );
+    assert!(r.stderr.len() < 10_000, "the snippet is clipped, not 2 MB");
+}
+
+#[test]
+fn thousands_of_problems_are_all_reported() {
+    let sb = Sandbox::new();
+    let steps: String = (0..5000)
+        .map(|i| format!("  - {{id: s{i}, action: nope{i}}}\n"))
+        .collect();
+    sb.write("r.yaml", &runbook("many", &format!("steps:\n{steps}")));
+    let r = sb.lifeboat(&["validate", "r.yaml"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.stderr.matches("error[LB0104]").count(), 5000);
+    assert!(
+        r.stderr.contains("5000 problem(s)"),
+        "{}",
+        r.stderr.lines().last().unwrap()
+    );
+}
+
+/// A reader that goes away (a pager, `| head`) never makes lifeboat panic, and a run whose
+/// stdout is gone still runs to the end and records it.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "pipe",
+            "steps:\n  - {id: a, action: shell, with: {script: 'touch ran'}}\n",
+        ),
+    );
+    let first = sb.lifeboat(&["run", "r.yaml"]);
+    let id = first.run_id();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["schema"],
+        vec!["actions", "--json"],
+        vec!["actions", "shell"],
+        vec!["explain", "LB0103"],
+        vec!["plan", "r.yaml", "--format", "json"],
+        vec!["validate", "r.yaml", "--format", "json"],
+        vec!["runs", "--json"],
+        vec!["runs"],
+        vec!["show", &id],
+        vec!["log", &id],
+        vec!["log", &id, "--json"],
+        vec!["metrics"],
+        vec!["run", "r.yaml"],
+        vec!["run", "r.yaml", "--json"],
+    ];
+    for args in commands {
+        let child = sb
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        drop(child.stdout.take()); // the reader is gone before the first byte
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(2)),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+    let runs: serde_json::Value =
+        serde_json::from_str(&sb.lifeboat(&["runs", "--json"]).stdout).unwrap();
+    let done = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .count();
+    assert_eq!(done, 3, "the runs whose stdout was closed ran to the end");
+}
+
+/// Control characters and bidirectional overrides in values (from the runbook, a command's
+/// output, an error) reach no terminal raw: shown escaped in plans, progress, `show`, `log`.
+#[test]
+fn control_and_bidi_characters_are_shown_not_obeyed() {
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "ctl",
+            r#"steps:
+  - id: a
+    action: shell
+    description: "clear \e[2J the screen, \u202ereversed"
+    with:
+      changes: false
+      script: |
+        printf 'out \033[31mred\033[0m \342\200\256rev\n'
+        printf 'err \033]0;title\007\n' >&2
+        exit 1
+"#,
+        ),
+    );
+    let plan = sb.lifeboat(&["plan", "r.yaml"]);
+    let run = sb.lifeboat(&["run", "r.yaml"]);
+    let id = run.run_id();
+    let show = sb.lifeboat(&["show", &id]);
+    let log = sb.lifeboat(&["log", &id]);
+    for (what, text) in [
+        ("plan", plan.stdout + &plan.stderr),
+        ("run", run.stderr),
+        ("show", show.stdout),
+        ("log", log.stdout),
+    ] {
+        assert!(!text.contains('\u{1b}'), "{what} holds a raw ESC: {text:?}");
+        assert!(
+            !text.contains('\u{202e}'),
+            "{what} holds a raw override: {text:?}"
+        );
+        assert!(!text.contains('\u{7}'), "{what} holds a raw BEL: {text:?}");
+        assert!(
+            text.contains("\\u{1b}") || text.contains("\\u{202e}"),
+            "{what} shows them escaped: {text}"
+        );
+    }
+}
+
+#[test]
+fn yaml_lifeboat_would_not_read_as_written_is_refused() {
+    let cases: &[(&str, Code)] = &[
+        (
+            "with: {script: !!binary ZWNobyBoaQ==}",
+            Code::UnsupportedYaml,
+        ),
+        ("with: {script: !!str echo}", Code::UnsupportedYaml),
+        ("with: !custom {script: echo}", Code::UnsupportedYaml),
+        ("with: {argv: !!seq [echo]}", Code::UnsupportedYaml),
+        (
+            "with: {argv: [echo]}, retry: {attempts: 2, factor: .inf}",
+            Code::UnsupportedYaml,
+        ),
+        (
+            "with: {argv: [echo]}, retry: {attempts: 2, factor: -.Inf}",
+            Code::UnsupportedYaml,
+        ),
+        (
+            "with: {argv: [echo]}, retry: {attempts: 2, factor: .NaN}",
+            Code::UnsupportedYaml,
+        ),
+        (
+            "with: {argv: [echo]}, retry: {attempts: 2, factor: 1e999}",
+            Code::UnsupportedYaml,
+        ),
+        ("with: {script: \"echo \u{202e}x\"}", Code::HiddenText),
+        (
+            "with: {script: \"echo \u{2066}x\u{2069}\"}",
+            Code::HiddenText,
+        ),
+    ];
+    for (with, code) in cases {
+        let text = format!(
+            "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {{name: t, version: 1.0.0}}\nsteps:\n  - {{id: a, action: shell, {with}}}\n"
+        );
+        assert_eq!(codes_for(text.as_bytes()), vec![*code], "{with}");
+    }
+    // Quoted, the same texts are strings, and fine.
+    let ok = "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: t, version: 1.0.0}\nsteps:\n  - {id: a, action: shell, with: {argv: [echo, '!!binary', '.inf', '1e999', 'hi!']}}\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ok.yaml"), ok).unwrap();
+    assert!(load_file(&dir.path().join("ok.yaml")).result.is_ok());
+}
+
+/// Templates that would build without bound are stopped at a template's budget, whatever way
+/// they grow, in `plan` and in `run` alike; the process goes on.
+#[test]
+fn template_memory_is_bounded() {
+    let growing = [
+        r#"{% set a = "x" * 100000000 %}{{ (a ~ a ~ a ~ a ~ a ~ a ~ a ~ a) | length }}"#,
+        r#"{% set ns = namespace(s="x") %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}"#,
+        r#"{% set ns = namespace(l=[1]) %}{% for i in range(60) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l | length }}"#,
+        r#"{% set ns = namespace(s="xx") %}{% for i in range(40) %}{% set ns.s = ns.s | replace("x", "xx") %}{% endfor %}{{ ns.s | length }}"#,
+        r#"{% for i in range(100000) %}{{ "x" * 10000 }}{% endfor %}"#,
+        r#"{{ (range(100000) | join(",")) * 900 }}"#,
+        r#"{% macro grow(s, n) %}{% if n > 0 %}{{ grow(s ~ s, n - 1) }}{% else %}{{ s | length }}{% endif %}{% endmacro %}{{ grow("x", 40) }}"#,
+    ];
+    for t in growing {
+        let sb = Sandbox::new();
+        sb.write("r.yaml", &with_template(t));
+        let p = sb.lifeboat(&["plan", "r.yaml"]);
+        assert_eq!(p.code, 2, "plan {t}: {}", p.stderr);
+        assert!(
+            p.stderr.contains("a template's budget")
+                || p.stderr.contains("too large")
+                || p.stderr.contains("fuel"),
+            "plan {t}: {}",
+            p.stderr
+        );
+    }
+    // Growing from a value only the run has: the plan defers it, the attempt is stopped.
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &with_template(
+            r#"{% set ns = namespace(s=steps.first.outputs.stdout ~ "x") %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}"#,
+        ),
+    );
+    let p = sb.lifeboat(&["plan", "r.yaml"]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    assert!(p.stdout.contains("computed at run time"), "{}", p.stdout);
+    let r = sb.lifeboat(&["run", "r.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let failed = sb
+        .events(&r.run_id())
+        .into_iter()
+        .find(|e| e["event"] == "step_failed")
+        .unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("a template's budget"),
+        "{failed}"
+    );
+}

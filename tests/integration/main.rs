@@ -13,6 +13,7 @@ mod docs;
 mod drills;
 mod hostile;
 mod http;
+mod injection;
 mod kubernetes;
 mod pg_state;
 mod postgres;

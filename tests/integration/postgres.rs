@@ -748,3 +748,49 @@ fn tls_when_the_url_asks_verified_against_the_given_ca() {
         "{failed}"
     );
 }
+
+/// `sql_literal` and `sql_ident` keep hostile values values on a real server: each lands as
+/// text, or names a table, exactly; nothing else runs.
+#[test]
+fn sql_quoting_filters_keep_values_values() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "create table kept(v text)");
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &pg_runbook(
+            "quoting",
+            &pg,
+            "postgres",
+            "  - {id: put, action: postgres.query, with: {connection: db, writes: true, sql: \"insert into kept values ({{ params.v | sql_literal }})\"}}\n  - {id: name, action: postgres.query, needs: [put], with: {connection: db, writes: true, sql: \"create table {{ params.v | sql_ident }} (x int)\"}}\n",
+        )
+        .replace("connections:", "params:\n  v: {type: string}\nconnections:"),
+    );
+    let values = [
+        "x'); drop table kept; --",
+        "\\'); drop table kept; --",
+        "a\\b'c\"d",
+        "Robert\"); DROP TABLE kept;--",
+        "$$; drop table kept; $$",
+    ];
+    for v in values {
+        let r = sb.lifeboat_env(
+            &["run", "r.yaml", "-p", &format!("v={v}")],
+            &[("LB_PG_PASSWORD", PASSWORD)],
+        );
+        assert_eq!(r.code, 0, "{v}: {}", r.stderr);
+    }
+    let stored = pg.psql("postgres", "select string_agg(v, '|' order by v) from kept");
+    let mut expected: Vec<&str> = values.to_vec();
+    expected.sort();
+    assert_eq!(stored, expected.join("|"));
+    let tables = pg.psql(
+        "postgres",
+        "select count(*) from pg_tables where schemaname = 'public'",
+    );
+    assert_eq!(
+        tables,
+        (values.len() + 1).to_string(),
+        "each value named one table, and `kept` stands"
+    );
+}

@@ -38,6 +38,13 @@ fn shipped_runbooks_validate_and_plan() {
             Ok(rb) => rb,
             Err(_) => panic!("{} is invalid:\n{}", rel.display(), common::rendered(&path)),
         };
+        // What ships is what runbook authors copy: it pastes no value into code unquoted.
+        assert!(
+            rb.warnings.is_empty(),
+            "{} has warnings: {:?}",
+            rel.display(),
+            rb.warnings.iter().map(|w| &w.message).collect::<Vec<_>>()
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.starts_with("# yaml-language-server: $schema="),

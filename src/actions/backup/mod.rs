@@ -38,6 +38,13 @@ impl BackupLocation {
     }
 
     pub fn check(&self, field: &str) -> Vec<WithProblem> {
+        if let Some(p) = self
+            .key
+            .as_deref()
+            .and_then(|k| crate::actions::s3::key_problem(&format!("{field}/key"), k, false))
+        {
+            return vec![p];
+        }
         match (&self.path, &self.connection, &self.key) {
             (Some(_), None, None) | (None, Some(_), Some(_)) => vec![],
             (Some(_), _, _) => vec![WithProblem::new(

@@ -7,8 +7,8 @@ use super::BackupLocation;
 use crate::actions::postgres::{self as pg, PgTarget, ident};
 use crate::actions::s3::{self, S3};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
-    WithProblem, out, support::the_connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Language, Output,
+    When, WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -53,6 +53,11 @@ impl ActionSpec for BackupVerify {
     /// A second verification of the same backup does the same.
     fn idempotent(&self) -> bool {
         true
+    }
+    fn code(&self) -> Vec<(String, Language)> {
+        (0..self.queries.len())
+            .map(|i| (format!("/queries/{i}"), Language::Sql))
+            .collect()
     }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         let mut c = the_connection(&self.connection, &[ConnectionKind::Postgres]);

@@ -115,7 +115,10 @@ impl ActionSpec for KubernetesApply {
         the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
     fn check(&self) -> Vec<WithProblem> {
-        let mut p = Vec::new();
+        let mut p: Vec<WithProblem> =
+            super::namespace_problem("/namespace", self.namespace.as_deref())
+                .into_iter()
+                .collect();
         if self.manifests.is_empty() {
             p.push(WithProblem::new("/manifests", "give at least one manifest"));
         }
@@ -132,6 +135,16 @@ impl ActionSpec for KubernetesApply {
                     ));
                 }
             }
+            if let Some(name) = field(m, "/metadata/name").filter(|n| !n.is_empty()) {
+                p.extend(super::name_problem(
+                    &format!("/manifests/{i}/metadata/name"),
+                    name,
+                ));
+            }
+            p.extend(super::namespace_problem(
+                &format!("/manifests/{i}/metadata/namespace"),
+                field(m, "/metadata/namespace"),
+            ));
         }
         p
     }

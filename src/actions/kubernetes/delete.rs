@@ -145,6 +145,11 @@ impl ActionSpec for KubernetesDelete {
         let mut p: Vec<WithProblem> = WithProblem::duration("/within", self.within.as_ref())
             .into_iter()
             .collect();
+        p.extend(super::name_problem("/name", &self.name));
+        p.extend(super::namespace_problem(
+            "/namespace",
+            self.namespace.as_deref(),
+        ));
         if self.api_version().is_none() {
             p.push(WithProblem::new(
                 "/kind",

@@ -183,6 +183,10 @@ impl ActionSpec for KubernetesJob {
         let mut p: Vec<WithProblem> = WithProblem::duration("/within", self.within.as_ref())
             .into_iter()
             .collect();
+        p.extend(super::namespace_problem(
+            "/namespace",
+            self.namespace.as_deref(),
+        ));
         if let Err(e) = serde_json::from_value::<JobSpec>(Value::Object(self.spec.clone())) {
             p.push(WithProblem::new("/spec", format!("not a Job spec: {e}")));
             return p;

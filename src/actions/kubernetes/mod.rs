@@ -443,6 +443,53 @@ pub fn annotations(pairs: &[(&str, &str)]) -> Value {
     json!({"metadata": {"annotations": a}})
 }
 
+/// An object's name as RFC 1123 wants it (a DNS subdomain: at most 253 characters, lowercase
+/// letters, digits, `-` and `.`, beginning and ending with a letter or digit). A templated one is
+/// checked once rendered, before the attempt touches anything.
+pub fn name_problem(field: &str, name: &str) -> Option<crate::actions::WithProblem> {
+    if crate::actions::unknown_yet(name) || is_dns_subdomain(name) {
+        return None;
+    }
+    Some(crate::actions::WithProblem::new(
+        field,
+        format!(
+            "`{}` is not a Kubernetes name: lowercase letters, digits, `-` and `.`, beginning and ending with a letter or digit, at most 253 characters",
+            crate::text::printable(name, false)
+        ),
+    ))
+}
+
+/// A namespace as RFC 1123 wants it (a DNS label: at most 63 characters, no `.`).
+pub fn namespace_problem(field: &str, ns: Option<&str>) -> Option<crate::actions::WithProblem> {
+    let ns = ns?;
+    if crate::actions::unknown_yet(ns)
+        || (ns.len() <= 63 && is_dns_subdomain(ns) && !ns.contains('.'))
+    {
+        return None;
+    }
+    Some(crate::actions::WithProblem::new(
+        field,
+        format!(
+            "`{}` is not a namespace: lowercase letters, digits and `-`, beginning and ending with a letter or digit, at most 63 characters",
+            crate::text::printable(ns, false)
+        ),
+    ))
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 /// A Kubernetes workload, named by exactly one of the `deployment` and `statefulset` fields that
 /// the Kubernetes actions carry (kept as plain fields: serde's `flatten` would lose error locations).
 pub struct Workload<'a> {
@@ -452,6 +499,18 @@ pub struct Workload<'a> {
 
 impl Workload<'_> {
     pub fn check(&self) -> Vec<crate::actions::WithProblem> {
+        let names = [
+            ("/deployment", self.deployment),
+            ("/statefulset", self.statefulset),
+        ]
+        .into_iter()
+        .filter_map(|(f, n)| name_problem(f, n?));
+        let mut p: Vec<_> = names.collect();
+        p.extend(self.one_of());
+        p
+    }
+
+    fn one_of(&self) -> Vec<crate::actions::WithProblem> {
         match (self.deployment, self.statefulset) {
             (Some(_), None) | (None, Some(_)) => vec![],
             (Some(_), Some(_)) => {

@@ -88,6 +88,10 @@ impl ActionSpec for KubernetesRolloutRestart {
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = self.workload().check();
+        p.extend(super::namespace_problem(
+            "/namespace",
+            self.namespace.as_deref(),
+        ));
         p.extend(WithProblem::duration(
             "/wait_timeout",
             self.wait_timeout.as_ref(),

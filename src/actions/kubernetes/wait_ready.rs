@@ -75,6 +75,10 @@ impl ActionSpec for KubernetesWaitReady {
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = self.workload().check();
+        p.extend(super::namespace_problem(
+            "/namespace",
+            self.namespace.as_deref(),
+        ));
         p.extend(WithProblem::duration("/within", self.within.as_ref()));
         p
     }

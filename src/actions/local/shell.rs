@@ -5,7 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, DescribeContext, Exec, Output, When, WithProblem, out,
+    ActionError, ActionFuture, ActionSpec, DescribeContext, Exec, Language, Output, When,
+    WithProblem, out,
 };
 
 /// Run a local command. Give `argv` (no shell involved) or `script` (run by `sh -c`, or `shell`).
@@ -39,6 +40,9 @@ pub struct Shell {
     pub capture_limit: Option<u64>,
 }
 
+/// Programs whose `-c` argument is a script.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
+
 impl ActionSpec for Shell {
     const NAME: &'static str = "shell";
     const SUMMARY: &'static str = "Run a local command or script and capture its output";
@@ -69,6 +73,22 @@ impl ActionSpec for Shell {
         Box::pin(run(self, cx))
     }
 
+    fn code(&self) -> Vec<(String, Language)> {
+        let mut code = Vec::new();
+        if self.script.is_some() {
+            code.push(("/script".into(), Language::Shell));
+        }
+        // `argv: [sh, -c, SCRIPT, ...]` is a script too.
+        if let Some(argv) = &self.argv
+            && let [shell, flag, ..] = argv.as_slice()
+            && SHELLS.contains(&shell.rsplit('/').next().unwrap_or(shell))
+            && flag.starts_with('-')
+            && flag.contains('c')
+        {
+            code.push(("/argv/2".into(), Language::Shell));
+        }
+        code
+    }
     fn check(&self) -> Vec<WithProblem> {
         match (&self.argv, &self.script) {
             (Some(a), None) if a.is_empty() => vec![WithProblem::new(

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as pg, PgTarget};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
-    support::the_connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Language, Output,
+    When, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -90,6 +90,9 @@ impl ActionSpec for PostgresQuery {
         })
     }
 
+    fn code(&self) -> Vec<(String, Language)> {
+        vec![("/sql".into(), Language::Sql)]
+    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::Postgres])
     }

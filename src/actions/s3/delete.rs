@@ -50,10 +50,13 @@ impl ActionSpec for S3Delete {
     }
     fn check(&self) -> Vec<WithProblem> {
         if self.keys.is_empty() {
-            vec![WithProblem::new("/keys", "name at least one key")]
-        } else {
-            vec![]
+            return vec![WithProblem::new("/keys", "name at least one key")];
         }
+        self.keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| super::key_problem(&format!("/keys/{i}"), k, false))
+            .collect()
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
         format!(

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::S3;
 use crate::actions::support::aws;
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
-    support::the_connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -87,6 +87,11 @@ impl ActionSpec for S3Get {
         })
     }
 
+    fn check(&self) -> Vec<WithProblem> {
+        super::key_problem("/key", &self.key, false)
+            .into_iter()
+            .collect()
+    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::S3])
     }

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
 use crate::actions::{
-    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
-    support::the_connection,
+    ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -91,6 +91,11 @@ impl ActionSpec for S3Latest {
         })
     }
 
+    fn check(&self) -> Vec<WithProblem> {
+        super::key_problem("/prefix", &self.prefix, true)
+            .into_iter()
+            .collect()
+    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::S3])
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
 use crate::actions::{
-    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, out,
+    ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When, WithProblem, out,
     support::the_connection,
 };
 use crate::runbook::ConnectionKind;
@@ -51,6 +51,11 @@ impl ActionSpec for S3List {
         })
     }
 
+    fn check(&self) -> Vec<WithProblem> {
+        super::key_problem("/prefix", &self.prefix, true)
+            .into_iter()
+            .collect()
+    }
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         the_connection(&self.connection, &[ConnectionKind::S3])
     }

@@ -174,3 +174,30 @@ pub async fn put_json(s3: &S3, key: &str, value: &Value) -> Result<(), ActionErr
         .map(|_| ())
         .map_err(|e| classify(&e, &format!("writing s3://{}/{key}", s3.bucket)))
 }
+
+/// An object key (or a prefix of keys) as lifeboat writes and reads them: no `.` or `..` path
+/// segment (a key built from a param must not climb out of where it belongs, in S3 or in a
+/// local copy), no leading `/`, no control character, at most S3's 1,024 bytes. A templated one
+/// is checked once rendered, before the attempt touches anything.
+pub fn key_problem(field: &str, key: &str, prefix: bool) -> Option<crate::actions::WithProblem> {
+    if crate::actions::unknown_yet(key) {
+        return None;
+    }
+    let why = if key.is_empty() && !prefix {
+        "an object key cannot be empty"
+    } else if key.starts_with('/') {
+        "a key does not start with `/`"
+    } else if key.split('/').any(|seg| seg == ".." || seg == ".") {
+        "a key has no `.` or `..` segment"
+    } else if key.chars().any(char::is_control) {
+        "a key holds no control character"
+    } else if key.len() > 1024 {
+        "a key is at most 1,024 bytes"
+    } else {
+        return None;
+    };
+    Some(crate::actions::WithProblem::new(
+        field,
+        format!("`{}`: {why}", crate::text::printable(key, false)),
+    ))
+}

@@ -98,14 +98,16 @@ impl ActionSpec for S3Put {
         the_connection(&self.connection, &[ConnectionKind::S3])
     }
     fn check(&self) -> Vec<WithProblem> {
+        let mut p: Vec<WithProblem> = super::key_problem("/key", &self.key, false)
+            .into_iter()
+            .collect();
         if self.file.is_some() == self.content.is_some() {
-            vec![WithProblem::new(
+            p.push(WithProblem::new(
                 "",
                 "give `file` or `content`, exactly one",
-            )]
-        } else {
-            vec![]
+            ));
         }
+        p
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
         let what = match (&self.file, &self.content) {

@@ -146,15 +146,17 @@ impl ActionSpec for S3Retention {
         the_connection(&self.connection, &[ConnectionKind::S3])
     }
     fn check(&self) -> Vec<WithProblem> {
+        let mut p: Vec<WithProblem> = super::key_problem("/prefix", &self.prefix, true)
+            .into_iter()
+            .collect();
         // A policy that keeps nothing would delete every backup: never what anyone means.
         if self.keep_last + self.hourly + self.daily + self.weekly + self.monthly == 0 {
-            vec![WithProblem::new(
+            p.push(WithProblem::new(
                 "",
                 "this policy keeps nothing and would delete every backup; set keep_last or a period",
-            )]
-        } else {
-            vec![]
+            ));
         }
+        p
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
         let mut keep = Vec::new();
