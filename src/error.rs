@@ -22,10 +22,15 @@ pub enum Error {
     /// Another run holds what this command needs (a lock, the run itself).
     #[error("{0}")]
     Held(String),
-    /// The command could not do its work: the store, the run log, a log that fails
-    /// verification, a run that stopped with an error.
+    /// The command could not do its work: a log that fails verification, a run that failed,
+    /// a report that could not be written.
     #[error("{0}")]
     Failed(String),
+    /// The state store could not be reached or written (a full disk, permissions, a database
+    /// gone). A run stopped where its log ends, and `resume` continues it once the store is
+    /// fixed; or no run was created at all.
+    #[error("{0}")]
+    Store(String),
 }
 
 impl Error {
@@ -34,6 +39,7 @@ impl Error {
             Error::Invalid(_) | Error::Runbook { .. } => Exit::Invalid,
             Error::Held(_) => Exit::LockHeld,
             Error::Failed(_) => Exit::Failed,
+            Error::Store(_) => Exit::StateStore,
         }
     }
 
@@ -57,14 +63,16 @@ impl From<LockError> for Error {
     fn from(e: LockError) -> Error {
         match e {
             LockError::Held { .. } | LockError::Paused { .. } => Error::Held(e.to_string()),
-            LockError::Io { .. } | LockError::Store { .. } => Error::Failed(e.to_string()),
+            LockError::Io { .. } | LockError::Store { .. } => Error::Store(e.to_string()),
         }
     }
 }
 
 impl From<crate::engine::EngineError> for Error {
     fn from(e: crate::engine::EngineError) -> Error {
-        Error::Failed(e.to_string())
+        match e {
+            crate::engine::EngineError::Log(_) => Error::Store(e.to_string()),
+        }
     }
 }
 

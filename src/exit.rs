@@ -12,7 +12,10 @@ pub enum Exit {
     WaitingForApproval = 3,
     /// Another run holds a lock this one needs.
     LockHeld = 4,
-    /// SIGINT or SIGTERM.
+    /// The state store could not be reached or written: a run stopped where its log ends
+    /// (`resume` continues it), or none was created.
+    StateStore = 5,
+    /// SIGINT, SIGTERM or SIGHUP.
     Interrupted = 130,
 }
 

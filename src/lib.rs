@@ -16,6 +16,7 @@ pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod files;
 pub mod metrics;
 pub mod plan;
 pub mod runbook;

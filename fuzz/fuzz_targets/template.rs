@@ -39,7 +39,11 @@ steps:
                     Ok(plan) => shown.push_str(&lifeboat::plan::render_text(&plan)),
                     Err(diags) => {
                         for d in diags {
-                            shown.push_str(&lifeboat::diagnostics::render(&loaded.source, d, false));
+                            shown.push_str(&lifeboat::diagnostics::render(
+                                &loaded.source,
+                                d,
+                                false,
+                            ));
                         }
                     }
                 }
@@ -47,7 +51,9 @@ steps:
         }
     }
     let mut secrets = lifeboat::engine::secrets::Secrets::default();
-    secrets.values.insert("token".into(), "Pa55/word+with?odd&chars".into());
+    secrets
+        .values
+        .insert("token".into(), "Pa55/word+with?odd&chars".into());
     let masker = lifeboat::engine::Masker::new(&secrets);
     let _ = masker.scrub(&shown);
     let _ = masker.scrub(template);

@@ -237,9 +237,15 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
         Vec::new()
     }
-    /// Checks the type cannot express.
+    /// Checks the type cannot express, of what the runbook says (validation).
     fn check(&self) -> Vec<WithProblem> {
         Vec::new()
+    }
+    /// The checks that hold of rendered values too, run by `plan` and before each attempt:
+    /// all of [`ActionSpec::check`] unless a rule is about what an author may write (a literal
+    /// empty list, say) rather than what the action may be given.
+    fn check_rendered(&self) -> Vec<WithProblem> {
+        self.check()
     }
     /// The fields of `with` that are code (a script, SQL), by pointer inside `with`: validation
     /// warns where a value is pasted into one unquoted.
@@ -398,6 +404,9 @@ macro_rules! actions {
             }
             pub fn check(&self) -> Vec<WithProblem> {
                 match self { $(Action::$variant(a) => a.check(),)* }
+            }
+            pub fn check_rendered(&self) -> Vec<WithProblem> {
+                match self { $(Action::$variant(a) => a.check_rendered(),)* }
             }
             pub fn code(&self) -> Vec<(String, Language)> {
                 match self { $(Action::$variant(a) => a.code(),)* }

@@ -121,7 +121,7 @@ fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<Dri
                 None => Ok(()),
             };
             written
-                .and_then(|_| super::write_atomic(&out, &body))
+                .and_then(|_| crate::files::replace(&out, body.as_bytes(), 0o644))
                 .map_err(|e| {
                     Error::Failed(format!("cannot write the report to {}: {e}", out.display()))
                 })?;

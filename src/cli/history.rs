@@ -157,7 +157,7 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
         return Ok(Exit::Success);
     };
     // The collector may read at any moment: it must see the old file or the new one, whole.
-    super::write_atomic(path, &text)
+    crate::files::replace(path, text.as_bytes(), 0o644)
         .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
     Ok(Exit::Success)
 }

@@ -203,10 +203,12 @@ pub fn main() -> Exit {
         }
     };
     verbose::init(cli.verbose);
-    match dispatch(cli.command) {
+    let exit = match dispatch(cli.command) {
         Ok(exit) => exit,
         Err(e) => fail(e),
-    }
+    };
+    crate::actions::support::process::reap();
+    exit
 }
 
 /// Prints an error once, in the form its kind takes; its exit code.
@@ -274,17 +276,6 @@ fn dispatch(command: Command) -> Result<Exit> {
         Command::Actions { name, json } => actions::run(name.as_deref(), json),
         Command::Explain { code } => explain::run(&code),
     }
-}
-
-/// Writes `body` beside `path`, then renames it into place: a reader sees the old file or the new
-/// one, whole, never half of one. The temporary file is removed if anything fails.
-fn write_atomic(path: &std::path::Path, body: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let written = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// Parses `-p name=value` arguments; a malformed one is a usage error.

@@ -40,7 +40,7 @@ pub struct Driving {
     /// and the run rolls back when it passes.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// After Ctrl-C or SIGTERM, how long running steps may take to finish before they are cancelled.
+    /// After Ctrl-C, SIGTERM or SIGHUP, how long running steps may take to finish before they are cancelled.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub grace: String,
     /// Stream events as JSON lines on stdout instead of the run id.

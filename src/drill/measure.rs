@@ -344,6 +344,32 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
     if steady_before == Holds::Held && incident_at.is_none() {
         reasons.push("the fault was not injected: an inject step did not succeed".into());
     }
+    // The recovery is what a drill tests: a step of it that failed fails the drill, even when
+    // `on_failure: continue` let the run go on and the steady state came back by itself.
+    if incident_at.is_some() {
+        let recovery = part_rows(&info.recovery);
+        for r in recovery.iter().filter(|r| r.outcome == Outcome::Failed) {
+            reasons.push(format!(
+                "recovery step `{}` failed{}: {}",
+                r.id,
+                if status == RunStatus::Succeeded {
+                    " (`on_failure: continue` let the run go on)"
+                } else {
+                    ""
+                },
+                r.detail.as_deref().unwrap_or("no error recorded")
+            ));
+        }
+        if status == RunStatus::Succeeded
+            && !recovery.is_empty()
+            && recovery.iter().all(|r| r.outcome != Outcome::Succeeded)
+            && recovery.iter().all(|r| r.outcome != Outcome::Failed)
+        {
+            reasons.push(
+                "no recovery step ran (every one was skipped): the drill tested no recovery".into(),
+            );
+        }
+    }
     if incident_at.is_some() && steady_after != Holds::Held {
         reasons.push(match steady_after {
             Holds::Failed => "the steady state did not hold after the recovery".to_string(),

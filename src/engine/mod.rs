@@ -41,7 +41,7 @@ pub struct Options {
     pub yes: bool,
     /// The whole run's deadline, per process.
     pub timeout: Option<Duration>,
-    /// After the first SIGINT/SIGTERM, how long running steps may take to finish before they are
+    /// After the first SIGINT/SIGTERM/SIGHUP, how long running steps may take to finish before they are
     /// cancelled.
     pub grace: Duration,
     pub operator: String,
@@ -132,6 +132,17 @@ impl Emitter {
 
     /// Appends an event; returns its seq. It is written but not yet durable.
     pub fn emit(&self, event: Event) -> Result<u64, EngineError> {
+        self.emit_if(event, |_| true)
+            .map(|seq| seq.expect("always allowed"))
+    }
+
+    /// Appends an event if `allow` says so of the state it would follow, decided under the
+    /// same lock that appends: no other event can come between.
+    pub fn emit_if(
+        &self,
+        event: Event,
+        allow: impl FnOnce(&RunState) -> bool,
+    ) -> Result<Option<u64>, EngineError> {
         let mut map = event.to_map();
         let event = if self.masker.is_empty() {
             event
@@ -147,10 +158,13 @@ impl Emitter {
                 .map_err(|e| EngineError::Log(format!("a masked event no longer parses: {e}")))?
         };
         let mut st = self.state.lock().expect("state lock");
+        if !allow(&st) {
+            return Ok(None);
+        }
         let (seq, ts) = self.writer.append(&map).map_err(EngineError::Log)?;
         st.apply(seq, &ts, &event);
         self.sink.event(seq, &ts, &event);
-        Ok(seq)
+        Ok(Some(seq))
     }
 
     /// Appends an event and waits until it is on disk.
@@ -158,6 +172,19 @@ impl Emitter {
         let seq = self.emit(event)?;
         self.writer.durable(seq).await.map_err(EngineError::Log)?;
         Ok(seq)
+    }
+
+    /// [`Emitter::emit_if`], then waits until the event, if appended, is on disk.
+    pub async fn emit_durable_if(
+        &self,
+        event: Event,
+        allow: impl FnOnce(&RunState) -> bool,
+    ) -> Result<Option<u64>, EngineError> {
+        let Some(seq) = self.emit_if(event, allow)? else {
+            return Ok(None);
+        };
+        self.writer.durable(seq).await.map_err(EngineError::Log)?;
+        Ok(Some(seq))
     }
 
     pub async fn flush(&self) -> Result<(), EngineError> {

@@ -39,6 +39,8 @@ struct Shared {
     unanswered: std::sync::Mutex<HashSet<usize>>,
     /// Steps not yet settled, in file order.
     open: std::sync::Mutex<Vec<usize>>,
+    /// Settled steps with a need, at some depth, that is not: see [`upstream_undone`].
+    stale: std::sync::Mutex<HashSet<usize>>,
 }
 
 /// Whether a step is done with for this process: its dependents may be decided.
@@ -52,10 +54,44 @@ fn settled(s: &StepState) -> bool {
     )
 }
 
+/// The steps that are settled while something upstream of them is not. Only a resumed run has
+/// any: a rollback undid `copy`, `check` after it succeeded and has nothing to undo, and `copy`
+/// is to be done again. Until it is, `check` vouches for nothing, and its dependents wait.
+fn upstream_undone(rb: &ValidRunbook, st: &super::RunState) -> HashSet<usize> {
+    let n = rb.steps.len();
+    let mut waiting: Vec<usize> = rb.steps.iter().map(|s| s.needs.len()).collect();
+    let mut dependents = vec![Vec::new(); n];
+    for (i, step) in rb.steps.iter().enumerate() {
+        for &need in &step.needs {
+            dependents[need].push(i);
+        }
+    }
+    // In dependency order (the graph is acyclic), so each step's needs are decided first.
+    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut done = vec![false; n];
+    let mut stale = HashSet::new();
+    while let Some(i) = ready.pop() {
+        let settled_here = settled(&st.steps[i].state);
+        done[i] = settled_here && rb.steps[i].needs.iter().all(|&need| done[need]);
+        if settled_here && !done[i] {
+            stale.insert(i);
+        }
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    stale
+}
+
 /// How one step's attempts ended.
 enum Outcome {
     Succeeded,
     Failed,
+    /// Never started: another step failed first.
+    NotStarted,
 }
 
 /// What a task of the run loop reports.
@@ -103,6 +139,7 @@ impl Engine {
                 identity: s.identity,
                 unanswered: Default::default(),
                 open: std::sync::Mutex::new((0..n).collect()),
+                stale: Default::default(),
             }),
         }
     }
@@ -119,6 +156,7 @@ impl Engine {
                 }
             }
         }
+        *sh.stale.lock().expect("stale lock") = upstream_undone(&sh.rb, &sh.emitter.state());
         if sh.emitter.state().rollback == Some(false) {
             // A rollback was cut short: finish it, and the run stays failed.
             let summary = self
@@ -304,7 +342,11 @@ impl Engine {
                 let st = sh.emitter.state();
                 let unanswered = sh.unanswered.lock().expect("unanswered lock");
                 let mut open = sh.open.lock().expect("open lock");
+                let mut stale = sh.stale.lock().expect("stale lock");
                 open.retain(|&i| !settled(&st.steps[i].state));
+                if !stale.is_empty() {
+                    *stale = upstream_undone(&sh.rb, &st);
+                }
                 // Needs first: in a long chain nearly every open step fails this cheap test.
                 open.iter()
                     .copied()
@@ -312,7 +354,7 @@ impl Engine {
                         sh.rb.steps[i]
                             .needs
                             .iter()
-                            .all(|&n| settled(&st.steps[n].state))
+                            .all(|&n| settled(&st.steps[n].state) && !stale.contains(&n))
                     })
                     .filter(|i| {
                         !running.contains_key(i)
@@ -596,7 +638,8 @@ impl Engine {
             };
             match compensation_attempts(sh, i, first).await? {
                 Outcome::Succeeded => compensated.push(id),
-                Outcome::Failed => failed.push(id),
+                // A compensation always starts; were it not to, it would not have undone anything.
+                Outcome::Failed | Outcome::NotStarted => failed.push(id),
             }
         }
         sh.emitter
@@ -772,7 +815,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             };
             // What validation checked of literal values, checked of rendered ones: a templated
             // name or key breaks a rule before the action touches anything, not after.
-            if let Some(p) = typed.check().into_iter().next() {
+            if let Some(p) = typed.check_rendered().into_iter().next() {
                 return Err(ActionError::permanent(format!(
                     "after rendering, `with{}` of `{}`: {}",
                     p.field,
@@ -798,11 +841,18 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                     inputs: rendered.recorded,
                 }
             };
-            // The record of the attempt is on disk before the attempt touches anything.
-            sh.emitter
-                .emit_durable(started)
+            // The record of the attempt is on disk before the attempt touches anything. A
+            // step's first attempt here starts only while no other step has failed: the run
+            // loop may have decided to start it before it heard of that failure.
+            let fresh = !a.compensation && attempt == first;
+            let allowed = sh
+                .emitter
+                .emit_durable_if(started, |st| !(fresh && st.halted))
                 .await
                 .map_err(AttemptError::Log)?;
+            if allowed.is_none() {
+                return Err(AttemptError::Halted);
+            }
             let eval = |expr: &str, outputs: &Value| eval(sh, expr, Some(outputs));
             let connection =
                 |name: &str| inputs::connection(&sh.rb, &sh.scope, &sh.env, &sh.masker, name);
@@ -909,6 +959,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 return Ok(Outcome::Succeeded);
             }
             Err(AttemptError::Log(e)) => return Err(e),
+            Err(AttemptError::Halted) => return Ok(Outcome::NotStarted),
             Err(AttemptError::Action(e)) => {
                 let next = if e.transient { delays.next() } else { None };
                 if let Some(delay) = next {
@@ -964,6 +1015,8 @@ enum AttemptError {
     Action(ActionError),
     /// The run log cannot be written: nothing may start.
     Log(EngineError),
+    /// Another step failed before this one's first attempt could start; it stays pending.
+    Halted,
 }
 
 impl From<ActionError> for AttemptError {

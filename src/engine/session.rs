@@ -100,11 +100,49 @@ impl<'s> Session<'s> {
         let identity = store.identity().await.map_err(Error::Invalid)?;
         let run_id = store::new_run_id();
         let locks = store.acquire(&rb.locks, &holder(&run_id)).await?;
-        let writer = store
-            .create_run(&run_id, new.text)
-            .await
-            .map_err(Error::Failed)?;
         let masker = Masker::new(&secrets);
+        let recorded = self.record(&new, &run_id, &masker, &locks).await;
+        let (emitter, driver) = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing ran: leave nothing behind, and no lock held by a run that never was.
+                store.abandon_run(&run_id).await;
+                locks.release().await;
+                return Err(e);
+            }
+        };
+        let started_at = emitter.state().started_at.clone();
+        let scope = RunScope::new(
+            new.params,
+            &secrets,
+            run_map(&run_id, &started_at, &self.opts.operator, rb),
+        );
+        Ok(self.ready(
+            rb.clone(),
+            emitter,
+            scope,
+            masker,
+            locks,
+            run_id,
+            driver,
+            identity,
+        ))
+    }
+
+    /// Creates the run and writes its first lines durably: `run_started`, and the locks taken
+    /// from crashed runs. The run is published (visible, resumable) only once they are.
+    async fn record(
+        &self,
+        new: &NewRun<'_>,
+        run_id: &str,
+        masker: &Arc<Masker>,
+        locks: &LockSet,
+    ) -> Result<(Arc<Emitter>, Driver)> {
+        let (rb, store) = (new.runbook, self.store);
+        let writer = store
+            .create_run(run_id, new.text)
+            .await
+            .map_err(Error::Store)?;
         let state = RunState::new(rb.steps.iter().map(|s| s.id.as_str()));
         let emitter = Arc::new(Emitter::new(
             writer,
@@ -113,7 +151,7 @@ impl<'s> Session<'s> {
             self.wiring.sink.clone(),
         ));
         let started = Event::RunStarted {
-            run: run_id.clone(),
+            run: run_id.to_string(),
             runbook: rb.name.clone(),
             version: rb.version.to_string(),
             file: new.file.display().to_string(),
@@ -131,30 +169,15 @@ impl<'s> Session<'s> {
             max_parallel: self.opts.max_parallel,
             timeout_ms: self.opts.timeout.map(|t| t.as_millis() as u64),
             yes: self.opts.yes,
-            drill: new.drill,
+            drill: new.drill.clone(),
         };
         emitter.emit_durable(started).await?;
-        record_takeovers(&emitter, &locks)?;
+        record_takeovers(&emitter, locks)?;
         emitter.flush().await?;
         // A run exists only once its first line is durable: a crash before leaves nothing.
-        store.publish_run(&run_id).await.map_err(Error::Failed)?;
-        let driver = store.drive(&run_id).await.map_err(Error::Failed)?;
-        let started_at = emitter.state().started_at.clone();
-        let scope = RunScope::new(
-            new.params,
-            &secrets,
-            run_map(&run_id, &started_at, &self.opts.operator, rb),
-        );
-        Ok(self.ready(
-            rb.clone(),
-            emitter,
-            scope,
-            masker,
-            locks,
-            run_id,
-            driver,
-            identity,
-        ))
+        store.publish_run(run_id).await.map_err(Error::Store)?;
+        let driver = store.drive(run_id).await.map_err(Error::Store)?;
+        Ok((emitter, driver))
     }
 
     /// Continues a stopped, failed or crashed run from what its log says.
@@ -268,7 +291,12 @@ impl Ready<'_> {
     /// Drives the run until it succeeds, fails (after its rollback), waits for an approval, or
     /// is interrupted; then anchors the log's end and pauses or releases the locks.
     pub async fn drive(mut self) -> Result<Ended> {
-        let result = self.engine.drive(self.signals.as_mut()).await;
+        let mut watched = super::signals::Watched {
+            signals: self.signals.as_mut(),
+            locks: &mut self.locks,
+            lost: false,
+        };
+        let result = self.engine.drive(&mut watched).await;
         // Anchor the end of the log outside it, closed: a rewritten last line shows, and so do
         // lines added after this. Only what is on disk is anchored.
         let flushed = self.emitter.flush().await;
@@ -301,7 +329,11 @@ impl Ready<'_> {
             Err(e) => {
                 // Locks stay with the run: its state is whatever the log says, and resume decides.
                 self.locks.pause().await;
-                Err(Error::Failed(format!("run {} stopped: {e}", self.run_id)))
+                Err(Error::Store(format!(
+                    "run {} stopped: {e}; its log holds everything up to there: fix the state \
+                     store, then `lifeboat resume {}`",
+                    self.run_id, self.run_id
+                )))
             }
         }
     }
@@ -416,7 +448,7 @@ async fn read_run(store: &Store, run_id: &str, sink: &dyn Sink) -> Result<Stored
         store
             .cut_log(run_id, keep as u64)
             .await
-            .map_err(Error::Failed)?;
+            .map_err(Error::Store)?;
         sink.notice(&Notice::TornLineRemoved);
     }
     let head = store.head(run_id).await.map_err(Error::Failed)?;
@@ -484,11 +516,11 @@ async fn open_for_appending(
     store
         .write_head(run_id, &open)
         .await
-        .map_err(Error::Failed)?;
+        .map_err(Error::Store)?;
     store
         .log_writer(run_id, verdict.lines, verdict.last_hash.clone())
         .await
-        .map_err(Error::Failed)
+        .map_err(Error::Store)
 }
 
 /// Refuses a runbook with a step this version cannot run, before anything starts.

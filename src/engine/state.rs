@@ -93,6 +93,10 @@ pub struct RunState {
     /// `Some(false)` while a rollback is under way, `Some(true)` once it finished.
     pub rollback: Option<bool>,
     pub rollback_steps: Vec<String>,
+    /// A step failed, and was not let continue, since the run last (re)started: nothing new
+    /// may start. Decided here, under the log's lock, so no step can start after a failure is
+    /// recorded, whichever task records it first.
+    pub halted: bool,
     pub last_seq: u64,
     completions: u64,
 }
@@ -138,6 +142,7 @@ impl RunState {
                 .collect(),
             rollback: None,
             rollback_steps: Vec::new(),
+            halted: false,
             last_seq: 0,
             completions: 0,
         }
@@ -181,6 +186,7 @@ impl RunState {
                 self.finished_at = None;
                 self.summary = None;
                 self.yes = *yes;
+                self.halted = false;
                 // A resumed run continues a cut-short rollback; otherwise it tries again what did
                 // not succeed, and what was undone.
                 if self.rollback != Some(false) {
@@ -249,6 +255,7 @@ impl RunState {
                 continued,
                 ..
             } => {
+                self.halted |= !*continued;
                 if let Some(s) = self.step(step) {
                     s.state = StepState::Failed {
                         continued: *continued,

@@ -123,10 +123,10 @@ impl Record {
 struct Channel(tokio::sync::mpsc::UnboundedReceiver<&'static str>);
 
 impl Signals for Channel {
-    fn recv(&mut self) -> Pin<Box<dyn Future<Output = &'static str> + Send + '_>> {
+    fn recv(&mut self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
         Box::pin(async move {
             match self.0.recv().await {
-                Some(s) => s,
+                Some(s) => s.to_string(),
                 None => std::future::pending().await,
             }
         })
@@ -774,6 +774,60 @@ async fn a_lock_is_refused_while_held_and_taken_over_from_a_crashed_run() {
     let refused = h.session().start(new()).await.err().unwrap();
     assert!(matches!(refused, Error::Held(_)), "{refused}");
     assert_eq!(refused.exit(), crate::exit::Exit::LockHeld);
+}
+
+/// Once a step has failed, nothing new starts, even a step the run loop decided to start (its
+/// need had just succeeded) before it heard of the failure.
+#[tokio::test(start_paused = true)]
+async fn no_step_starts_after_a_failure_is_recorded() {
+    for parallel_failures in 1..=3 {
+        let mut steps = String::from("steps:\n  - {id: ok, action: shell, with: {argv: [x]}}\n");
+        steps += "  - {id: after, action: shell, needs: [ok], with: {argv: [x]}}\n";
+        let mut script = Script::default().with("ok", &[Act::Ok(json!({}))]);
+        for k in 0..parallel_failures {
+            steps += &format!("  - {{id: bad{k}, action: shell, with: {{argv: [x]}}}}\n");
+            script = script.with(&format!("bad{k}"), &[Act::Permanent("no")]);
+        }
+        let h = harness(script);
+        let end = h.start(&steps).await;
+        assert_eq!(end.status, RunStatus::Failed);
+        let trace = h.sink.trace();
+        assert!(
+            !trace.contains(&"step_started:after".to_string()),
+            "{parallel_failures}: {trace:?}"
+        );
+        assert!(
+            !h.state(&end.run_id).steps.contains_key("after"),
+            "nothing of `after` is in the log"
+        );
+    }
+}
+
+/// A resumed run redoes what a rollback undid before anything that depends on it, even through
+/// a step that succeeded and had nothing to undo.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_redoes_undone_steps_before_their_dependents() {
+    let steps = r#"steps:
+  - {id: stop, action: shell, with: {argv: [x]}, compensate: {action: shell, with: {argv: [undo]}}}
+  - {id: copy, action: shell, needs: [stop], with: {argv: [x]}, compensate: {action: shell, with: {argv: [undo]}}}
+  - {id: check, action: shell, needs: [copy], with: {argv: [x]}}
+  - {id: side, action: shell, with: {argv: [x]}}
+  - {id: restart, action: shell, needs: [check, side], with: {argv: [x]}}
+"#;
+    let h = harness(
+        Script::default().with("restart", &[Act::Permanent("not yet"), Act::Ok(json!({}))]),
+    );
+    let end = h.start(steps).await;
+    assert_eq!(end.status, RunStatus::Failed);
+    let before = h.sink.trace().len();
+    let resumed = h.resume(&end.run_id).await.unwrap().unwrap();
+    assert_eq!(resumed.status, RunStatus::Succeeded);
+    let started: Vec<String> = h.sink.trace()[before..]
+        .iter()
+        .filter_map(|t| t.strip_prefix("step_started:").map(str::to_string))
+        .collect();
+    // `check` and `side` succeeded and were not undone: they stay done.
+    assert_eq!(started, ["stop", "copy", "restart"]);
 }
 
 /// A crash at any line of a run's log leaves a run that `resume --yes` finishes, with the

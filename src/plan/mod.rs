@@ -399,7 +399,7 @@ fn describe(
     // Typing can fail only where a template rendered to the wrong type for these params.
     let does = match Action::parse(action.name(), &inputs) {
         // What the values known now break (a key a param makes `..`): refused here as `run` would.
-        Ok(Some(a)) if let Some(p) = a.check().into_iter().next() => {
+        Ok(Some(a)) if let Some(p) = a.check_rendered().into_iter().next() => {
             return Err(Diagnostic::new(
                 Code::TemplateRender,
                 At::node(format!("{at}{}", p.field)),

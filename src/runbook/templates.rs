@@ -62,9 +62,51 @@ pub fn template_roots(env: &minijinja::Environment<'_>, template: &str) -> HashS
         Some(expr) => expression_roots(env, expr),
         None => env
             .template_from_str(template)
-            .map(|t| t.undeclared_variables(false))
+            .map(|t| variables(&t, false))
             .unwrap_or_default(),
     }
+}
+
+/// The variables a template reads from its context: with `nested`, as dotted paths of constant
+/// attributes (`steps.a.outputs.key`). minijinja's `undeclared_variables` misses the value of a
+/// slice (`x[1:3]` reads `x`), so the compiled instructions' lookups are added to what it finds.
+fn variables(t: &minijinja::Template<'_, '_>, nested: bool) -> HashSet<String> {
+    use minijinja::machinery::Instruction as I;
+    let mut names = t.undeclared_variables(nested);
+    let ins = &minijinja::machinery::get_compiled_template(t).instructions;
+    let all = || (0..).map_while(|i| ins.get(i).map(|now| (i, now)));
+    // Names the template binds itself (a loop variable, a `set`, a macro and its arguments).
+    let bound: HashSet<&str> = all()
+        .filter_map(|(_, now)| match now {
+            I::StoreLocal(name) | I::BuildMacro(name, ..) => Some(*name),
+            _ => None,
+        })
+        .collect();
+    for (i, now) in all() {
+        let I::Lookup(name) = now else { continue };
+        if bound.contains(name) {
+            continue;
+        }
+        let mut path = name.to_string();
+        let mut next = i + 1;
+        while let (true, Some(I::GetAttr(attr))) = (nested, ins.get(next)) {
+            path.push('.');
+            path.push_str(attr);
+            next += 1;
+        }
+        names.insert(path);
+    }
+    names
+}
+
+/// Works on an expression as a template of itself, for [`variables`] and its instructions.
+fn as_template<R>(
+    env: &minijinja::Environment<'_>,
+    expr: &str,
+    f: impl FnOnce(&minijinja::Template<'_, '_>) -> R,
+) -> Option<R> {
+    let source = format!("{{{{ ({expr}) }}}}");
+    env.template_from_str(&source).ok().map(|t| f(&t))
 }
 
 /// Reachability along `needs`, answered per question: a bitset per step would be quadratic in
@@ -142,7 +184,7 @@ pub fn check_value(
             Some(names) => check_names(names, pointer, scope, out),
             None => match env.template_from_str(s) {
                 Ok(t) => {
-                    check_names(t.undeclared_variables(true), pointer, scope, out);
+                    check_names(variables(&t, true), pointer, scope, out);
                     out.extend(never_renders(env, &t, pointer));
                 }
                 Err(e) => out.push(syntax_error(&e, pointer, "template")),
@@ -258,10 +300,12 @@ pub fn check_expression(
     }
     match env.compile_expression(expr) {
         Ok(e) => {
-            check_names(e.undeclared_variables(true), pointer, scope, out);
-            // The same expression as a template, for its instructions.
-            if let Ok(t) = env.template_from_str(&format!("{{{{ ({expr}) }}}}")) {
-                out.extend(never_renders(env, &t, pointer));
+            let checked = as_template(env, expr, |t| {
+                check_names(variables(t, true), pointer, scope, out);
+                out.extend(never_renders(env, t, pointer));
+            });
+            if checked.is_none() {
+                check_names(e.undeclared_variables(true), pointer, scope, out);
             }
         }
         Err(e) => out.push(syntax_error(&e, pointer, "expression")),
@@ -797,14 +841,43 @@ fn whole_expression(s: &str) -> Option<&str> {
 
 /// The names an expression reads, by their first segment.
 pub fn expression_roots(env: &minijinja::Environment<'_>, expr: &str) -> HashSet<String> {
-    env.compile_expression(expr)
-        .map(|e| e.undeclared_variables(false))
-        .unwrap_or_default()
+    as_template(env, expr, |t| variables(t, false)).unwrap_or_else(|| {
+        env.compile_expression(expr)
+            .map(|e| e.undeclared_variables(false))
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// minijinja's own list misses the value of a slice; a value read is a value read however
+    /// it is then cut.
+    #[test]
+    fn every_variable_is_found_however_it_is_read() {
+        let env = environment();
+        for (expr, want) in [
+            ("x[1:3]", "x"),
+            ("env['A' ~ 'B'][3:15]", "env"),
+            ("steps.a.outputs.key[:2] == 'ab'", "steps"),
+            ("(secrets.pw | upper)[::2]", "secrets"),
+            ("[params.a][0][1:]", "params"),
+        ] {
+            let roots = expression_roots(&env, expr);
+            assert!(roots.contains(want), "{expr}: {roots:?}");
+            let roots = template_roots(&env, &format!("a{{{{ {expr} }}}}b"));
+            assert!(roots.contains(want), "{expr} in text: {roots:?}");
+        }
+        // What the template binds itself is not read from the run.
+        let t = env
+            .template_from_str("{% for x in params.xs %}{{ x[1:] }}{% endfor %}")
+            .unwrap();
+        assert_eq!(
+            variables(&t, true),
+            HashSet::from(["params.xs".to_string()])
+        );
+    }
 
     /// The fast path must find exactly what minijinja finds, and step aside for everything else.
     #[test]

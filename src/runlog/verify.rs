@@ -236,28 +236,8 @@ pub fn read_head(path: &Path) -> std::io::Result<Option<Head>> {
 
 /// Replaces the head file atomically and durably.
 pub fn write_head(path: &Path, head: &Head) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(
-            serde_json::to_string(head)
-                .expect("head serializes")
-                .as_bytes(),
-        )?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let body = serde_json::to_string(head).expect("head serializes");
+    crate::files::replace(path, body.as_bytes(), 0o600)
 }
 
 #[cfg(test)]

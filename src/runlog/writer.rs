@@ -30,6 +30,8 @@ struct State {
     prev: String,
     /// Highest seq written to the file.
     written: u64,
+    /// The file's length after the last whole line.
+    len: u64,
     /// Someone is syncing now: later waiters wait for that sync, then sync what is left.
     syncing: bool,
     failed: Option<String>,
@@ -53,6 +55,7 @@ impl FileLog {
                 .open(path)?
         };
         let sync_file = file.try_clone()?;
+        let len = file.metadata()?.len();
         if last_seq == 0 {
             // The file's directory entry must be durable too, or a crash could lose the whole log.
             if let Some(dir) = path.parent() {
@@ -66,6 +69,7 @@ impl FileLog {
                 next_seq: last_seq + 1,
                 prev,
                 written: last_seq,
+                len,
                 syncing: false,
                 failed: None,
             }),
@@ -95,10 +99,15 @@ impl FileLog {
         let mut bytes = line.into_bytes();
         bytes.push(b'\n');
         if let Err(e) = st.file.write_all(&bytes) {
+            // Part of the line may be in the file (a disk that filled up mid-write): cut it
+            // off, so the log ends with its last whole line, as resume and verify expect.
+            let len = st.len;
+            let _ = st.file.set_len(len);
             let msg = format!("cannot append to the run log: {e}");
             st.failed = Some(msg.clone());
             return Err(msg);
         }
+        st.len += bytes.len() as u64;
         bytes.pop();
         st.prev = sha256_hex(&bytes);
         st.next_seq += 1;

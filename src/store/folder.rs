@@ -14,14 +14,16 @@
 //! what runs did, the runbooks what they will do.
 //!
 //! Liveness comes from flock(2): the kernel drops a dead process's locks, so "the holder is
-//! verifiably gone" is exactly "the flock can be taken". Lock files are never deleted, because
-//! deleting a flock'd file lets two processes lock two different inodes of the same name.
+//! verifiably gone" is exactly "the flock can be taken". Lock files are never deleted by
+//! lifeboat, because deleting a flock'd file lets two processes lock two different inodes of
+//! the same name; when someone else deletes one, a [`Claim`]'s socket still keeps a second
+//! process out, the holder puts the file back, and a paused run's hold is read back from its log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::claim::{Claim, Kept, Refused};
 use super::{Holder, LockError, LockState};
 
 #[derive(Debug, Clone)]
@@ -48,7 +50,7 @@ pub fn private_file(path: &Path) -> std::io::Result<File> {
 }
 
 /// Creates a folder (and its parents) only its owner may enter; an existing one is made so.
-fn private_dir(path: &Path) -> std::io::Result<()> {
+pub(super) fn private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -60,7 +62,7 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
 /// Locks taken for one run, held until dropped or released.
 #[derive(Debug)]
 pub struct FolderLocks {
-    held: Vec<(String, File)>,
+    held: Vec<(String, Claim)>,
     holder: Holder,
     /// Runs whose locks were taken over: (lock, run, pid).
     pub taken_over: Vec<(String, String, u32)>,
@@ -117,6 +119,23 @@ impl Folder {
         Ok(f)
     }
 
+    /// Removes what [`Folder::create_run`] made of a run that was never published, and its
+    /// head; a published run is left alone.
+    pub fn abandon_run(&self, run: &str) -> std::io::Result<()> {
+        if self.files(run).dir.exists() {
+            return Ok(());
+        }
+        let hidden = self.files(&format!(".new-{run}")).dir;
+        match std::fs::remove_dir_all(&hidden) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        match std::fs::remove_file(self.head_path(run)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Makes a created run visible under its id, durably.
     pub fn publish_run(&self, run: &str) -> std::io::Result<RunFiles> {
         let f = self.files(run);
@@ -154,32 +173,27 @@ impl Folder {
     }
 
     /// Makes this process the one driving `run`: `resume` and `approve` may not overlap a live run.
-    pub fn drive(&self, run: &str) -> Result<File, String> {
-        let f = self.files(run);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(f.dir.join("driver"))
-            .map_err(|e| format!("cannot open the run's driver lock: {e}"))?;
-        match file.try_lock() {
-            Ok(()) => {
-                let mut file = file;
+    pub fn drive(&self, run: &str) -> Result<Claim, String> {
+        match Claim::take(&self.files(run).dir.join("driver")) {
+            Ok(mut claim) => {
+                let file = claim.file();
                 let _ = file.set_len(0);
                 let _ = write!(file, "{}", std::process::id());
-                Ok(file)
+                Ok(claim)
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = (&file).read_to_string(&mut pid);
+            Err(Refused::Held { file, pid }) => {
+                let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| {
+                    let mut pid = String::new();
+                    if let Some(mut f) = file {
+                        let _ = f.read_to_string(&mut pid);
+                    }
+                    pid.trim().to_string()
+                });
                 Err(format!(
-                    "run {run} is being driven by another lifeboat process (pid {})",
-                    pid.trim()
+                    "run {run} is being driven by another lifeboat process (pid {pid})"
                 ))
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock run {run}: {e}")),
+            Err(Refused::Io(e)) => Err(format!("cannot lock run {run}: {e}")),
         }
     }
 
@@ -199,37 +213,71 @@ impl Folder {
                 source,
             };
             let path = self.root.join("locks").join(format!("{name}.lock"));
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = read_holder(&mut file).unwrap_or_else(|| Holder {
-                        run: "?".into(),
-                        pid: 0,
-                        host: "?".into(),
-                        since: "?".into(),
-                        state: LockState::Held,
-                    });
+            let mut claim = match Claim::take(&path) {
+                Ok(claim) => claim,
+                Err(Refused::Held { file, pid }) => {
+                    // The file says who holds it unless the socket's holder is someone else
+                    // (the file was replaced while held).
+                    let recorded = file
+                        .and_then(|mut f| read_holder(&mut f))
+                        .filter(|h| pid.is_none_or(|pid| h.pid == pid));
+                    let holder = match (recorded, pid) {
+                        (Some(h), _) => h,
+                        // Its file was deleted while held: the socket says by whom.
+                        (None, pid) => Holder {
+                            run: "unknown (its lock file was deleted)".into(),
+                            pid: pid.unwrap_or(0),
+                            host: super::hostname(),
+                            since: "?".into(),
+                            state: LockState::Held,
+                        },
+                    };
                     return Err(LockError::Held {
                         name: name.clone(),
                         holder,
                     });
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-            }
-            set.taken_over
-                .extend(super::take_over(name, read_holder(&mut file), me)?);
-            write_holder(&mut file, me).map_err(io)?;
-            set.held.push((name.clone(), file));
+                Err(Refused::Io(e)) => return Err(io(e)),
+            };
+            // An empty file is a lock never held, or one whose file was deleted: a run that
+            // stopped to wait keeps its locks with no process, so ask the logs.
+            let prev = read_holder(claim.file()).or_else(|| self.paused_holder(name));
+            set.taken_over.extend(super::take_over(name, prev, me)?);
+            write_holder(claim.file(), me).map_err(io)?;
+            set.held.push((name.clone(), claim));
         }
         Ok(set)
+    }
+
+    /// The run that stopped to wait (for an approval, after an interrupt) holding lock `name`,
+    /// from the runs' logs: the newest whose `run_started` names the lock and whose last
+    /// `run_finished` (with no `run_resumed` after it) paused it.
+    fn paused_holder(&self, name: &str) -> Option<Holder> {
+        let runs = self.runs().ok()?;
+        runs.iter().find_map(|run| {
+            let text = std::fs::read_to_string(self.files(run).log).ok()?;
+            let first: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+            let locks = first.get("locks")?.as_array()?;
+            if first["event"] != "run_started" || !locks.iter().any(|l| l == name) {
+                return None;
+            }
+            let last = text.lines().rev().find_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                matches!(v["event"].as_str(), Some("run_finished" | "run_resumed")).then_some(v)
+            })?;
+            let paused = last["event"] == "run_finished"
+                && matches!(
+                    last["status"].as_str(),
+                    Some("waiting_for_approval" | "interrupted")
+                );
+            paused.then(|| Holder {
+                run: run.clone(),
+                pid: first["pid"].as_u64().unwrap_or(0) as u32,
+                host: first["host"].as_str().unwrap_or("?").to_string(),
+                since: first["ts"].as_str().unwrap_or("?").to_string(),
+                state: LockState::Paused,
+            })
+        })
     }
 }
 
@@ -267,11 +315,29 @@ impl FolderLocks {
     }
 
     fn set_state(&mut self, state: LockState) {
+        // A paused hold lives only in the file: put it back first if it was deleted.
+        let _ = self.keep();
         self.holder.state = state;
         let h = self.holder.clone();
-        for (_, f) in &mut self.held {
-            let _ = write_holder(f, &h);
+        for (_, claim) in &mut self.held {
+            let _ = write_holder(claim.file(), &h);
         }
-        // Dropping the files drops the flocks.
+        // Dropping the claims drops the flocks and sockets.
+    }
+
+    /// Puts back the file of any lock deleted or replaced while held; the name of the first
+    /// lock another process now holds.
+    pub fn keep(&mut self) -> Result<(), String> {
+        let holder = self.holder.clone();
+        for (name, claim) in &mut self.held {
+            match claim.keep() {
+                Kept::Intact => {}
+                Kept::Restored => {
+                    let _ = write_holder(claim.file(), &holder);
+                }
+                Kept::Lost => return Err(name.clone()),
+            }
+        }
+        Ok(())
     }
 }

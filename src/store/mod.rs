@@ -7,6 +7,7 @@
 //! by the kernel or the server when its process dies, so "the holder is verifiably gone" is exactly
 //! "the lock can be taken".
 
+mod claim;
 mod folder;
 #[cfg(test)]
 pub mod memory;
@@ -86,7 +87,7 @@ pub enum Store {
 
 /// Keeps a run to this process while alive (resume, approve).
 pub enum Driver {
-    Folder(std::fs::File),
+    Folder(claim::Claim),
     Postgres(tokio_postgres::Client),
     #[cfg(test)]
     Memory(memory::MemDriver),
@@ -108,6 +109,19 @@ impl LockSet {
             LockSet::Postgres(l) => &l.taken_over,
             #[cfg(test)]
             LockSet::Memory(l) => &l.taken_over,
+        }
+    }
+
+    /// Checks that every lock is still this run's, and repairs what can be: a lock file
+    /// deleted while held is put back. The name of a lock that was lost, and how.
+    pub fn keep(&mut self) -> Result<(), String> {
+        match self {
+            LockSet::Folder(l) => l.keep().map_err(|name| {
+                format!("lock `{name}`: its file was deleted and another process now holds it")
+            }),
+            LockSet::Postgres(l) => l.keep(),
+            #[cfg(test)]
+            LockSet::Memory(_) => Ok(()),
         }
     }
 
@@ -177,6 +191,17 @@ impl Store {
             #[cfg(test)]
             Store::Memory(m) => Ok(m.create_run(run, runbook)),
         }
+    }
+
+    /// Removes a run whose creation failed before it was published, so a failed start leaves
+    /// nothing behind. Best effort: what cannot be removed is invisible anyway.
+    pub async fn abandon_run(&self, run: &str) {
+        let _ = match self {
+            Store::Folder(f) => f.abandon_run(run).map_err(|e| e.to_string()),
+            Store::Postgres(p) => p.abandon_run(run).await,
+            #[cfg(test)]
+            Store::Memory(_) => Ok(()),
+        };
     }
 
     pub async fn publish_run(&self, run: &str) -> Result<(), String> {

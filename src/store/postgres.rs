@@ -176,6 +176,31 @@ impl PgStore {
         self.log_writer(run, 0, head.hash).await
     }
 
+    /// Removes a run that was created but never published (its creation failed half-way).
+    pub async fn abandon_run(&self, run: &str) -> Result<(), String> {
+        self.client
+            .batch_execute("begin")
+            .await
+            .map_err(err("removing the unfinished run"))?;
+        let removed = async {
+            let unpublished = "select 1 from lifeboat_runs where id = $1 and not published";
+            if self.client.query_opt(unpublished, &[&run]).await?.is_some() {
+                self.client
+                    .execute("delete from lifeboat_log where run = $1", &[&run])
+                    .await?;
+                self.client
+                    .execute("delete from lifeboat_runs where id = $1", &[&run])
+                    .await?;
+            }
+            self.client.batch_execute("commit").await
+        }
+        .await;
+        if removed.is_err() {
+            let _ = self.client.batch_execute("rollback").await;
+        }
+        removed.map_err(err("removing the unfinished run"))
+    }
+
     pub async fn publish_run(&self, run: &str) -> Result<(), String> {
         self.client
             .execute(
@@ -379,6 +404,23 @@ impl PgStore {
 }
 
 impl PgLocks {
+    /// The advisory locks live as long as this session: once its connection is gone (a
+    /// restarted server, a cut network), so are they, and another run may take them.
+    pub fn keep(&self) -> Result<(), String> {
+        if self.client.is_closed() {
+            Err(format!(
+                "locks {}: the state store's session holding them was lost",
+                self.names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Records the new state, then ends the session, which drops the advisory locks.
     pub async fn set_state(mut self, state: LockState) {
         self.holder.state = state;

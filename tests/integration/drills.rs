@@ -491,3 +491,102 @@ impl Drop for Stop {
         common::stop_service("pg-cluster", &self.0.join("pg"));
     }
 }
+
+/// The recovery is what a drill tests. The steady state here comes back by itself (the inject
+/// step breaks nothing that lasts), so only the recovery steps' own outcomes can fail the drill.
+#[test]
+fn a_drill_fails_when_its_recovery_did_not_work_even_if_the_run_went_on() {
+    let drill = |recovery: &str| {
+        format!(
+            r#"
+objectives: {{rto: 1h}}
+steps:
+{recovery}
+drill:
+  targets: []
+  scenarios:
+    blip:
+      steady_state:
+        - {{id: up, action: shell, with: {{argv: ["true"], changes: false}}}}
+      inject:
+        - {{id: blip, action: shell, with: {{argv: ["true"]}}}}
+"#
+        )
+    };
+    let fails = "  - {id: restore, action: shell, on_failure: continue, with: {argv: [sh, -c, 'echo \"no backup ![pixel](http://tracker.invalid/p.png) <b>x</b>\" >&2; exit 1']}}\n";
+    let fails2 =
+        "  - {id: restore2, action: shell, on_failure: continue, with: {argv: [\"false\"]}}\n";
+    let works = "  - {id: reindex, action: shell, with: {argv: [\"true\"]}}\n";
+    let skipped = "  - {id: promote, action: shell, when: \"false\", with: {argv: [\"true\"]}}\n";
+    let cases: [(&str, String, bool, &str); 5] = [
+        (
+            "every recovery step failed",
+            format!("{fails}{fails2}"),
+            false,
+            "recovery step `restore` failed (`on_failure: continue` let the run go on): ",
+        ),
+        (
+            "one of two failed",
+            format!("{fails}{works}"),
+            false,
+            "recovery step `restore` failed",
+        ),
+        (
+            "every recovery step skipped",
+            skipped.to_string(),
+            false,
+            "no recovery step ran",
+        ),
+        (
+            "one skipped, one worked",
+            format!("{skipped}{works}"),
+            true,
+            "",
+        ),
+        ("every recovery step worked", works.to_string(), true, ""),
+    ];
+    for (case, steps, passes, reason) in cases {
+        let sb = Sandbox::new();
+        sb.write("d.yaml", &runbook("blip", &drill(&steps)));
+        let r = sb.lifeboat(&[
+            "drill",
+            "d.yaml",
+            "--scenario",
+            "blip",
+            "--yes",
+            "--json",
+            "--report",
+            "out/r.html",
+        ]);
+        let rep = json(&r);
+        assert_eq!(
+            rep["status"], "succeeded",
+            "{case}: the run itself went on: {rep}"
+        );
+        assert_eq!(rep["steady_after"], "held", "{case}");
+        assert_eq!(rep["passed"], passes, "{case}: {rep}");
+        assert_eq!(r.code, if passes { 0 } else { 1 }, "{case}: {}", r.stderr);
+        if !passes {
+            assert!(rep["reasons"].to_string().contains(reason), "{case}: {rep}");
+            if case == "every recovery step failed" {
+                assert!(
+                    rep["reasons"].to_string().contains("no backup"),
+                    "{case}: the error is given"
+                );
+                assert!(
+                    rep["reasons"].to_string().contains("`restore2` failed"),
+                    "{case}"
+                );
+            }
+            let md = sb.read("out/r.md");
+            assert!(md.contains("# Drill FAILED"), "{case}: {md}");
+            if case == "every recovery step failed" {
+                // The error is in the report as text: no image fetched, no HTML.
+                assert!(md.contains("!\\[pixel\\](http"), "{case}: {md}");
+                assert!(!md.contains("![pixel]"), "{case}: {md}");
+                let raw_tag = md.match_indices('<').any(|(i, _)| !md[..i].ends_with('\\'));
+                assert!(!raw_tag, "{case}: {md}");
+            }
+        }
+    }
+}

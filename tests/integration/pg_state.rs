@@ -269,3 +269,51 @@ fn a_crashed_holders_lock_is_taken_over_once_its_session_is_gone() {
         .stdout;
     assert!(log.contains("\"event\":\"lock_taken_over\""), "{log}");
 }
+
+/// The advisory locks live as long as the session that took them. When it is gone (here the
+/// server ends it, as a restart or a cut network would), another run may take the locks, so
+/// the holder stops as if interrupted: nothing new starts, and `resume` continues later.
+#[test]
+fn a_run_whose_lock_session_is_lost_is_interrupted() {
+    let pg = Cluster::start();
+    let url = state_url(&pg);
+    let sb = Sandbox::new();
+    sb.write(
+        "slow.yaml",
+        &runbook(
+            "slow",
+            "locks: [orders-db]\nsteps:\n  - {id: a, action: shell, with: {script: 'echo started > started; sleep 2', idempotent: true}}\n  - {id: b, action: shell, needs: [a], with: {script: 'echo b >> side.txt'}}\n",
+        ),
+    );
+    let holder = sb
+        .command(&["run", "slow.yaml", "--state", &url, "--grace", "5s"])
+        .env("PGPASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sb.wait_for("started", "", 200);
+    pg.psql(
+        "lifeboat_state",
+        "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory'",
+    );
+    let out: common::sandbox::Ran = holder.wait_with_output().unwrap().into();
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert_eq!(sb.read("side.txt"), "", "nothing new started");
+    let env = [("PGPASSWORD", PASSWORD)];
+    let log = sb
+        .lifeboat_env(&["log", &out.run_id(), "--json", "--state", &url], &env)
+        .stdout;
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["status"], "interrupted", "{last}");
+    assert!(
+        last["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the loss of locks `orders-db`"),
+        "{last}"
+    );
+    let r = sb.lifeboat_env(&["resume", &out.run_id(), "--state", &url], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sb.read("side.txt"), "b\n");
+}

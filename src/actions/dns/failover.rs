@@ -67,13 +67,19 @@ impl ActionSpec for DnsFailover {
         )
     }
     fn check(&self) -> Vec<WithProblem> {
+        let mut p = self.check_rendered();
+        if matches!(&self.targets, Tpl::Value(t) if t.is_empty()) {
+            // Deleting a record set is what a fail-back to a name that had none does, from
+            // `{{ outputs.previous }}`; written out, an empty list is a mistake.
+            p.insert(0, WithProblem::new("/targets", "give at least one target"));
+        }
+        p
+    }
+    fn check_rendered(&self) -> Vec<WithProblem> {
         let mut p = Vec::new();
         let Tpl::Value(targets) = &self.targets else {
             return p;
         };
-        if targets.is_empty() {
-            p.push(WithProblem::new("/targets", "give at least one target"));
-        }
         if self.record_type == RecordType::CNAME && targets.len() > 1 {
             p.push(WithProblem::new(
                 "/targets",
@@ -262,6 +268,14 @@ mod tests {
             json!({"connection": "dns", "name": "a.test.", "type": "A", "targets": ["10.0.0.300"]}),
         );
         assert_eq!(f.check()[0].field, "/targets/0");
+        assert_eq!(f.check_rendered()[0].field, "/targets/0");
+        // Written out, an empty list is a mistake; rendered (a fail-back to no records), it
+        // deletes the record set.
+        let none = parse::<DnsFailover>(
+            json!({"connection": "dns", "name": "a.test.", "type": "A", "targets": []}),
+        );
+        assert_eq!(none.check()[0].message, "give at least one target");
+        assert!(none.check_rendered().is_empty());
         let f = parse::<DnsFailover>(
             json!({"connection": "dns", "name": "a.test.", "type": "A", "targets": ["192.0.2.7"], "ttl": 30}),
         );

@@ -17,7 +17,8 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
 }
 
 /// Ends the command's whole process group when the attempt is dropped: on timeout, on cancel,
-/// on a second Ctrl-C. TERM first; KILL a few seconds later for whatever ignored it.
+/// on a second Ctrl-C. TERM first; KILL a few seconds later for whatever ignored it (the process
+/// waits for that in [`reap`] before it exits, or a child that ignores TERM would outlive it).
 pub struct GroupGuard(Option<i32>);
 
 impl GroupGuard {
@@ -37,7 +38,7 @@ impl Drop for GroupGuard {
         let Some(pgid) = self.0.take() else { return };
         // SAFETY: killpg only sends a signal; a stale group id fails with ESRCH.
         unsafe { libc::killpg(pgid, libc::SIGTERM) };
-        std::thread::spawn(move || {
+        let ending = std::thread::spawn(move || {
             for _ in 0..30 {
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 // SAFETY: signal 0 only checks whether the group still exists.
@@ -48,6 +49,28 @@ impl Drop for GroupGuard {
             // SAFETY: as above.
             unsafe { libc::killpg(pgid, libc::SIGKILL) };
         });
+        let mut threads = ENDING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        threads.retain(|t| !t.is_finished());
+        threads.push(ending);
+    }
+}
+
+/// Process groups being ended, each by a thread that returns within about three seconds.
+static ENDING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits until every process group a dropped attempt was ending is gone. Called once before
+/// the process exits.
+pub fn reap() {
+    let ending = std::mem::take(
+        &mut *ENDING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for thread in ending {
+        let _ = thread.join();
     }
 }
 

@@ -55,6 +55,7 @@ pub mod kube;
 pub mod pg;
 pub mod s3;
 pub mod sandbox;
+pub mod small_disk;
 
 /// A test service started by one of the scripts/ (`SCRIPT start DIR ARGS...`): its folder, the
 /// port it wrote to DIR/port, and the temporary folder holding DIR, removed when dropped.
