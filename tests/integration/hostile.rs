@@ -464,16 +464,6 @@ fn template_memory_is_bounded() {
     assert!(p.stdout.contains("computed at run time"), "{}", p.stdout);
     let r = sb.lifeboat(&["run", "r.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    let failed = sb
-        .events(&r.run_id())
-        .into_iter()
-        .find(|e| e["event"] == "step_failed")
-        .unwrap();
-    assert!(
-        failed["error"]
-            .as_str()
-            .unwrap()
-            .contains("a template's budget"),
-        "{failed}"
-    );
+    let failure = sb.failure(&r.run_id());
+    assert!(failure.contains("a template's budget"), "{failure}");
 }

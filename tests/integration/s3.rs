@@ -99,18 +99,8 @@ fn wrong_credentials_and_missing_buckets_fail_at_once_in_words() {
         1,
         "{trace:?}"
     );
-    let failed = sb
-        .events(&r.run_id())
-        .into_iter()
-        .find(|e| e["event"] == "step_failed")
-        .unwrap();
-    assert!(
-        failed["error"]
-            .as_str()
-            .unwrap()
-            .contains("SignatureDoesNotMatch"),
-        "{failed}"
-    );
+    let failure = sb.failure(&r.run_id());
+    assert!(failure.contains("SignatureDoesNotMatch"), "{failure}");
 
     let missing = s3_runbook("nobucket", &srv, "  - {id: l, action: s3.list, with: {connection: backups}, retry: {attempts: 3, delay: 10ms}}\n")
         .replace("bucket: backups", "bucket: no-such-bucket");
@@ -123,15 +113,8 @@ fn wrong_credentials_and_missing_buckets_fail_at_once_in_words() {
         1,
         "{trace:?}"
     );
-    let failed = sb
-        .events(&r.run_id())
-        .into_iter()
-        .find(|e| e["event"] == "step_failed")
-        .unwrap();
-    assert!(
-        failed["error"].as_str().unwrap().contains("NoSuchBucket"),
-        "{failed}"
-    );
+    let failure = sb.failure(&r.run_id());
+    assert!(failure.contains("NoSuchBucket"), "{failure}");
 }
 
 #[test]

@@ -93,6 +93,16 @@ impl Sandbox {
             .collect()
     }
 
+    /// The error the first `step_failed` in the run's log records.
+    pub fn failure(&self, run: &str) -> String {
+        let failed = self
+            .events(run)
+            .into_iter()
+            .find(|e| e["event"] == "step_failed")
+            .expect("a step failed");
+        failed["error"].as_str().unwrap_or_default().to_string()
+    }
+
     /// The outputs of `step`'s `step_succeeded` in the run's log.
     pub fn outputs(&self, run: &str, step: &str) -> serde_json::Value {
         self.events(run)
