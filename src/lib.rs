@@ -17,6 +17,8 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod plan;
 pub mod runbook;

@@ -11,7 +11,7 @@
 
 mod compose;
 mod html;
-mod markdown;
+pub(crate) mod markdown;
 mod measure;
 
 pub use compose::{Composed, compose, outside_targets};
