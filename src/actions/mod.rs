@@ -477,6 +477,7 @@ actions! {
     PostgresResumeWriters => postgres::resume_writers::PostgresResumeWriters,
     PostgresBackup => postgres::backup::PostgresBackup,
     PostgresRestore => postgres::restore::PostgresRestore,
+    PostgresSwapBack => postgres::swap_back::PostgresSwapBack,
     PostgresPromote => postgres::promote::PostgresPromote,
     S3Put => s3::put::S3Put,
     S3Get => s3::get::S3Get,

@@ -74,6 +74,9 @@ pub fn render(plan: &Plan) -> String {
             if s.destructive {
                 tags.push("DESTRUCTIVE".to_string());
             }
+            if s.effect == crate::actions::Effect::Irreversible {
+                tags.push("NOT REVERSIBLE".to_string());
+            }
             match s.status {
                 StepStatus::Skipped => tags.push("SKIPPED".into()),
                 StepStatus::Conditional => tags.push("CONDITIONAL".into()),

@@ -25,3 +25,4 @@ mod runbooks;
 mod s3;
 mod schema;
 mod secrets;
+mod swap_restore;

@@ -331,7 +331,7 @@ fn backup_then_restore_into_another_database_with_counts_and_a_verified_checksum
   - id: restore
     action: postgres.restore
     needs: [dump]
-    with: {connection: db, database: orders_copy, create: true, from: {path: "{{ steps.dump.outputs.path }}"}, count_tables: [public.orders], jobs: 2}
+    with: {connection: db, database: orders_copy, from: {path: "{{ steps.dump.outputs.path }}"}, count_tables: [public.orders], jobs: 2}
     assert: "outputs.counts['public.orders'] == 500 and outputs.sha256 == steps.dump.outputs.sha256"
 "#));
     let r = run(&sb, &["run", "r.yaml"]);
@@ -379,7 +379,7 @@ fn backup_then_restore_into_another_database_with_counts_and_a_verified_checksum
             r#"
   - id: restore
     action: postgres.restore
-    with: {connection: db, database: orders_copy, clean: true, from: {path: "backups/orders.dump"}}
+    with: {connection: db, database: orders_copy, from: {path: "backups/orders.dump"}}
 "#,
         ),
     );

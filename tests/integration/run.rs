@@ -665,8 +665,9 @@ fn a_missing_secret_or_an_unsupported_field_stops_before_anything_runs() {
     let r = sb.lifeboat(&["run", "pg.yaml"]);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr
-            .contains("step `d`: `jobs` needs pg_dump's directory format"),
+        r.stderr.contains(
+            "step `d`: `encrypt`, `compression_level` and `jobs` apply to backups streamed to S3"
+        ),
         "{}",
         r.stderr
     );

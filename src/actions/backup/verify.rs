@@ -4,8 +4,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::BackupLocation;
-use crate::actions::postgres::{self as pg, PgTarget, ident};
+use crate::actions::postgres::PgTarget;
 use crate::actions::s3::{self, S3};
+use crate::actions::support::pg_swap as swap;
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Language, Output,
     When, WithProblem, out, support::the_connection,
@@ -92,80 +93,62 @@ async fn verify(w: &BackupVerify, cx: &Exec<'_>) -> Result<serde_json::Value, Ac
     let (Some(conn), Some(key)) = (&w.from.connection, &w.from.key) else {
         return Err(ActionError::permanent("give `from: {connection, key}`"));
     };
-    let scratch = format!(
-        "lifeboat_verify_{}",
-        cx.attempt_key
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_lowercase()
-    );
-    let scratch: String = scratch.chars().take(63).collect();
+    // What is marked at the end must be there before hours go into a restore.
+    let s3c = S3::from_exec(cx, conn).await?;
+    let mkey = s3::manifest_key(key);
+    let Some(bytes) = s3::get_optional(&s3c, &mkey).await? else {
+        let legacy = crate::actions::postgres::restore::legacy_checksum(&s3c, key)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        return Err(ActionError::permanent(if legacy {
+            format!(
+                "s3://{}/{key} is a legacy backup (a `.sha256` beside it, no manifest): backup.verify marks manifests, so it cannot mark this one; restore it with postgres.restore to test it",
+                s3c.bucket
+            )
+        } else {
+            format!(
+                "no manifest s3://{}/{mkey} to mark verified; nothing was restored",
+                s3c.bucket
+            )
+        }));
+    };
+    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ActionError::permanent(format!("{mkey} is not JSON: {e}")))?;
+    // Named by run and step, not attempt: a leftover of a killed attempt is the one dropped here.
+    let scratch = format!("lifeboat_verify_{}", swap::run_step_id(cx.run_id, cx.step));
     let restore = crate::actions::postgres::restore::PostgresRestore {
         connection: w.connection.clone(),
         database: Some(scratch.clone()),
         from: w.from.clone(),
-        clean: false,
-        create: true,
+        mode: crate::actions::postgres::restore::Mode::Swap,
         jobs: None,
         decrypt_with: w.decrypt_with.clone(),
         sha256: None,
         count_tables: Vec::new(),
+        verify: w.queries.clone(),
+        clean: None,
+        create: None,
     };
     let admin = {
-        let mut t = PgTarget::from_exec(cx, &w.connection, Some("postgres"))?;
-        t.config.dbname("postgres");
-        t
+        let t = PgTarget::from_exec(cx, &w.connection, Some(&scratch))?;
+        swap::admin_for(&t, &scratch)
     };
-    // A scratch database left by an interrupted attempt is dropped first.
     let drop_scratch = || async {
-        if let Ok(c) = admin.connect().await {
-            let _ = c
-                .batch_execute(&format!(
-                    "drop database if exists {} with (force)",
-                    ident(&scratch)
-                ))
-                .await;
-        }
+        let c = admin.connect().await?;
+        swap::drop_if_exists(&c, &scratch).await
     };
-    drop_scratch().await;
-    let checked = async {
-        crate::actions::postgres::restore::restore(&restore, cx).await?;
-        let target = PgTarget::from_exec(cx, &w.connection, Some(&scratch))?;
-        let client = target.connect().await?;
-        let mut results = Vec::new();
-        for sql in &w.queries {
-            let row = client
-                .query_opt(sql.as_str(), &[])
-                .await
-                .map_err(|e| pg::classify(&e, "running a verification query"))?
-                .ok_or_else(|| ActionError::permanent(format!("`{sql}` returned no row")))?;
-            let ok: bool = row.try_get(0).map_err(|_| {
-                ActionError::permanent(format!("`{sql}`: the first column must be a boolean"))
-            })?;
-            results.push(serde_json::json!({"sql": sql, "ok": ok}));
-            if !ok {
-                return Err(ActionError::permanent(format!(
-                    "verification failed: `{sql}` is false"
-                )));
-            }
-        }
-        Ok::<_, ActionError>(results)
-    }
-    .await;
-    drop_scratch().await;
-    let results = checked?;
+    drop_scratch().await?;
+    let checked = crate::actions::postgres::restore::restore(&restore, cx).await;
+    let dropped = drop_scratch().await;
+    let restored = checked?;
+    dropped?;
+    let results = restored
+        .get("verified")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!([]));
     // Mark the manifest: s3.latest with verified_only trusts only backups that got here.
-    let s3c = S3::from_exec(cx, conn).await?;
-    let mkey = s3::manifest_key(key);
-    let bytes = s3::get_optional(&s3c, &mkey).await?.ok_or_else(|| {
-        ActionError::permanent(format!(
-            "no manifest s3://{}/{mkey} to mark verified",
-            s3c.bucket
-        ))
-    })?;
-    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ActionError::permanent(format!("{mkey} is not JSON: {e}")))?;
     manifest["verified"] = true.into();
     manifest["verified_at"] = crate::runlog::now_rfc3339().into();
     manifest["verified_by_run"] = cx.run_id.into();

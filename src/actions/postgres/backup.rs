@@ -23,8 +23,9 @@ pub struct Encryption {
     pub passphrase: Option<String>,
 }
 
-/// Dump a database with pg_dump (custom format), compressed with zstd, optionally encrypted, to a
-/// local file or an S3 object with a manifest beside it.
+/// Dump a database with pg_dump to S3 in parts (the schema, a stream per big table and one for
+/// the rest, all in one snapshot, each compressed with zstd, optionally encrypted, checksummed),
+/// with a manifest listing them; or to a local file in pg_dump's custom format.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresBackup {
@@ -39,7 +40,8 @@ pub struct PostgresBackup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 19))]
     pub compression_level: Option<u8>,
-    /// Parallel jobs for pg_dump.
+    /// Streams dumped and uploaded at once (default 2), all in one consistent snapshot: each
+    /// table of 16 MiB or more is a stream of its own, so that a restore loads them at once too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<Tpl<u32>>,
 }
@@ -52,7 +54,14 @@ impl ActionSpec for PostgresBackup {
         out("path", "the local file, when `to.path` was given"),
         out("key", "the object key, when `to.key` was given"),
         out("size", "bytes written"),
-        out("sha256", "SHA-256 of the bytes written"),
+        out(
+            "sha256",
+            "SHA-256 of the file; in S3, of the parts' keys and SHA-256s (each part's is in the manifest)",
+        ),
+        out(
+            "parts",
+            "objects written to S3 (the backup's key and its `.partNNNN`s)",
+        ),
         out("server_version", "the PostgreSQL server version"),
         out("lsn", "WAL position the dump is consistent with"),
         out(
@@ -70,14 +79,10 @@ impl ActionSpec for PostgresBackup {
     const RUNNABLE: bool = true;
 
     fn unsupported(&self) -> Option<String> {
-        if self.jobs.is_some() {
-            return Some(
-                "`jobs` needs pg_dump's directory format, which cannot be streamed; leave it out"
-                    .into(),
-            );
-        }
-        if self.to.path.is_some() && (self.encrypt.is_some() || self.compression_level.is_some()) {
-            return Some("`encrypt` and `compression_level` apply to backups streamed to S3 (`to: {connection, key}`); a local file is pg_dump's own custom format".into());
+        if self.to.path.is_some()
+            && (self.encrypt.is_some() || self.compression_level.is_some() || self.jobs.is_some())
+        {
+            return Some("`encrypt`, `compression_level` and `jobs` apply to backups streamed to S3 (`to: {connection, key}`); a local file is pg_dump's own custom format".into());
         }
         None
     }
@@ -115,8 +120,19 @@ impl ActionSpec for PostgresBackup {
             Some(_) => ", encrypted with a passphrase".into(),
             None => String::new(),
         };
+        if self.to.path.is_some() {
+            return format!(
+                "pg_dump {db} on {} to {} (custom format)",
+                cx.connection(&self.connection),
+                self.to.describe(cx)
+            );
+        }
+        let jobs = match &self.jobs {
+            Some(j) => j.to_string(),
+            None => "2".into(),
+        };
         format!(
-            "pg_dump {db} on {} to {} (zstd{enc})",
+            "pg_dump {db} on {} to {} in parts (schema, a stream per table of 16 MiB or more, the rest; {jobs} at a time, one snapshot; zstd{enc})",
             cx.connection(&self.connection),
             self.to.describe(cx)
         )
@@ -162,7 +178,7 @@ async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, 
     let at: jiff::Timestamp = row.get(2);
     if let (Some(conn), Some(key)) = (&w.to.connection, &w.to.key) {
         let out = to_s3(
-            w, &target, &db, conn, key, cx, &snapshot, &version, &lsn, at,
+            w, &target, &tx, &db, conn, key, cx, &snapshot, &version, &lsn, at,
         )
         .await;
         let _ = tx.commit().await;
@@ -234,11 +250,20 @@ async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, 
     }))
 }
 
-/// The streaming path: pg_dump → zstd → age → SHA-256 → multipart upload, then the manifest.
+/// A table gets a stream of its own from this size on; smaller ones share one.
+const OWN_STREAM: i64 = 16 * 1024 * 1024;
+/// At most this many tables get their own stream (each is one pg_dump run and one object).
+const MAX_STREAMS: usize = 64;
+
+/// The streaming path, in parts: pg_dump runs (at most `jobs` at once, all in the one exported
+/// snapshot) → zstd → age → SHA-256 → multipart upload, one object per part; then the manifest
+/// listing them. A failure aborts the uploads in flight and deletes the parts already written,
+/// so no half backup is left beside a manifest-less key.
 #[allow(clippy::too_many_arguments)]
 async fn to_s3(
     w: &PostgresBackup,
     target: &PgTarget,
+    tx: &tokio_postgres::Transaction<'_>,
     db: &str,
     conn: &str,
     key: &str,
@@ -248,7 +273,9 @@ async fn to_s3(
     lsn: &str,
     at: jiff::Timestamp,
 ) -> Result<serde_json::Value, ActionError> {
+    use crate::actions::support::backup_parts::{self as parts, Part, Role};
     use crate::actions::support::pipeline::{Seal, dump_to_s3};
+    use futures_util::{StreamExt, TryStreamExt};
     let s3c = crate::actions::s3::S3::from_exec(cx, conn).await?;
     let seal = match &w.encrypt {
         None => Seal::None,
@@ -265,28 +292,133 @@ async fn to_s3(
         Some(e) => Seal::Passphrase(e.passphrase.clone().unwrap_or_default()),
     };
     let level = w.compression_level.map_or(1, i32::from);
-    let mut cmd = crate::actions::support::process::command(pg_tool("pg_dump"));
-    cmd.args([
-        "--format=custom",
-        "--compress=0",
-        &format!("--snapshot={snapshot}"),
-        &format!("--dbname={}", target.url_for(db)),
-    ]);
-    for (k, v) in target.tool_env() {
-        cmd.env(k, v);
+    let jobs = match &w.jobs {
+        Some(Tpl::Value(j)) => (*j).max(1) as usize,
+        _ => 2,
+    };
+    let q = |e: tokio_postgres::Error| pg::classify(&e, "listing the tables");
+    // In the dump's own snapshot: the tables as pg_dump will see them, each as a pg_dump pattern
+    // that matches it alone (in double quotes every character is itself; a quote is doubled). Extension members and
+    // temporary tables are left to pg_dump's own rules (the shared stream).
+    let big: Vec<(String, i64)> = tx
+        .query(
+            "select '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"', pg_table_size(c.oid) \
+             from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind = 'r' and c.relpersistence <> 't' \
+               and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp)' \
+               and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e') \
+               and pg_table_size(c.oid) >= $1 \
+             order by 2 desc, 1 limit $2",
+            &[&OWN_STREAM, &(MAX_STREAMS as i64)],
+        )
+        .await
+        .map_err(q)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let db_size: i64 = tx
+        .query_one("select pg_database_size(current_database())", &[])
+        .await
+        .map_err(q)?
+        .get(0);
+    let base = |cmd: &mut std::process::Command| {
+        cmd.args([
+            &format!("--snapshot={snapshot}"),
+            &format!("--dbname={}", target.url_for(db)),
+        ]);
+        for (k, v) in target.tool_env() {
+            cmd.env(k, v);
+        }
+    };
+    // (role, table, the command): big tables first, so the longest streams start first.
+    let mut plan: Vec<(Role, Option<String>, std::process::Command)> = Vec::new();
+    let mut pre = crate::actions::support::process::command(pg_tool("pg_dump"));
+    pre.args(["--format=custom", "--compress=0", "--section=pre-data"]);
+    base(&mut pre);
+    plan.push((Role::PreData, None, pre));
+    for (table, _) in &big {
+        let mut c = crate::actions::support::process::command(pg_tool("pg_dump"));
+        c.args([
+            "--format=plain",
+            "--section=data",
+            "--strict-names",
+            &format!("--table={table}"),
+        ]);
+        base(&mut c);
+        plan.push((Role::Data, Some(table.clone()), c));
     }
-    let sealed = dump_to_s3(cmd, &s3c, key, level, seal.clone()).await?;
+    let mut rest = crate::actions::support::process::command(pg_tool("pg_dump"));
+    rest.args(["--format=plain", "--section=data"]);
+    for (table, _) in &big {
+        rest.arg(format!("--exclude-table-data={table}"));
+    }
+    base(&mut rest);
+    plan.push((Role::Data, None, rest));
+    let mut post = crate::actions::support::process::command(pg_tool("pg_dump"));
+    post.args(["--format=custom", "--compress=0", "--section=post-data"]);
+    base(&mut post);
+    plan.push((Role::PostData, None, post));
+
+    let total = plan.len();
+    (cx.progress)(&format!(
+        "dumping {db} in {total} streams ({} table(s) on their own), {jobs} at a time",
+        big.len()
+    ));
+    let keys: Vec<String> = (0..total)
+        .map(|i| {
+            if i == 0 {
+                key.to_string()
+            } else {
+                parts::part_key(key, i)
+            }
+        })
+        .collect();
+    let mut streams = Vec::with_capacity(total);
+    for ((role, table, cmd), k) in plan.into_iter().zip(keys.iter().cloned()) {
+        let (s3c, seal) = (&s3c, seal.clone());
+        streams.push(async move {
+            let sealed = dump_to_s3(cmd, s3c, &k, level, seal).await?;
+            Ok::<_, ActionError>(Part {
+                key: k,
+                role,
+                table,
+                size: sealed.size,
+                plain_size: sealed.plain_size,
+                sha256: sealed.sha256,
+            })
+        });
+    }
+    let done: Result<Vec<Part>, ActionError> = futures_util::stream::iter(streams)
+        .buffered(jobs)
+        .try_collect()
+        .await;
+    let list = match done {
+        Ok(list) => list,
+        Err(e) => {
+            // The parts that were completed before the failure go too: without a manifest they
+            // are nobody's backup.
+            let _ =
+                crate::actions::s3::delete_keys(&s3c, &keys, "removing a failed backup's parts")
+                    .await;
+            return Err(e);
+        }
+    };
+    let sha256 = parts::digest(&list);
+    let size: u64 = list.iter().map(|p| p.size).sum();
+    let plain_size: u64 = list.iter().map(|p| p.plain_size).sum();
     let manifest = serde_json::json!({
-        "format": "pg_dump custom",
+        "format": parts::FORMAT,
         "compression": format!("zstd:{level}"),
         "encryption": seal.name(),
         "database": db,
         "server_version": version,
         "lsn": lsn,
         "consistent_at": at.to_string(),
-        "plain_size": sealed.plain_size,
-        "size": sealed.size,
-        "sha256": sealed.sha256,
+        "database_size": db_size,
+        "plain_size": plain_size,
+        "size": size,
+        "sha256": sha256,
+        "parts": list,
         "lifeboat": env!("CARGO_PKG_VERSION"),
         "verified": false,
     });
@@ -294,8 +426,9 @@ async fn to_s3(
     crate::actions::s3::put_json(&s3c, &mkey, &manifest).await?;
     Ok(serde_json::json!({
         "key": key,
-        "size": sealed.size,
-        "sha256": sealed.sha256,
+        "size": size,
+        "sha256": sha256,
+        "parts": total,
         "server_version": version,
         "lsn": lsn,
         "consistent_at": at.to_string(),
@@ -319,7 +452,7 @@ mod tests {
         }));
         assert_eq!(
             d,
-            "pg_dump orders on <db> to object pg/orders.dump in <b> (zstd, encrypted to 1 age recipient(s))"
+            "pg_dump orders on <db> to object pg/orders.dump in <b> in parts (schema, a stream per table of 16 MiB or more, the rest; 2 at a time, one snapshot; zstd, encrypted to 1 age recipient(s))"
         );
     }
 

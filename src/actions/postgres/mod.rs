@@ -7,6 +7,7 @@ pub mod query;
 pub mod restore;
 pub mod resume_writers;
 pub mod stop_writers;
+pub mod swap_back;
 
 use std::time::Duration;
 

@@ -4,14 +4,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
+use crate::actions::support::backup_parts;
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
     WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
-/// Find the newest backup under `prefix`; with `verified_only`, only one whose manifest says it
-/// was verified by a restore test. Fails when there is none.
+/// Find the newest backup under `prefix` (manifests, parts and legacy `.sha256` files are not
+/// backups); with `verified_only`, only one whose manifest says it was verified by a restore
+/// test; with `before`, only one consistent at or before that time. Fails when there is none.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Latest {
@@ -22,6 +24,11 @@ pub struct S3Latest {
     pub suffix: Option<String>,
     #[serde(default)]
     pub verified_only: bool,
+    /// Only a backup consistent at or before this time (RFC 3339): the newest one before an
+    /// incident, for recovery to a time with logical backups. The manifest's `consistent_at`
+    /// decides; an object without one counts from when it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
 }
 
 impl ActionSpec for S3Latest {
@@ -32,6 +39,10 @@ impl ActionSpec for S3Latest {
         out("key", "the newest object's key"),
         out("size", "its size in bytes"),
         out("last_modified", "when it was written (RFC 3339)"),
+        out(
+            "consistent_at",
+            "the time its data is consistent with, from its manifest (else when it was written)",
+        ),
         out("manifest", "its backup manifest, when it has one"),
     ];
     const READ_ONLY: When<Self> = When::Always;
@@ -41,10 +52,16 @@ impl ActionSpec for S3Latest {
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
         Box::pin(async move {
             let s3 = S3::from_exec(cx, &self.connection).await?;
+            let before = match &self.before {
+                Some(b) => Some(b.parse::<jiff::Timestamp>().map_err(|e| {
+                    ActionError::permanent(format!("`before`: {b:?} is not an RFC 3339 time: {e}"))
+                })?),
+                None => None,
+            };
             let mut all: Vec<_> = s3::list_all(&s3, &self.prefix, None)
                 .await?
                 .into_iter()
-                .filter(|(k, ..)| !k.ends_with(".manifest.json"))
+                .filter(|(k, ..)| backup_parts::is_backup_key(k))
                 .filter(|(k, ..)| self.suffix.as_deref().is_none_or(|s| k.ends_with(s)))
                 .collect();
             // Newest first; the key breaks ties, so the answer does not depend on list order.
@@ -55,7 +72,18 @@ impl ActionSpec for S3Latest {
                     .then_with(|| b.0.cmp(&a.0))
             });
             let mut skipped = 0;
+            let mut later = 0;
+            let mut best: Option<(jiff::Timestamp, serde_json::Value)> = None;
             for (key, size, at, _) in &all {
+                let written = at
+                    .as_ref()
+                    .and_then(|t| jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok())
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                // A backup is consistent no later than it was written: once the best found is at
+                // least as new as this one's writing, nothing older can beat it.
+                if best.as_ref().is_some_and(|(t, _)| *t >= written) {
+                    break;
+                }
                 let manifest = read_manifest(&s3, key).await?;
                 let verified = manifest
                     .as_ref()
@@ -66,12 +94,32 @@ impl ActionSpec for S3Latest {
                     skipped += 1;
                     continue;
                 }
-                return Ok(serde_json::json!({
+                let consistent = manifest
+                    .as_ref()
+                    .and_then(|m| m.get("consistent_at"))
+                    .and_then(|c| c.as_str())
+                    .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+                    .unwrap_or(written);
+                if before.is_some_and(|b| consistent > b) {
+                    later += 1;
+                    continue;
+                }
+                let found = serde_json::json!({
                     "key": key,
                     "size": size,
                     "last_modified": s3::rfc3339(at.as_ref()),
+                    "consistent_at": consistent.to_string(),
                     "manifest": manifest,
-                }));
+                });
+                if before.is_none() {
+                    return Ok(found);
+                }
+                if best.as_ref().is_none_or(|(t, _)| consistent > *t) {
+                    best = Some((consistent, found));
+                }
+            }
+            if let Some((_, found)) = best {
+                return Ok(found);
             }
             let what = if self.verified_only {
                 "verified backup"
@@ -82,10 +130,18 @@ impl ActionSpec for S3Latest {
                 "no {what} under s3://{}/{}{}",
                 s3.bucket,
                 self.prefix,
-                if skipped > 0 {
-                    format!(" ({skipped} found, none marked verified in its manifest)")
-                } else {
-                    String::new()
+                match (skipped, later) {
+                    (0, 0) => String::new(),
+                    (s, 0) => format!(" ({s} found, none marked verified in its manifest)"),
+                    (s, l) => format!(
+                        " before {} ({l} newer{})",
+                        self.before.as_deref().unwrap_or_default(),
+                        if s > 0 {
+                            format!(", {s} not verified")
+                        } else {
+                            String::new()
+                        }
+                    ),
                 }
             )))
         })
@@ -105,11 +161,14 @@ impl ActionSpec for S3Latest {
         } else {
             "the newest object"
         };
-        let suffix = self
+        let mut suffix = self
             .suffix
             .as_deref()
             .map(|s| format!(" ending in {s}"))
             .unwrap_or_default();
+        if let Some(b) = &self.before {
+            suffix.push_str(&format!(", consistent at or before {b}"));
+        }
         format!(
             "find {what} under {}{suffix} in {}",
             self.prefix,

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::actions::support::aws::{classify, sdk_config};
 use crate::actions::{ActionError, Exec};
 
+#[derive(Clone)]
 pub struct S3 {
     pub client: aws_sdk_s3::Client,
     pub bucket: String,

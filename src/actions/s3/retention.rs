@@ -4,14 +4,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{self as s3, S3};
+use crate::actions::support::backup_parts;
 use crate::actions::{
     ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Effect, Exec, Output, When,
     WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
-/// Keep the newest `keep_last` objects under `prefix`, plus the newest of each of the last `hourly`
-/// hours, `daily` days, `weekly` weeks and `monthly` months; delete the rest.
+/// Keep the newest `keep_last` backups under `prefix`, every backup younger than `keep_days`,
+/// plus the newest of each of the last `hourly` hours, `daily` days, `weekly` weeks and `monthly`
+/// months; delete the rest, each with its manifest, its parts and a legacy `.sha256` beside it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Retention {
@@ -27,6 +29,9 @@ pub struct S3Retention {
     pub weekly: u32,
     #[serde(default)]
     pub monthly: u32,
+    /// Keep every backup written in the last this many days (30 in the source documents' rule).
+    #[serde(default)]
+    pub keep_days: u32,
     /// Compute and report what would be deleted (`would_delete`), delete nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -42,11 +47,17 @@ pub struct Dated {
 impl S3Retention {
     /// Grandfather-father-son: the newest `keep_last`, then for each period kind the newest object
     /// of each of the last N distinct periods that hold one. Returns (kept, deleted), newest first.
-    pub fn select(&self, mut objects: Vec<Dated>) -> (Vec<Dated>, Vec<Dated>) {
+    pub fn select(&self, mut objects: Vec<Dated>, now: i64) -> (Vec<Dated>, Vec<Dated>) {
         objects.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.key.cmp(&a.key)));
         let mut keep = vec![false; objects.len()];
         for k in keep.iter_mut().take(self.keep_last as usize) {
             *k = true;
+        }
+        let young = now - i64::from(self.keep_days) * 86_400;
+        for (k, o) in keep.iter_mut().zip(&objects) {
+            if o.at >= young && self.keep_days > 0 {
+                *k = true;
+            }
         }
         let period = |kind: u8, at: i64| -> (i64, i64) {
             let ts = jiff::Timestamp::from_second(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
@@ -109,15 +120,17 @@ impl ActionSpec for S3Retention {
                 .filter(|o| o.0.ends_with(".manifest.json"))
                 .map(|o| o.0.clone())
                 .collect();
+            let present: std::collections::HashSet<&str> =
+                all.iter().map(|o| o.0.as_str()).collect();
             let objects: Vec<Dated> = all
                 .iter()
-                .filter(|o| !o.0.ends_with(".manifest.json"))
+                .filter(|o| backup_parts::is_backup_key(&o.0))
                 .map(|o| Dated {
                     key: o.0.clone(),
                     at: o.2.as_ref().map_or(0, |t| t.secs()),
                 })
                 .collect();
-            let (kept, deleted) = self.select(objects);
+            let (kept, deleted) = self.select(objects, jiff::Timestamp::now().as_second());
             let keys = |v: &[Dated]| v.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
             if self.dry_run {
                 return Ok(
@@ -126,7 +139,17 @@ impl ActionSpec for S3Retention {
             }
             let mut doomed = Vec::new();
             for o in &deleted {
+                // The manifest goes last: while a part is left, the manifest still says whose.
                 doomed.push(o.key.clone());
+                let mut n = 1;
+                while present.contains(backup_parts::part_key(&o.key, n).as_str()) {
+                    doomed.push(backup_parts::part_key(&o.key, n));
+                    n += 1;
+                }
+                let sidecar = format!("{}.sha256", o.key);
+                if present.contains(sidecar.as_str()) {
+                    doomed.push(sidecar);
+                }
                 let m = s3::manifest_key(&o.key);
                 if manifests.contains(&m) {
                     doomed.push(m);
@@ -150,10 +173,12 @@ impl ActionSpec for S3Retention {
             .into_iter()
             .collect();
         // A policy that keeps nothing would delete every backup: never what anyone means.
-        if self.keep_last + self.hourly + self.daily + self.weekly + self.monthly == 0 {
+        if self.keep_last + self.hourly + self.daily + self.weekly + self.monthly + self.keep_days
+            == 0
+        {
             p.push(WithProblem::new(
                 "",
-                "this policy keeps nothing and would delete every backup; set keep_last or a period",
+                "this policy keeps nothing and would delete every backup; set keep_last, keep_days or a period",
             ));
         }
         p
@@ -170,6 +195,9 @@ impl ActionSpec for S3Retention {
             if n > 0 {
                 keep.push(format!("{n} {what}"));
             }
+        }
+        if self.keep_days > 0 {
+            keep.push(format!("all of the last {} days", self.keep_days));
         }
         let verb = if self.dry_run {
             "list what it would delete under"
@@ -219,7 +247,7 @@ mod tests {
         let policy = parse::<S3Retention>(
             json!({"connection": "b", "prefix": "p/", "keep_last": 2, "daily": 7, "weekly": 4, "monthly": 3}),
         );
-        let (kept, deleted) = policy.select(objects.clone());
+        let (kept, deleted) = policy.select(objects.clone(), start + 70 * 86_400);
         let kept: Vec<&str> = kept.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(kept.len() + deleted.len(), objects.len());
         // keep_last: the two newest.
@@ -254,6 +282,30 @@ mod tests {
         let mut uniq = kept.clone();
         uniq.dedup();
         assert_eq!(uniq.len(), kept.len());
+    }
+
+    #[test]
+    fn keeps_every_backup_younger_than_keep_days() {
+        let now = at("2026-03-01T00:00:00");
+        let objects: Vec<Dated> = (0..100)
+            .map(|h| Dated {
+                key: format!("h{h:03}"),
+                at: now - h * 12 * 3600,
+            })
+            .collect();
+        let policy = parse::<S3Retention>(
+            json!({"connection": "b", "prefix": "p/", "keep_days": 30, "monthly": 2}),
+        );
+        let (kept, deleted) = policy.select(objects, now);
+        // 30 days at two a day: h000..=h060 (h060 is exactly 30 days old); the monthly newest
+        // (March's h000, February's h001) are among them.
+        let kept: Vec<&str> = kept.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(kept.len(), 61, "{kept:?}");
+        assert!(kept.contains(&"h060") && !kept.contains(&"h061"));
+        assert!(deleted.iter().all(|o| o.at < now - 30 * 86_400));
+        let d =
+            describe::<S3Retention>(json!({"connection": "b", "prefix": "p/", "keep_days": 30}));
+        assert!(d.contains("except all of the last 30 days"), "{d}");
     }
 
     #[test]

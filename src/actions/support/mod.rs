@@ -1,8 +1,11 @@
 //! What actions of several families share: field helpers (connections, durations, `Tpl`), error
-//! chains, the AWS SDK's configuration, child processes, and the streamed backup format.
+//! chains, the AWS SDK's configuration, child processes, the streamed backup format, backups in
+//! parts, and PostgreSQL's restore-beside-and-swap.
 
 pub mod aws;
+pub mod backup_parts;
 mod legacy;
+pub mod pg_swap;
 pub mod pipeline;
 pub mod process;
 mod templated;

@@ -11,8 +11,14 @@ use super::aws;
 use crate::actions::ActionError;
 use crate::actions::s3::S3;
 
-/// Multipart part size: large enough for S3's 10,000-part limit up to 160 GB.
-pub const PART: usize = 16 * 1024 * 1024;
+/// The first parts' size. Parts grow by this much every 1,000 parts, so S3's 10,000-part limit
+/// is met up to 440 GiB per object while a small object (one table) holds little memory: each
+/// stream holds at most three parts (filling, queued, uploading).
+pub const PART: usize = 8 * 1024 * 1024;
+
+fn part_size(sent: usize) -> usize {
+    PART * (1 + sent / 1000)
+}
 
 /// How a backup is sealed.
 #[derive(Clone)]
@@ -38,6 +44,7 @@ struct Parts {
     buf: Vec<u8>,
     hash: sha2::Sha256,
     size: u64,
+    sent: usize,
 }
 
 impl Write for Parts {
@@ -46,12 +53,15 @@ impl Write for Parts {
         self.size += data.len() as u64;
         let mut rest = data;
         while !rest.is_empty() {
-            let room = PART - self.buf.len();
+            let size = part_size(self.sent);
+            let room = size - self.buf.len();
             let n = room.min(rest.len());
             self.buf.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
-            if self.buf.len() == PART {
-                let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
+            if self.buf.len() == size {
+                self.sent += 1;
+                let next = Vec::with_capacity(part_size(self.sent));
+                let part = std::mem::replace(&mut self.buf, next);
                 self.tx
                     .blocking_send(part)
                     .map_err(|_| std::io::Error::other("the upload stopped"))?;
@@ -83,6 +93,7 @@ fn seal_into(
         buf: Vec::with_capacity(PART),
         hash: sha2::Sha256::new(),
         size: 0,
+        sent: 0,
     };
     let plain_size;
     {
@@ -143,7 +154,7 @@ pub async fn dump_to_s3(
         .await
         .map_err(|e| aws::classify(&e, &what))?;
     let upload_id = upload.upload_id().unwrap_or_default().to_string();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
     let worker = tokio::task::spawn_blocking(move || -> Result<Sealed, ActionError> {
         use std::os::unix::process::CommandExt;
         cmd.stdout(std::process::Stdio::piped())
@@ -165,16 +176,7 @@ pub async fn dump_to_s3(
             .map_err(|e| ActionError::transient(format!("waiting for pg_dump: {e}")))?;
         let err_text = err_reader.join().unwrap_or_default();
         if !status.success() {
-            let tail: String = err_text
-                .trim()
-                .lines()
-                .rev()
-                .take(4)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join(" | ");
+            let tail = super::process::tail(&err_text, 4);
             return Err(ActionError::permanent(format!(
                 "pg_dump failed ({status}): {tail}"
             )));
@@ -252,20 +254,35 @@ pub async fn dump_to_s3(
     }
 }
 
+/// What the async downloader hands the blocking side.
+enum Chunk {
+    Bytes(bytes::Bytes),
+    /// Every byte came.
+    End,
+    Failed(String),
+}
+
 /// Reads chunks from the async downloader as a std Read. The downloader hashes them: on a
-/// thread of its own, beside the decrypting and decompressing here.
+/// thread of its own, beside the decrypting and decompressing here. A channel that closes
+/// without [`Chunk::End`] (the attempt was cancelled) is an error, never a short stream: a
+/// process being fed must not take a cut stream for the whole.
 struct Chunks {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    rx: tokio::sync::mpsc::Receiver<Chunk>,
     cur: bytes::Bytes,
+    ended: bool,
 }
 
 impl Read for Chunks {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
+                Some(Chunk::Bytes(b)) => self.cur = b,
+                Some(Chunk::End) => self.ended = true,
+                Some(Chunk::Failed(e)) => return Err(std::io::Error::other(e)),
+                None => return Err(std::io::Error::other("the download stopped")),
             }
         }
         let n = out.len().min(self.cur.len());
@@ -282,14 +299,29 @@ pub enum Opener {
     Passphrase(String),
 }
 
-/// Downloads `key`, checks its SHA-256 against `expected`, opens and decompresses it into
-/// `plain_path`. The file is complete and verified, or removed.
-pub async fn fetch_from_s3(
+/// Where an opened backup's bytes go.
+pub enum Sink {
+    /// A file, complete and verified or removed.
+    File(std::path::PathBuf),
+    /// Nowhere: a pass that only proves the backup is whole and opens (checksum, decryption,
+    /// decompression), before a restore that cannot be undone.
+    Nowhere,
+    /// A process's standard input (pg_restore or psql), which the bytes are loaded by as they
+    /// arrive; its failure is reported with the last lines it wrote to stderr. The function
+    /// makes the command, told whether the opened bytes are a pg_dump archive (else SQL).
+    Process(Box<dyn FnOnce(bool) -> std::process::Command + Send>),
+}
+
+/// Downloads `key`, checks its SHA-256 against `expected`, and opens and decompresses it into
+/// `sink` while it downloads. The checksum is known only at the end: a process sink has by then
+/// loaded what it was given, so it must load into something that is thrown away when this fails
+/// (a scratch database), or be preceded by a [`Sink::Nowhere`] pass.
+pub async fn open_from_s3(
     s3c: &S3,
     key: &str,
     expected: &str,
-    opener: Opener,
-    plain_path: &std::path::Path,
+    opener: std::sync::Arc<Opener>,
+    sink: Sink,
 ) -> Result<u64, ActionError> {
     let what = format!("downloading s3://{}/{key}", s3c.bucket);
     let out = s3c
@@ -301,66 +333,25 @@ pub async fn fetch_from_s3(
         .await
         .map_err(|e| aws::classify(&e, &what))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let path = plain_path.to_path_buf();
+    let file = match &sink {
+        Sink::File(p) => Some(p.clone()),
+        _ => None,
+    };
     let worker = tokio::task::spawn_blocking(move || -> Result<u64, String> {
         let mut chunks = Chunks {
             rx,
             cur: bytes::Bytes::new(),
+            ended: false,
         };
-        let mut file = std::fs::File::create(&path)
-            .map_err(|e| format!("creating {}: {e}", path.display()))?;
-        let plain = {
-            // What the bytes are decides how they open: lifeboat's own (age or not, zstd), or the
-            // legacy shell pipeline's (openssl enc, gzip).
-            let mut head = Vec::with_capacity(32);
-            (&mut chunks)
-                .take(32)
-                .read_to_end(&mut head)
-                .map_err(|e| e.to_string())?;
-            let stream = std::io::Cursor::new(head.clone()).chain(&mut chunks);
-            let mut reader: Box<dyn Read> = if head.starts_with(super::legacy::MAGIC) {
-                let Opener::Passphrase(p) = &opener else {
-                    return Err(
-                        "a legacy openssl-encrypted backup needs its passphrase in `decrypt_with`"
-                            .into(),
-                    );
-                };
-                let dec =
-                    super::legacy::OpensslReader::new(stream, p).map_err(|e| e.to_string())?;
-                Box::new(flate2::read::MultiGzDecoder::new(dec))
-            } else if head.starts_with(b"age-encryption.org/") {
-                let d = age::Decryptor::new(stream).map_err(|e| format!("not an age file: {e}"))?;
-                let opened = match &opener {
-                    Opener::Identity(id) => d.decrypt(std::iter::once(id as &dyn age::Identity)),
-                    Opener::Passphrase(p) => {
-                        let id =
-                            age::scrypt::Identity::new(age::secrecy::SecretString::from(p.clone()));
-                        d.decrypt(std::iter::once(&id as &dyn age::Identity))
-                    }
-                    Opener::None => {
-                        return Err("the backup is encrypted with age; give `decrypt_with`".into());
-                    }
-                };
-                let opened = opened.map_err(|e| format!("cannot decrypt: {e}"))?;
-                Box::new(zstd::Decoder::new(opened).map_err(|e| e.to_string())?)
-            } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
-                Box::new(zstd::Decoder::new(stream).map_err(|e| e.to_string())?)
-            } else if head.starts_with(&[0x1f, 0x8b]) {
-                Box::new(flate2::read::MultiGzDecoder::new(stream))
-            } else {
-                return Err(
-                    "not a backup lifeboat can open (neither age, zstd, openssl enc nor gzip)"
-                        .into(),
-                );
-            };
-            std::io::copy(&mut reader, &mut file).map_err(|e| format!("opening the backup: {e}"))?
-        };
-        // Whatever the decoders left unread still counts for the checksum.
-        std::io::copy(&mut chunks, &mut std::io::sink()).map_err(|e| e.to_string())?;
-        // No fsync: the file lives only for this attempt (a crash means fetching it again), and
-        // forcing gigabytes to disk here would only delay pg_restore, which reads it from the
-        // page cache anyway.
-        Ok(plain)
+        match sink {
+            Sink::File(path) => {
+                let mut f = std::fs::File::create(&path)
+                    .map_err(|e| format!("creating {}: {e}", path.display()))?;
+                open_into(&mut chunks, &opener, &mut f)
+            }
+            Sink::Nowhere => open_into(&mut chunks, &opener, &mut std::io::sink()),
+            Sink::Process(choose) => into_process(&mut chunks, &opener, choose),
+        }
     });
     let mut body = out.body;
     let mut hash = sha2::Sha256::new();
@@ -368,13 +359,16 @@ pub async fn fetch_from_s3(
         match body.try_next().await {
             Ok(Some(b)) => {
                 hash.update(&b);
-                if tx.send(Ok(b)).await.is_err() {
+                if tx.send(Chunk::Bytes(b)).await.is_err() {
                     break;
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                let _ = tx.send(Chunk::End).await;
+                break;
+            }
             Err(e) => {
-                let _ = tx.send(Err(format!("{what}: {e}"))).await;
+                let _ = tx.send(Chunk::Failed(format!("{what}: {e}"))).await;
                 break;
             }
         }
@@ -384,21 +378,153 @@ pub async fn fetch_from_s3(
         .await
         .map_err(|e| ActionError::permanent(format!("the restore task crashed: {e}")))?;
     let fail = |msg: String| {
-        let _ = std::fs::remove_file(plain_path);
+        if let Some(p) = &file {
+            let _ = std::fs::remove_file(p);
+        }
         ActionError::permanent(msg)
     };
     let sha = crate::runlog::hex(&hash.finalize());
-    let plain = result.map_err(|e| {
-        fail(format!(
-            "s3://{}/{key}: {e}; nothing was restored",
-            s3c.bucket
-        ))
-    })?;
-    if sha != expected {
+    // A wrong checksum explains a failure to open better than the failure itself does.
+    if sha != expected && !(result.is_err() && body_cut_short(&result)) {
         return Err(fail(format!(
-            "s3://{}/{key} has SHA-256 {sha}, the manifest says {expected}: it is corrupt or not the backup meant; nothing was restored",
+            "s3://{}/{key} has SHA-256 {sha}, the manifest says {expected}: it is corrupt or not the backup meant",
             s3c.bucket
         )));
     }
+    let plain = result.map_err(|e| fail(format!("s3://{}/{key}: {e}", s3c.bucket)))?;
     Ok(plain)
+}
+
+/// The download itself failed (the bytes never all came): its hash says nothing.
+fn body_cut_short(result: &Result<u64, String>) -> bool {
+    matches!(result, Err(e) if e.starts_with("downloading "))
+}
+
+/// Opens the stream as what its first bytes say it is: lifeboat's own (age or not, zstd), or the
+/// legacy shell pipeline's (openssl enc, gzip).
+fn opened<'c>(chunks: &'c mut Chunks, opener: &Opener) -> Result<Box<dyn Read + 'c>, String> {
+    let mut head = Vec::with_capacity(32);
+    (&mut *chunks)
+        .take(32)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    let stream = std::io::Cursor::new(head.clone()).chain(chunks);
+    Ok(if head.starts_with(super::legacy::MAGIC) {
+        let Opener::Passphrase(p) = opener else {
+            return Err(
+                "a legacy openssl-encrypted backup needs its passphrase in `decrypt_with`".into(),
+            );
+        };
+        let dec = super::legacy::OpensslReader::new(stream, p).map_err(|e| e.to_string())?;
+        Box::new(flate2::read::MultiGzDecoder::new(dec))
+    } else if head.starts_with(b"age-encryption.org/") {
+        let d = age::Decryptor::new(stream).map_err(|e| format!("not an age file: {e}"))?;
+        let opened = match opener {
+            Opener::Identity(id) => d.decrypt(std::iter::once(id as &dyn age::Identity)),
+            Opener::Passphrase(p) => {
+                let id = age::scrypt::Identity::new(age::secrecy::SecretString::from(p.clone()));
+                d.decrypt(std::iter::once(&id as &dyn age::Identity))
+            }
+            Opener::None => {
+                return Err("the backup is encrypted with age; give `decrypt_with`".into());
+            }
+        };
+        let opened = opened.map_err(|e| format!("cannot decrypt: {e}"))?;
+        Box::new(zstd::Decoder::new(opened).map_err(|e| e.to_string())?)
+    } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        Box::new(zstd::Decoder::new(stream).map_err(|e| e.to_string())?)
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(stream))
+    } else {
+        return Err(
+            "not a backup lifeboat can open (neither age, zstd, openssl enc nor gzip)".into(),
+        );
+    })
+}
+
+/// Opens the stream into `out`, then drains what the decoders left unread, which still counts
+/// for the checksum.
+fn open_into(chunks: &mut Chunks, opener: &Opener, out: &mut dyn Write) -> Result<u64, String> {
+    let plain = {
+        let mut reader = opened(chunks, opener)?;
+        std::io::copy(&mut reader, out).map_err(|e| format!("opening the backup: {e}"))?
+    };
+    std::io::copy(chunks, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    // No fsync of a file sink: it lives only for this attempt (a crash means fetching it
+    // again), and forcing it to disk would only delay pg_restore, which reads it from the page
+    // cache anyway.
+    Ok(plain)
+}
+
+/// Feeds the opened stream to a process's stdin and waits for it. `choose` picks the process
+/// from the first bytes of the opened stream (`PGDMP`: a pg_dump archive, for pg_restore; else
+/// SQL, for psql).
+fn into_process(
+    chunks: &mut Chunks,
+    opener: &Opener,
+    choose: Box<dyn FnOnce(bool) -> std::process::Command + Send>,
+) -> Result<u64, String> {
+    use std::os::unix::process::CommandExt;
+    let mut fed: Result<u64, String>;
+    let mut reader = opened(chunks, opener)?;
+    let mut head = Vec::with_capacity(5);
+    (&mut reader)
+        .take(5)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("opening the backup: {e}"))?;
+    let mut cmd = choose(head == b"PGDMP");
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let name = program.rsplit('/').next().unwrap_or(&program).to_string();
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let guard = super::process::GroupGuard::new(Some(child.id() as i32));
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    fed = stdin
+        .write_all(&head)
+        .map_err(|e| format!("opening the backup: {e}"))
+        .and_then(|()| {
+            std::io::copy(&mut reader, &mut stdin).map_err(|e| format!("opening the backup: {e}"))
+        })
+        .map(|n| n + head.len() as u64);
+    drop(reader);
+    if fed.is_ok() {
+        fed = std::io::copy(chunks, &mut std::io::sink())
+            .map_err(|e| e.to_string())
+            .and(fed);
+    }
+    drop(stdin);
+    if fed.is_err() {
+        // What is loaded so far is thrown away with the database it went into; the process must
+        // not go on to commit a part of it.
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {name}: {e}"))?;
+    guard.disarm();
+    let err_text = err_reader.join().unwrap_or_default();
+    match fed {
+        // A process that stopped reading (it failed) breaks the pipe: its own words say why.
+        Err(e) if !status.success() && e.contains("Broken pipe") => Err(format!(
+            "{name} failed ({status}): {}",
+            super::process::tail(&err_text, 4)
+        )),
+        Err(e) => Err(e),
+        Ok(_) if !status.success() => Err(format!(
+            "{name} failed ({status}): {}",
+            super::process::tail(&err_text, 4)
+        )),
+        Ok(n) => Ok(n),
+    }
 }

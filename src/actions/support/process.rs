@@ -104,16 +104,7 @@ pub async fn run_tool(
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
-    let tail: String = stderr
-        .trim()
-        .lines()
-        .rev()
-        .take(6)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join(" | ");
+    let tail = tail(&stderr, 6);
     let msg = format!("{name} failed ({}): {tail}", out.status);
     // A connection that broke is worth another attempt; anything else the tool reports is not.
     if tail.contains("could not connect")
@@ -124,6 +115,12 @@ pub async fn run_tool(
     } else {
         Err(ActionError::permanent(msg))
     }
+}
+
+/// The last `n` lines of what a tool wrote to stderr, on one line.
+pub fn tail(stderr: &str, n: usize) -> String {
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// A PostgreSQL client tool: `$LIFEBOAT_PG_BIN/NAME`, else the newest
