@@ -5,6 +5,7 @@
 mod common;
 
 mod architecture;
+mod backup_lifecycle;
 mod cli;
 mod crash;
 mod diagnostics;

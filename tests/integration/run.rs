@@ -666,7 +666,7 @@ fn a_missing_secret_or_an_unsupported_field_stops_before_anything_runs() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.contains(
-            "step `d`: `encrypt`, `compression_level` and `jobs` apply to backups streamed to S3"
+            "step `d`: `encrypt`, `compression_level`, `jobs` and `storage_class` apply to backups streamed to S3"
         ),
         "{}",
         r.stderr

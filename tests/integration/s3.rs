@@ -375,7 +375,7 @@ mod backups {
         } else {
             ".lifeboat".to_string()
         };
-        let srv = S3Server::start(&["backups"]);
+        let srv = S3Server::start(&["backups", "backups-dr"]);
         let (id, recipient) = identity();
         let sb = Sandbox::new();
         // The backup gets no identity: it needs only the recipient.
@@ -405,12 +405,30 @@ mod backups {
             "--state",
             &st,
         ];
-        let mut args = vec!["run", "BACKUP", "-p", &recipient];
+        // A second region: another bucket (of the same test server, so copied server-side).
+        let dr_endpoint = format!("dr_s3_endpoint={}", srv.endpoint);
+        let mut args = vec![
+            "run",
+            "BACKUP",
+            "-p",
+            &recipient,
+            "-p",
+            "dr_s3_bucket=backups-dr",
+            "-p",
+            &dr_endpoint,
+            "-p",
+            "dr_region=us-east-1",
+        ];
         let backup = shipped("postgres-backup.yaml");
         args[1] = &backup;
         args.extend(&common);
         let r = sb.lifeboat_env(&args, &env);
         assert_eq!(r.code, 0, "{}", r.stderr);
+        if !on_postgres {
+            let copied = sb.outputs(&r.run_id(), "to_second_region");
+            assert_eq!(copied["how"], "server-side", "{copied}");
+            assert!(copied["objects"].as_u64().unwrap() >= 3, "{copied}");
+        }
         // The weekly validation, with the identity, marks it verified for the restore to find.
         let validate = shipped("postgres-validate-backups.yaml");
         let verify_url = format!("verify_pg_url=postgres://postgres@127.0.0.1:{}", pg.port);

@@ -1,6 +1,7 @@
 //! The `backup.*` actions, and where a backup is (`BackupLocation`), which the actions that write
 //! and read backups in other families (`postgres.backup`, `postgres.restore`) share.
 
+pub mod rekey;
 pub mod verify;
 
 use schemars::JsonSchema;
@@ -72,4 +73,84 @@ impl BackupLocation {
             _ => "(incomplete location)".into(),
         }
     }
+}
+
+/// One object a backup in S3 is made of, with what its bytes must hash to.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub key: String,
+    pub sha256: String,
+    pub size: Option<u64>,
+}
+
+/// A backup in S3 as its manifest (or the legacy scripts' `.sha256`) describes it.
+pub struct Stored {
+    pub manifest: Option<serde_json::Value>,
+    /// In the manifest's order: the backup's own key first.
+    pub objects: Vec<StoredObject>,
+    /// The legacy scripts' `<key>.sha256`, when that is what vouches for the backup.
+    pub sidecar: Option<String>,
+}
+
+/// Reads what a backup is made of and checks the manifest holds together; refuses a backup with
+/// nothing to verify its bytes against.
+pub async fn stored(
+    s3c: &crate::actions::s3::S3,
+    key: &str,
+) -> Result<Stored, crate::actions::ActionError> {
+    use crate::actions::ActionError;
+    use crate::actions::support::backup_parts;
+    let mkey = crate::actions::s3::manifest_key(key);
+    let manifest: Option<serde_json::Value> =
+        match crate::actions::s3::get_optional(s3c, &mkey).await? {
+            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                ActionError::permanent(format!("the manifest {mkey} is not JSON: {e}"))
+            })?),
+            None => None,
+        };
+    let Some(m) = manifest else {
+        let Some(sha) = crate::actions::postgres::restore::legacy_checksum(s3c, key).await? else {
+            return Err(ActionError::permanent(format!(
+                "s3://{}/{key} has no manifest and no `.sha256` beside it: nothing to verify it by",
+                s3c.bucket
+            )));
+        };
+        return Ok(Stored {
+            manifest: None,
+            objects: vec![StoredObject {
+                key: key.to_string(),
+                sha256: sha,
+                size: None,
+            }],
+            sidecar: Some(format!("{key}.sha256")),
+        });
+    };
+    let objects = match backup_parts::from_manifest(key, &m)
+        .map_err(|e| ActionError::permanent(format!("s3://{}/{mkey}: {e}", s3c.bucket)))?
+    {
+        Some(parts) => parts
+            .into_iter()
+            .map(|p| StoredObject {
+                key: p.key,
+                sha256: p.sha256,
+                size: Some(p.size),
+            })
+            .collect(),
+        None => vec![StoredObject {
+            key: key.to_string(),
+            sha256: m
+                .get("sha256")
+                .and_then(|s| s.as_str())
+                .ok_or_else(|| {
+                    ActionError::permanent(format!("the manifest {mkey} records no sha256"))
+                })?
+                .to_string(),
+            size: m.get("size").and_then(|s| s.as_u64()),
+        }],
+    };
+    Ok(Stored {
+        manifest: Some(m),
+        objects,
+        sidecar: None,
+    })
 }

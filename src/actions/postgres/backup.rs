@@ -40,6 +40,15 @@ pub struct PostgresBackup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 19))]
     pub compression_level: Option<u8>,
+    /// The S3 storage class of the objects written (e.g. `STANDARD_IA`); the bucket's default
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// Tables of more than this many MiB (default 256) are dumped in chunks of about this size,
+    /// each a stream of its own, so that one big table is read and restored in parallel too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub chunk_mib: Option<u32>,
     /// Streams dumped and uploaded at once (default 2), all in one consistent snapshot: each
     /// table of 16 MiB or more is a stream of its own, so that a restore loads them at once too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,9 +89,12 @@ impl ActionSpec for PostgresBackup {
 
     fn unsupported(&self) -> Option<String> {
         if self.to.path.is_some()
-            && (self.encrypt.is_some() || self.compression_level.is_some() || self.jobs.is_some())
+            && (self.encrypt.is_some()
+                || self.compression_level.is_some()
+                || self.jobs.is_some()
+                || self.storage_class.is_some())
         {
-            return Some("`encrypt`, `compression_level` and `jobs` apply to backups streamed to S3 (`to: {connection, key}`); a local file is pg_dump's own custom format".into());
+            return Some("`encrypt`, `compression_level`, `jobs` and `storage_class` apply to backups streamed to S3 (`to: {connection, key}`); a local file is pg_dump's own custom format".into());
         }
         None
     }
@@ -297,12 +309,18 @@ async fn to_s3(
         _ => 2,
     };
     let q = |e: tokio_postgres::Error| pg::classify(&e, "listing the tables");
+    let chunk = i64::from(w.chunk_mib.unwrap_or(256).max(1)) * 1024 * 1024;
     // In the dump's own snapshot: the tables as pg_dump will see them, each as a pg_dump pattern
-    // that matches it alone (in double quotes every character is itself; a quote is doubled). Extension members and
-    // temporary tables are left to pg_dump's own rules (the shared stream).
-    let big: Vec<(String, i64)> = tx
+    // that matches it alone and as SQL (in double quotes every character is itself; a quote is
+    // doubled), with its size, its pages and its columns as COPY lists them (no generated or
+    // dropped ones). Extension members and temporary tables are left to pg_dump's own rules
+    // (the shared stream).
+    let big: Vec<(String, i64, i64, String)> = tx
         .query(
-            "select '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"', pg_table_size(c.oid) \
+            "select '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"', \
+                    pg_table_size(c.oid), pg_relation_size(c.oid) / current_setting('block_size')::bigint, \
+                    coalesce((select string_agg(quote_ident(a.attname), ', ' order by a.attnum) from pg_attribute a \
+                              where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''), '') \
              from pg_class c join pg_namespace n on n.oid = c.relnamespace \
              where c.relkind = 'r' and c.relpersistence <> 't' \
                and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp)' \
@@ -314,7 +332,7 @@ async fn to_s3(
         .await
         .map_err(q)?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     let db_size: i64 = tx
         .query_one("select pg_database_size(current_database())", &[])
@@ -330,13 +348,39 @@ async fn to_s3(
             cmd.env(k, v);
         }
     };
-    // (role, table, the command): big tables first, so the longest streams start first.
-    let mut plan: Vec<(Role, Option<String>, std::process::Command)> = Vec::new();
+    // What each stream is: big tables first, so the longest streams start first.
+    enum Stream {
+        Tool(std::process::Command),
+        Chunk {
+            table: String,
+            columns: String,
+            pages: parts::Pages,
+        },
+    }
+    let mut plan: Vec<(Role, Option<String>, Option<parts::Pages>, Stream)> = Vec::new();
     let mut pre = crate::actions::support::process::command(pg_tool("pg_dump"));
     pre.args(["--format=custom", "--compress=0", "--section=pre-data"]);
     base(&mut pre);
-    plan.push((Role::PreData, None, pre));
-    for (table, _) in &big {
+    plan.push((Role::PreData, None, None, Stream::Tool(pre)));
+    let mut chunked = 0;
+    for (table, size, pages, columns) in &big {
+        let n = (size + chunk - 1) / chunk;
+        if n >= 2 && !columns.is_empty() {
+            chunked += 1;
+            for range in parts::split(*pages, n) {
+                plan.push((
+                    Role::Data,
+                    Some(table.clone()),
+                    Some(range),
+                    Stream::Chunk {
+                        table: table.clone(),
+                        columns: columns.clone(),
+                        pages: range,
+                    },
+                ));
+            }
+            continue;
+        }
         let mut c = crate::actions::support::process::command(pg_tool("pg_dump"));
         c.args([
             "--format=plain",
@@ -345,23 +389,23 @@ async fn to_s3(
             &format!("--table={table}"),
         ]);
         base(&mut c);
-        plan.push((Role::Data, Some(table.clone()), c));
+        plan.push((Role::Data, Some(table.clone()), None, Stream::Tool(c)));
     }
     let mut rest = crate::actions::support::process::command(pg_tool("pg_dump"));
     rest.args(["--format=plain", "--section=data"]);
-    for (table, _) in &big {
+    for (table, ..) in &big {
         rest.arg(format!("--exclude-table-data={table}"));
     }
     base(&mut rest);
-    plan.push((Role::Data, None, rest));
+    plan.push((Role::Data, None, None, Stream::Tool(rest)));
     let mut post = crate::actions::support::process::command(pg_tool("pg_dump"));
     post.args(["--format=custom", "--compress=0", "--section=post-data"]);
     base(&mut post);
-    plan.push((Role::PostData, None, post));
+    plan.push((Role::PostData, None, None, Stream::Tool(post)));
 
     let total = plan.len();
     (cx.progress)(&format!(
-        "dumping {db} in {total} streams ({} table(s) on their own), {jobs} at a time",
+        "dumping {db} in {total} streams ({} table(s) on their own, {chunked} of them in chunks), {jobs} at a time",
         big.len()
     ));
     let keys: Vec<String> = (0..total)
@@ -374,14 +418,32 @@ async fn to_s3(
         })
         .collect();
     let mut streams = Vec::with_capacity(total);
-    for ((role, table, cmd), k) in plan.into_iter().zip(keys.iter().cloned()) {
-        let (s3c, seal) = (&s3c, seal.clone());
+    for ((role, table, pages, stream), k) in plan.into_iter().zip(keys.iter().cloned()) {
+        let (s3c, seal, class) = (&s3c, seal.clone(), w.storage_class.as_deref());
         streams.push(async move {
-            let sealed = dump_to_s3(cmd, s3c, &k, level, seal).await?;
+            let sealed = match stream {
+                Stream::Tool(cmd) => dump_to_s3(cmd, s3c, &k, level, seal, class).await?,
+                Stream::Chunk {
+                    table,
+                    columns,
+                    pages,
+                } => {
+                    let copy = ChunkCopy {
+                        target,
+                        db,
+                        snapshot,
+                        table: &table,
+                        columns: &columns,
+                        pages,
+                    };
+                    copy.to_s3(s3c, &k, level, seal, class).await?
+                }
+            };
             Ok::<_, ActionError>(Part {
                 key: k,
                 role,
                 table,
+                pages,
                 size: sealed.size,
                 plain_size: sealed.plain_size,
                 sha256: sealed.sha256,
@@ -419,6 +481,7 @@ async fn to_s3(
         "size": size,
         "sha256": sha256,
         "parts": list,
+        "storage_class": w.storage_class,
         "lifeboat": env!("CARGO_PKG_VERSION"),
         "verified": false,
     });
@@ -435,6 +498,65 @@ async fn to_s3(
         "database": db,
         "manifest": mkey,
     }))
+}
+
+/// A chunk of a big table's rows, read in the dump's snapshot by a session of its own.
+struct ChunkCopy<'a> {
+    target: &'a PgTarget,
+    db: &'a str,
+    snapshot: &'a str,
+    /// As SQL: `"schema"."table"`.
+    table: &'a str,
+    columns: &'a str,
+    pages: crate::actions::support::backup_parts::Pages,
+}
+
+impl ChunkCopy<'_> {
+    /// `COPY (SELECT … WHERE ctid in the range) TO STDOUT`, as a psql script (what pg_dump would
+    /// write for the table, cut by pages), sealed and uploaded. Row security off, as pg_dump
+    /// has it: a policy that would hide rows makes the COPY fail rather than leave them out.
+    async fn to_s3(
+        &self,
+        s3c: &crate::actions::s3::S3,
+        key: &str,
+        level: i32,
+        seal: crate::actions::support::pipeline::Seal,
+        class: Option<&str>,
+    ) -> Result<crate::actions::support::pipeline::Sealed, ActionError> {
+        let mut t = self.target.clone();
+        t.config.dbname(self.db);
+        let client = t.connect().await?;
+        let q = |e: tokio_postgres::Error| pg::classify(&e, &format!("reading {}", self.table));
+        client
+            .batch_execute(&format!(
+                "set row_security = off; set statement_timeout = 0;                  begin isolation level repeatable read read only; set transaction snapshot {}",
+                super::literal(self.snapshot)
+            ))
+            .await
+            .map_err(q)?;
+        let first = self.pages.first;
+        let filter = match self.pages.end {
+            Some(end) => format!("ctid >= '({first},0)'::tid and ctid < '({end},0)'::tid"),
+            None => format!("ctid >= '({first},0)'::tid"),
+        };
+        let rows = client
+            .copy_out(&format!(
+                "copy (select {} from only {} where {filter}) to stdout",
+                self.columns, self.table
+            ))
+            .await
+            .map_err(q)?;
+        let head = format!(
+            "SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nCOPY {} ({}) FROM stdin;\n",
+            self.table, self.columns
+        );
+        let sealed = crate::actions::support::pipeline::rows_to_s3(
+            rows, head, "\\.\n", s3c, key, level, seal, class,
+        )
+        .await;
+        let _ = client.batch_execute("commit").await;
+        sealed
+    }
 }
 
 #[cfg(test)]

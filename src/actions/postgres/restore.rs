@@ -456,7 +456,7 @@ async fn resolve(
             })?),
             None => None,
         };
-    let opener = Arc::new(opener(w, manifest.as_ref())?);
+    let opener = Arc::new(opener(w.decrypt_with.as_ref(), manifest.as_ref())?);
     if let Some(m) = &manifest
         && let Some(parts) = parts::from_manifest(key, m).map_err(|e| {
             ActionError::permanent(format!(
@@ -509,14 +509,14 @@ async fn resolve(
 }
 
 /// How to open the backup, from the manifest's word on its encryption and `decrypt_with`.
-fn opener(
-    w: &PostgresRestore,
+pub(crate) fn opener(
+    decrypt_with: Option<&String>,
     manifest: Option<&serde_json::Value>,
 ) -> Result<Opener, ActionError> {
     let sealing = manifest
         .and_then(|m| m.get("encryption"))
         .and_then(|e| e.as_str());
-    Ok(match (sealing, &w.decrypt_with) {
+    Ok(match (sealing, decrypt_with) {
         (Some("none"), _) | (None, None) => Opener::None,
         // An identity file (`age-keygen` output) has comment lines before the key.
         (Some("age-x25519"), Some(k)) | (None, Some(k))

@@ -1,6 +1,7 @@
 //! What the S3 actions share: a client for a rendered `s3` connection (aws-sdk-s3 on a
 //! rustls/ring HTTP client, never the SDK's default stack) and object listing.
 
+pub mod copy;
 pub mod delete;
 pub mod get;
 pub mod latest;
@@ -17,6 +18,9 @@ use crate::actions::{ActionError, Exec};
 pub struct S3 {
     pub client: aws_sdk_s3::Client,
     pub bucket: String,
+    /// Which S3 service and account this is (endpoint, region, access key id): two connections
+    /// with the same `service` can copy server-side.
+    pub service: String,
 }
 
 impl S3 {
@@ -37,9 +41,16 @@ impl S3 {
         {
             b = b.force_path_style(true);
         }
+        let service = format!(
+            "{}|{}|{}",
+            get("endpoint").unwrap_or_default(),
+            get("region").unwrap_or_default(),
+            get("access_key_id").unwrap_or_default()
+        );
         Ok(S3 {
             client: aws_sdk_s3::Client::from_conf(b.build()),
             bucket,
+            service,
         })
     }
 }
@@ -157,6 +168,166 @@ pub async fn get_optional(s3: &S3, key: &str) -> Result<Option<bytes::Bytes>, Ac
         }
         Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
         Err(e) => Err(classify(&e, &what)),
+    }
+}
+
+/// The largest object CopyObject copies in one request; above it, UploadPartCopy.
+const COPY_ONE: u64 = 5 * 1024 * 1024 * 1024;
+/// The range each UploadPartCopy request copies.
+const COPY_PART: u64 = 1024 * 1024 * 1024;
+
+/// Copies an object inside one S3 service, server-side (no byte passes through this machine):
+/// CopyObject up to 5 GiB, a multipart upload of UploadPartCopy ranges above.
+pub async fn server_copy(
+    from: &S3,
+    from_key: &str,
+    size: u64,
+    to: &S3,
+    to_key: &str,
+    storage_class: Option<&str>,
+) -> Result<(), ActionError> {
+    use aws_sdk_s3::types::StorageClass;
+    let what = format!(
+        "copying s3://{}/{from_key} to s3://{}/{to_key}",
+        from.bucket, to.bucket
+    );
+    let source = format!("{}/{}", from.bucket, copy_source_key(from_key));
+    let class = storage_class.map(StorageClass::from);
+    if size <= COPY_ONE {
+        return to
+            .client
+            .copy_object()
+            .copy_source(&source)
+            .bucket(&to.bucket)
+            .key(to_key)
+            .set_storage_class(class)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify(&e, &what));
+    }
+    let up = to
+        .client
+        .create_multipart_upload()
+        .bucket(&to.bucket)
+        .key(to_key)
+        .set_storage_class(class)
+        .send()
+        .await
+        .map_err(|e| classify(&e, &what))?;
+    let id = up.upload_id().unwrap_or_default().to_string();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut n = 0;
+    let copied: Result<(), ActionError> = async {
+        while start < size {
+            n += 1;
+            let end = (start + COPY_PART).min(size) - 1;
+            let r = to
+                .client
+                .upload_part_copy()
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .bucket(&to.bucket)
+                .key(to_key)
+                .upload_id(&id)
+                .part_number(n)
+                .send()
+                .await
+                .map_err(|e| classify(&e, &what))?;
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(
+                        r.copy_part_result()
+                            .and_then(|c| c.e_tag())
+                            .map(String::from),
+                    )
+                    .build(),
+            );
+            start = end + 1;
+        }
+        to.client
+            .complete_multipart_upload()
+            .bucket(&to.bucket)
+            .key(to_key)
+            .upload_id(&id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify(&e, &what))
+    }
+    .await;
+    if copied.is_err() {
+        let _ = to
+            .client
+            .abort_multipart_upload()
+            .bucket(&to.bucket)
+            .key(to_key)
+            .upload_id(&id)
+            .send()
+            .await;
+    }
+    copied
+}
+
+/// A key in `x-amz-copy-source`: percent-encoded, `/` kept.
+fn copy_source_key(key: &str) -> String {
+    key.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// An object's size and SHA-256, read back whole from the store: what a copy is verified by.
+pub async fn stored_sha256(s3: &S3, key: &str) -> Result<(u64, String), ActionError> {
+    use sha2::Digest;
+    let what = format!("reading s3://{}/{key} back", s3.bucket);
+    let out = s3
+        .client
+        .get_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| classify(&e, &what))?;
+    let mut body = out.body;
+    let mut hash = sha2::Sha256::new();
+    let mut size = 0u64;
+    while let Some(b) = body
+        .try_next()
+        .await
+        .map_err(|e| ActionError::transient(format!("{what}: {e}")))?
+    {
+        size += b.len() as u64;
+        hash.update(&b);
+    }
+    Ok((size, crate::runlog::hex(&hash.finalize())))
+}
+
+/// An object's size, `None` when there is no such key.
+pub async fn get_optional_head(s3: &S3, key: &str) -> Result<Option<u64>, ActionError> {
+    match s3
+        .client
+        .head_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
+        Err(e) => Err(classify(&e, &format!("reading s3://{}/{key}", s3.bucket))),
     }
 }
 

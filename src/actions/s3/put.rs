@@ -25,6 +25,9 @@ pub struct S3Put {
     /// Refuse to replace an existing object.
     #[serde(default)]
     pub if_absent: bool,
+    /// The storage class (e.g. `STANDARD_IA`); the bucket's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
 }
 
 impl ActionSpec for S3Put {
@@ -77,6 +80,11 @@ impl ActionSpec for S3Put {
                 .key(&self.key)
                 // The server checks this and refuses a body that does not match it.
                 .checksum_sha256(checksum)
+                .set_storage_class(
+                    self.storage_class
+                        .as_deref()
+                        .map(aws_sdk_s3::types::StorageClass::from),
+                )
                 .body(body);
             if self.if_absent {
                 req = req.if_none_match("*");

@@ -30,11 +30,36 @@ pub struct Part {
     /// else (small tables, sequences' values, large objects).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
+    /// For a chunk of a big table, the pages it holds: `ctid` from `(first,0)` up to, not
+    /// including, `(end,0)` (to the table's end when there is no `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<Pages>,
     /// Bytes stored (compressed and sealed).
     pub size: u64,
     /// Bytes before compression.
     pub plain_size: u64,
     pub sha256: String,
+}
+
+/// A range of a table's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pages {
+    pub first: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<i64>,
+}
+
+/// Splits `pages` pages into `n` ranges of about equal size, the last one open (a table may have
+/// grown since its size was read; its rows in the snapshot are all in some range).
+pub fn split(pages: i64, n: i64) -> Vec<Pages> {
+    let n = n.max(1);
+    let per = (pages + n - 1) / n;
+    (0..n)
+        .map(|i| Pages {
+            first: i * per,
+            end: (i + 1 < n).then_some((i + 1) * per),
+        })
+        .collect()
 }
 
 /// The key of the `n`th part after the first (the first is the backup's own key).
@@ -48,10 +73,16 @@ pub fn is_part_key(key: &str) -> bool {
         .is_some_and(|(_, n)| n.len() >= 4 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The suffix of an object `backup.rekey` writes before it replaces the original.
+pub const REKEYING: &str = ".rekeying";
+
 /// Whether a key is a backup rather than something kept beside one: a manifest, the legacy
-/// scripts' `.sha256` file, or a part.
+/// scripts' `.sha256` file, a part, or a re-encrypted object not yet in its place.
 pub fn is_backup_key(key: &str) -> bool {
-    !key.ends_with(".manifest.json") && !key.ends_with(".sha256") && !is_part_key(key)
+    !key.ends_with(".manifest.json")
+        && !key.ends_with(".sha256")
+        && !key.ends_with(REKEYING)
+        && !is_part_key(key)
 }
 
 /// The backup's one SHA-256 (its `sha256` output): over each part's key and SHA-256, in order,
@@ -107,10 +138,41 @@ mod tests {
             key: key.into(),
             role,
             table: None,
+            pages: None,
             size: 1,
             plain_size: 1,
             sha256: "ab".into(),
         }
+    }
+
+    #[test]
+    fn a_table_splits_into_ranges_that_cover_it() {
+        let r = split(10, 3);
+        assert_eq!(
+            r,
+            vec![
+                Pages {
+                    first: 0,
+                    end: Some(4)
+                },
+                Pages {
+                    first: 4,
+                    end: Some(8)
+                },
+                Pages {
+                    first: 8,
+                    end: None
+                },
+            ]
+        );
+        assert_eq!(split(0, 2).len(), 2);
+        assert_eq!(
+            split(5, 1),
+            vec![Pages {
+                first: 0,
+                end: None
+            }]
+        );
     }
 
     #[test]
@@ -122,6 +184,7 @@ mod tests {
         assert!(!is_backup_key("legacy/orders-2026.sql.gz.enc.sha256"));
         assert!(is_backup_key("pg/orders/r1.part1"));
         assert!(is_backup_key("pg/orders/r1.partial"));
+        assert!(!is_backup_key("pg/orders/r1.part0002.rekeying"));
     }
 
     #[test]
