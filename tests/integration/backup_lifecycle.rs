@@ -215,6 +215,12 @@ fn a_single_stream_backup_from_before_parts_still_restores() {
     let manifest = format!(
         "{{\\\"format\\\": \\\"pg_dump custom\\\", \\\"compression\\\": \\\"zstd:1\\\", \\\"encryption\\\": \\\"age-x25519\\\", \\\"database\\\": \\\"orders\\\", \\\"consistent_at\\\": \\\"2026-11-01T00:00:00Z\\\", \\\"sha256\\\": \\\"{sha}\\\", \\\"verified\\\": true}}"
     );
+    // The same backup, its manifest claiming a petabyte: no disk here has room for that.
+    let huge = manifest.replace(
+        "\\\"verified\\\": true",
+        "\\\"verified\\\": true, \\\"database_size\\\": 1000000000000000",
+    );
+    assert_ne!(huge, manifest);
     sb.write(
         "r.yaml",
         &runbook(
@@ -232,6 +238,8 @@ steps:
   - {{id: m, action: s3.put, needs: [up], with: {{connection: backups, key: pg/old.manifest.json, content: "{manifest}"}}}}
   - {{id: swap, action: postgres.restore, needs: [m], with: {{connection: db, database: orders, from: {{connection: backups, key: pg/old}}, decrypt_with: "{{{{ secrets.identity }}}}", count_tables: [orders]}}}}
   - {{id: in_place, action: postgres.restore, needs: [swap], with: {{connection: db, database: orders, mode: in_place, from: {{connection: backups, key: pg/old}}, decrypt_with: "{{{{ secrets.identity }}}}", count_tables: [orders]}}}}
+  - {{id: huge, action: s3.put, needs: [in_place], with: {{connection: backups, key: pg/old.manifest.json, content: "{huge}"}}}}
+  - {{id: no_room, action: postgres.restore, needs: [huge], on_failure: continue, with: {{connection: db, database: orders, from: {{connection: backups, key: pg/old}}, decrypt_with: "{{{{ secrets.identity }}}}"}}}}
 "#,
                 srv.connection("backups", "backups"),
                 pg.url("postgres")
@@ -255,4 +263,24 @@ steps:
     assert_eq!(out("in_place")["counts"]["orders"], 777);
     assert_eq!(out("in_place")["kept_database"], serde_json::Value::Null);
     assert_eq!(pg.psql("orders", "select count(*) from orders"), "777");
+    let events = sb.events(&r.run_id());
+    let refused = events
+        .iter()
+        .find(|e| e["event"] == "step_failed" && e["step"] == "no_room")
+        .unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("needs about 1000000000 MB") && refused.contains("nothing was changed"),
+        "{refused}"
+    );
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "select count(*) from pg_database where datname like 'orders__%'"
+        ),
+        "1",
+        "only the swap's kept database; nothing was created for the refused restore"
+    );
 }

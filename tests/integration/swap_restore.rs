@@ -250,6 +250,31 @@ fn a_swap_restore_carries_grants_and_settings_and_compensation_swaps_back() {
         "the database from before this run is back"
     );
     assert_eq!(s.shape("orders"), before);
+
+    // Restored where there was no database: undoing it frees the name again.
+    s.sb.write(
+        "fresh.yaml",
+        &s.runbook(&format!(
+            "{}  - {{id: fail, action: shell, needs: [restore], with: {{argv: [\"false\"]}}}}\n",
+            RESTORE
+                .replace("database: orders\n", "database: fresh\n")
+                .replace("database: orders, kept", "database: fresh, kept")
+                .replace(", \"select count(*) = 0 from marker\"", "")
+        )),
+    );
+    let r = s.run(&["run", "fresh.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        s.sb.outputs(&r.run_id(), "restore")["kept_database"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        s.pg.psql(
+            "postgres",
+            "select count(*) filter (where datname = 'fresh'), count(*) filter (where datname like 'fresh\\_\\_undone\\_%') from pg_database"
+        ),
+        "0|1"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::{BackupLocation, stored};
 use crate::actions::postgres::backup::Encryption;
 use crate::actions::s3::{self, S3};
 use crate::actions::support::backup_parts::{self, REKEYING};
-use crate::actions::support::pipeline::{Seal, transfer};
+use crate::actions::support::pipeline::transfer;
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
     WithProblem, out,
@@ -157,19 +157,7 @@ async fn prepare(
         Some(&w.decrypt_with),
         Some(&manifest),
     )?);
-    let seal = match &w.to {
-        e if !e.recipients.is_empty() => Seal::Recipients(
-            e.recipients
-                .iter()
-                .map(|r| {
-                    r.parse::<age::x25519::Recipient>().map_err(|why| {
-                        ActionError::permanent(format!("`{r}` is not an age recipient: {why}"))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        e => Seal::Passphrase(e.passphrase.clone().unwrap_or_default()),
-    };
+    let seal = w.to.seal()?;
     let class = manifest["storage_class"].as_str().map(String::from);
     let mut written = Vec::new();
     let mut replaced = Vec::new();

@@ -23,6 +23,28 @@ pub struct Encryption {
     pub passphrase: Option<String>,
 }
 
+impl Encryption {
+    /// The seal this asks for; a recipient that is not an age public key is refused.
+    pub fn seal(&self) -> Result<crate::actions::support::pipeline::Seal, ActionError> {
+        use crate::actions::support::pipeline::Seal;
+        if self.recipients.is_empty() {
+            return Ok(Seal::Passphrase(
+                self.passphrase.clone().unwrap_or_default(),
+            ));
+        }
+        Ok(Seal::Recipients(
+            self.recipients
+                .iter()
+                .map(|r| {
+                    r.parse::<age::x25519::Recipient>().map_err(|why| {
+                        ActionError::permanent(format!("`{r}` is not an age recipient: {why}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+}
+
 /// Dump a database with pg_dump to S3 in parts (the schema, a stream per big table and one for
 /// the rest, all in one snapshot, each compressed with zstd, optionally encrypted, checksummed),
 /// with a manifest listing them; or to a local file in pg_dump's custom format.
@@ -141,7 +163,7 @@ impl ActionSpec for PostgresBackup {
         }
         let jobs = match &self.jobs {
             Some(j) => j.to_string(),
-            None => "2".into(),
+            None => DEFAULT_JOBS.to_string(),
         };
         format!(
             "pg_dump {db} on {} to {} in parts (schema, a stream per table of 16 MiB or more, the rest; {jobs} at a time, one snapshot; zstd{enc})",
@@ -262,6 +284,11 @@ async fn backup(w: &PostgresBackup, cx: &Exec<'_>) -> Result<serde_json::Value, 
     }))
 }
 
+/// Streams at once unless `jobs` says. Measured with scripts/bench-backup on two cores, three
+/// were no faster than two beyond the noise (the `events` backup at 0.97x and 1.07x of the
+/// floor, against 1.02x and 1.03x) and took 40% more memory (docs/s3-backups.md).
+const DEFAULT_JOBS: usize = 2;
+
 /// A table gets a stream of its own from this size on; smaller ones share one.
 const OWN_STREAM: i64 = 16 * 1024 * 1024;
 /// At most this many tables get their own stream (each is one pg_dump run and one object).
@@ -291,22 +318,12 @@ async fn to_s3(
     let s3c = crate::actions::s3::S3::from_exec(cx, conn).await?;
     let seal = match &w.encrypt {
         None => Seal::None,
-        Some(e) if !e.recipients.is_empty() => Seal::Recipients(
-            e.recipients
-                .iter()
-                .map(|r| {
-                    r.parse::<age::x25519::Recipient>().map_err(|why| {
-                        ActionError::permanent(format!("`{r}` is not an age recipient: {why}"))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        Some(e) => Seal::Passphrase(e.passphrase.clone().unwrap_or_default()),
+        Some(e) => e.seal()?,
     };
     let level = w.compression_level.map_or(1, i32::from);
     let jobs = match &w.jobs {
         Some(Tpl::Value(j)) => (*j).max(1) as usize,
-        _ => 2,
+        _ => DEFAULT_JOBS,
     };
     let q = |e: tokio_postgres::Error| pg::classify(&e, "listing the tables");
     let chunk = i64::from(w.chunk_mib.unwrap_or(256).max(1)) * 1024 * 1024;

@@ -21,8 +21,10 @@ pub struct PostgresSwapBack {
     /// The database the restore replaced; the connection's database when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
-    /// The restore's `kept_database` output, usually `{{ outputs.kept_database }}`.
-    pub kept_database: String,
+    /// The restore's `kept_database` output, usually `{{ outputs.kept_database }}`. Null when
+    /// the restore created the database (there was none to keep): then it is only moved aside,
+    /// leaving the name as free as it was.
+    pub kept_database: Option<String>,
 }
 
 impl ActionSpec for PostgresSwapBack {
@@ -56,11 +58,16 @@ impl ActionSpec for PostgresSwapBack {
             Some(d) => format!("{d}__undone_<id>"),
             None => "<database>__undone_<id>".into(),
         };
-        format!(
-            "on {}: end the sessions of {db}, rename it to {undone} and {} back to {db}",
-            cx.connection(&self.connection),
-            self.kept_database
-        )
+        match &self.kept_database {
+            Some(kept) => format!(
+                "on {}: end the sessions of {db}, rename it to {undone} and {kept} back to {db}",
+                cx.connection(&self.connection),
+            ),
+            None => format!(
+                "on {}: end the sessions of {db} and rename it to {undone} (the restore created it)",
+                cx.connection(&self.connection),
+            ),
+        }
     }
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
         Box::pin(async move {
@@ -69,22 +76,24 @@ impl ActionSpec for PostgresSwapBack {
             let admin = swap::admin_for(&target, &db);
             let client = admin.connect().await?;
             let undone = swap::derived_name(&db, "undone", &swap::run_step_id(cx.run_id, cx.step));
-            if swap::oid_of(&client, &self.kept_database).await?.is_none() {
+            let done = |ended: i64| serde_json::json!({"database": db, "undone_database": undone, "ended_sessions": ended});
+            let Some(kept) = &self.kept_database else {
+                if swap::oid_of(&client, &db).await?.is_none() {
+                    return Ok(done(0));
+                }
+                return Ok(done(swap::move_aside(&admin, &db, &undone).await?));
+            };
+            if swap::oid_of(&client, kept).await?.is_none() {
                 // Already swapped back (an attempt whose success was not recorded), or gone.
                 if swap::oid_of(&client, &undone).await?.is_some() {
-                    return Ok(
-                        serde_json::json!({"database": db, "undone_database": undone, "ended_sessions": 0}),
-                    );
+                    return Ok(done(0));
                 }
                 return Err(ActionError::permanent(format!(
-                    "there is no database {} to put back as {db}; nothing was changed",
-                    self.kept_database
+                    "there is no database {kept} to put back as {db}; nothing was changed"
                 )));
             }
-            let s = swap::swap_in(&admin, &db, &self.kept_database, &undone, false).await?;
-            Ok(
-                serde_json::json!({"database": db, "undone_database": undone, "ended_sessions": s.ended_sessions}),
-            )
+            let s = swap::swap_in(&admin, &db, kept, &undone, false).await?;
+            Ok(done(s.ended_sessions))
         })
     }
 }
@@ -94,6 +103,17 @@ mod tests {
     use super::*;
     use crate::actions::test_support::*;
     use serde_json::json;
+
+    #[test]
+    fn a_restore_that_created_the_database_is_undone_by_moving_it_aside() {
+        let d = describe::<PostgresSwapBack>(
+            json!({"connection": "db", "database": "orders", "kept_database": null}),
+        );
+        assert_eq!(
+            d,
+            "on <db>: end the sessions of orders and rename it to orders__undone_<id> (the restore created it)"
+        );
+    }
 
     #[test]
     fn says_what_it_puts_back() {

@@ -325,6 +325,45 @@ pub async fn swap_in(
     )))
 }
 
+/// Renames `db` to `aside`, ending its sessions, retried like [`swap_in`]; returns how many
+/// sessions were ended.
+pub async fn move_aside(admin: &PgTarget, db: &str, aside: &str) -> Result<i64, ActionError> {
+    let client = admin.connect().await?;
+    let mut last = None;
+    for _ in 0..10 {
+        let tried = async {
+            let ended: i64 = client
+                .query_one(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                    &[&db],
+                )
+                .await?
+                .get(0);
+            client
+                .batch_execute(&format!(
+                    "alter database {} rename to {}",
+                    ident(db),
+                    ident(aside)
+                ))
+                .await?;
+            Ok::<_, tokio_postgres::Error>(ended)
+        }
+        .await;
+        match tried {
+            Ok(n) => return Ok(n),
+            Err(e) if e.code().is_some_and(|c| c.code() == "55006") => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(pg::classify(&e, &format!("moving {db} aside"))),
+        }
+    }
+    Err(ActionError::transient(format!(
+        "moving {db} aside: sessions kept connecting: {}",
+        last.map(|e| pg::describe(&e)).unwrap_or_default()
+    )))
+}
+
 async fn swap_once(
     client: &mut tokio_postgres::Client,
     target: &str,

@@ -352,6 +352,66 @@ pub async fn rows_to_s3<E: std::fmt::Display>(
     })
 }
 
+/// Starts downloading `key`: the chunks, for a blocking reader, and the future that feeds them
+/// while it hashes them. It tells the end only when every byte came and they hash to
+/// `expected`; a mismatch reaches the reader as a failure, so a process being fed is stopped
+/// before it can take a corrupt stream for whole. The future yields the hash when every byte
+/// came.
+async fn download(
+    s3c: &S3,
+    key: &str,
+    expected: &str,
+) -> Result<
+    (
+        tokio::sync::mpsc::Receiver<Chunk>,
+        impl std::future::Future<Output = Option<String>> + use<>,
+    ),
+    ActionError,
+> {
+    let what = format!("downloading s3://{}/{key}", s3c.bucket);
+    let out = s3c
+        .client
+        .get_object()
+        .bucket(&s3c.bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| aws::classify(&e, &what))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let source = format!("s3://{}/{key}", s3c.bucket);
+    let expected = expected.to_string();
+    let feed = async move {
+        let mut body = out.body;
+        let mut hash = sha2::Sha256::new();
+        loop {
+            match body.try_next().await {
+                Ok(Some(b)) => {
+                    hash.update(&b);
+                    if tx.send(Chunk::Bytes(b)).await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Chunk::Failed(format!("{what}: {e}"))).await;
+                    return None;
+                }
+            }
+        }
+        let sha = crate::runlog::hex(&hash.finalize());
+        let last = if sha == expected {
+            Chunk::End
+        } else {
+            Chunk::Failed(format!(
+                "{source} has SHA-256 {sha}, the manifest says {expected}: it is corrupt or not the backup meant"
+            ))
+        };
+        let _ = tx.send(last).await;
+        Some(sha)
+    };
+    Ok((rx, feed))
+}
+
 /// Streams the object `from_key` of `from` to `to_key` of `to` through this machine: hashed on
 /// the way (a source that does not match `expected` aborts the upload, so nothing is stored),
 /// and with `reseal`, opened with the old key and sealed to the new recipients on the way (the
@@ -365,47 +425,7 @@ pub async fn transfer(
     storage_class: Option<&str>,
     reseal: Option<(std::sync::Arc<Opener>, Seal)>,
 ) -> Result<Uploaded, ActionError> {
-    let what = format!("downloading s3://{}/{from_key}", from.bucket);
-    let out = from
-        .client
-        .get_object()
-        .bucket(&from.bucket)
-        .key(from_key)
-        .send()
-        .await
-        .map_err(|e| aws::classify(&e, &what))?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let source = format!("s3://{}/{from_key}", from.bucket);
-    let download = async move {
-        let mut body = out.body;
-        let mut hash = sha2::Sha256::new();
-        loop {
-            match body.try_next().await {
-                Ok(Some(b)) => {
-                    hash.update(&b);
-                    if tx.send(Chunk::Bytes(b)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.send(Chunk::Failed(format!("{what}: {e}"))).await;
-                    return;
-                }
-            }
-        }
-        // The end is told only when every byte was the backup's: a mismatch fails the
-        // producer, which aborts the upload.
-        let sha = crate::runlog::hex(&hash.finalize());
-        let last = if sha == expected {
-            Chunk::End
-        } else {
-            Chunk::Failed(format!(
-                "{source} has SHA-256 {sha}, the manifest says {expected}: it is corrupt or not the backup meant"
-            ))
-        };
-        let _ = tx.send(last).await;
-    };
+    let (rx, download) = download(from, from_key, expected).await?;
     let upload = upload_from(to, to_key, storage_class, move |out| {
         let mut chunks = Chunks {
             rx,
@@ -436,7 +456,7 @@ pub async fn transfer(
         }
         Ok(())
     });
-    let ((), uploaded) = tokio::join!(download, upload);
+    let (_, uploaded) = tokio::join!(download, upload);
     Ok(uploaded?.1)
 }
 
@@ -525,16 +545,7 @@ pub async fn open_from_s3(
     opener: std::sync::Arc<Opener>,
     sink: Sink,
 ) -> Result<u64, ActionError> {
-    let what = format!("downloading s3://{}/{key}", s3c.bucket);
-    let out = s3c
-        .client
-        .get_object()
-        .bucket(&s3c.bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| aws::classify(&e, &what))?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (rx, feed) = download(s3c, key, expected).await?;
     let file = match &sink {
         Sink::File(p) => Some(p.clone()),
         _ => None,
@@ -555,27 +566,7 @@ pub async fn open_from_s3(
             Sink::Process(choose) => into_process(&mut chunks, &opener, choose),
         }
     });
-    let mut body = out.body;
-    let mut hash = sha2::Sha256::new();
-    loop {
-        match body.try_next().await {
-            Ok(Some(b)) => {
-                hash.update(&b);
-                if tx.send(Chunk::Bytes(b)).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(Chunk::End).await;
-                break;
-            }
-            Err(e) => {
-                let _ = tx.send(Chunk::Failed(format!("{what}: {e}"))).await;
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let sha = feed.await;
     let result = worker
         .await
         .map_err(|e| ActionError::permanent(format!("the restore task crashed: {e}")))?;
@@ -585,9 +576,10 @@ pub async fn open_from_s3(
         }
         ActionError::permanent(msg)
     };
-    let sha = crate::runlog::hex(&hash.finalize());
     // A wrong checksum explains a failure to open better than the failure itself does.
-    if sha != expected && !(result.is_err() && body_cut_short(&result)) {
+    if let Some(sha) = sha
+        && sha != expected
+    {
         return Err(fail(format!(
             "s3://{}/{key} has SHA-256 {sha}, the manifest says {expected}: it is corrupt or not the backup meant",
             s3c.bucket
@@ -595,11 +587,6 @@ pub async fn open_from_s3(
     }
     let plain = result.map_err(|e| fail(format!("s3://{}/{key}: {e}", s3c.bucket)))?;
     Ok(plain)
-}
-
-/// The download itself failed (the bytes never all came): its hash says nothing.
-fn body_cut_short(result: &Result<u64, String>) -> bool {
-    matches!(result, Err(e) if e.starts_with("downloading "))
 }
 
 /// Opens the stream as what its first bytes say it is: lifeboat's own (age or not, zstd), or the
