@@ -49,8 +49,8 @@ impl ActionSpec for BackupRekey {
     const DESTRUCTIVE: When<Self> = When::Always;
     const RUNNABLE: bool = true;
 
-    /// A second run finds the backup already re-encrypted (the old key no longer opens it) only
-    /// when it is given the old key again; after a crash, `resume` carries on from the log.
+    /// An attempt cut short before its note is done again from the start (the `.rekeying`
+    /// objects are written again); one cut short after it carries on replacing from the note.
     fn idempotent(&self) -> bool {
         true
     }
