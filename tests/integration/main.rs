@@ -18,6 +18,7 @@ mod http;
 mod injection;
 mod interrupts;
 mod kubernetes;
+mod neo4j;
 mod pg_state;
 mod postgres;
 mod run;

@@ -52,6 +52,7 @@ pub fn rendered(path: &Path) -> String {
 }
 pub mod dns;
 pub mod kube;
+pub mod neo4j;
 pub mod pg;
 pub mod s3;
 pub mod sandbox;
