@@ -314,7 +314,7 @@ pub(crate) async fn restore(
             )
             .await?;
             (cx.progress)(&format!("swapping {scratch} in for {db}"));
-            let swapped = match swap::swap_in(&admin, &db, &scratch, &kept, true).await {
+            let swapped = match swap::swap_in(&admin, &db, Some(&scratch), &kept, true).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = swap::drop_if_exists(&client, &scratch).await;

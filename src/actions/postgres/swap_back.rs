@@ -81,7 +81,8 @@ impl ActionSpec for PostgresSwapBack {
                 if swap::oid_of(&client, &db).await?.is_none() {
                     return Ok(done(0));
                 }
-                return Ok(done(swap::move_aside(&admin, &db, &undone).await?));
+                let s = swap::swap_in(&admin, &db, None, &undone, false).await?;
+                return Ok(done(s.ended_sessions));
             };
             if swap::oid_of(&client, kept).await?.is_none() {
                 // Already swapped back (an attempt whose success was not recorded), or gone.
@@ -92,7 +93,7 @@ impl ActionSpec for PostgresSwapBack {
                     "there is no database {kept} to put back as {db}; nothing was changed"
                 )));
             }
-            let s = swap::swap_in(&admin, &db, kept, &undone, false).await?;
+            let s = swap::swap_in(&admin, &db, Some(kept), &undone, false).await?;
             Ok(done(s.ended_sessions))
         })
     }

@@ -296,16 +296,21 @@ pub struct Swapped {
 }
 
 /// Puts `scratch` in the place of `target`, keeping the old one as `kept`, and (with `carry`)
-/// gives it the old one's grants and settings. One transaction: on any
+/// gives it the old one's grants and settings; without a `scratch`, only moves `target` aside
+/// to `kept`. One transaction: on any
 /// failure (or a kill of this process) nothing has changed. Sessions that connect to the target
 /// between their ending and the rename make the rename fail; it is tried again a few times.
 pub async fn swap_in(
     admin: &PgTarget,
     target: &str,
-    scratch: &str,
+    scratch: Option<&str>,
     kept: &str,
     carry: bool,
 ) -> Result<Swapped, ActionError> {
+    let doing = match scratch {
+        Some(_) => "swapping the restored database in".to_string(),
+        None => format!("moving {target} aside"),
+    };
     let mut client = admin.connect().await?;
     let mut last = None;
     for _ in 0..10 {
@@ -316,50 +321,11 @@ pub async fn swap_in(
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(pg::classify(&e, "swapping the restored database in")),
+            Err(e) => return Err(pg::classify(&e, &doing)),
         }
     }
     Err(ActionError::transient(format!(
-        "swapping the restored database in: sessions kept connecting to {target}: {}; nothing was swapped (stop the writers first)",
-        last.map(|e| pg::describe(&e)).unwrap_or_default()
-    )))
-}
-
-/// Renames `db` to `aside`, ending its sessions, retried like [`swap_in`]; returns how many
-/// sessions were ended.
-pub async fn move_aside(admin: &PgTarget, db: &str, aside: &str) -> Result<i64, ActionError> {
-    let client = admin.connect().await?;
-    let mut last = None;
-    for _ in 0..10 {
-        let tried = async {
-            let ended: i64 = client
-                .query_one(
-                    "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-                    &[&db],
-                )
-                .await?
-                .get(0);
-            client
-                .batch_execute(&format!(
-                    "alter database {} rename to {}",
-                    ident(db),
-                    ident(aside)
-                ))
-                .await?;
-            Ok::<_, tokio_postgres::Error>(ended)
-        }
-        .await;
-        match tried {
-            Ok(n) => return Ok(n),
-            Err(e) if e.code().is_some_and(|c| c.code() == "55006") => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(pg::classify(&e, &format!("moving {db} aside"))),
-        }
-    }
-    Err(ActionError::transient(format!(
-        "moving {db} aside: sessions kept connecting: {}",
+        "{doing}: sessions kept connecting to {target}: {}; nothing was swapped (stop the writers first)",
         last.map(|e| pg::describe(&e)).unwrap_or_default()
     )))
 }
@@ -367,7 +333,7 @@ pub async fn move_aside(admin: &PgTarget, db: &str, aside: &str) -> Result<i64, 
 async fn swap_once(
     client: &mut tokio_postgres::Client,
     target: &str,
-    scratch: &str,
+    scratch: Option<&str>,
     kept: &str,
     carry: bool,
 ) -> Result<Swapped, tokio_postgres::Error> {
@@ -392,12 +358,14 @@ async fn swap_once(
         ))
         .await?;
     }
-    tx.batch_execute(&format!(
-        "alter database {} rename to {}",
-        ident(scratch),
-        ident(target)
-    ))
-    .await?;
+    if let Some(scratch) = scratch {
+        tx.batch_execute(&format!(
+            "alter database {} rename to {}",
+            ident(scratch),
+            ident(target)
+        ))
+        .await?;
+    }
     if let Some(old) = old.filter(|_| carry) {
         for s in carried_over(&tx, old, target).await? {
             tx.batch_execute(&s).await?;
