@@ -40,29 +40,25 @@ fn the_test_server_speaks_bolt_4_4_on_loopback_with_auth() {
 #[test]
 fn a_running_server_refuses_a_dump_and_a_stopped_one_dumps() {
     let n = Neo4jServer::start();
-    let second = std::process::Command::new(common::root().join("scripts/neo4j-server"))
-        .args(["admin"])
-        .arg(&n.dir)
-        .args(["database", "dump", "neo4j", "--to-path"])
-        .arg(n.dir.join("import"))
-        .output()
-        .unwrap();
+    let dump = || {
+        std::process::Command::new(common::root().join("scripts/neo4j-server"))
+            .args(["admin"])
+            .arg(&n.dir)
+            .args(["database", "dump", "neo4j", "--to-path"])
+            .arg(n.dir.join("import"))
+            .output()
+            .unwrap()
+    };
     assert!(
-        !second.status.success(),
+        !dump().status.success(),
         "a dump of a running DBMS is refused"
     );
     common::stop_service("neo4j-server", &n.dir);
-    let dump = std::process::Command::new(common::root().join("scripts/neo4j-server"))
-        .args(["admin"])
-        .arg(&n.dir)
-        .args(["database", "dump", "neo4j", "--to-path"])
-        .arg(n.dir.join("import"))
-        .output()
-        .unwrap();
+    let stopped = dump();
     assert!(
-        dump.status.success(),
+        stopped.status.success(),
         "{}",
-        String::from_utf8_lossy(&dump.stderr)
+        String::from_utf8_lossy(&stopped.stderr)
     );
     assert!(n.dir.join("import/neo4j.dump").metadata().unwrap().len() > 0);
 }

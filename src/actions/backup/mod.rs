@@ -92,6 +92,21 @@ pub struct Stored {
     pub sidecar: Option<String>,
 }
 
+/// The manifest beside a backup, `None` when there is none; one that is not JSON is an error
+/// (a damaged manifest must not pass for a backup without one).
+pub async fn read_manifest(
+    s3c: &crate::actions::s3::S3,
+    key: &str,
+) -> Result<Option<serde_json::Value>, crate::actions::ActionError> {
+    let mkey = crate::actions::s3::manifest_key(key);
+    match crate::actions::s3::get_optional(s3c, &mkey).await? {
+        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            crate::actions::ActionError::permanent(format!("the manifest {mkey} is not JSON: {e}"))
+        }),
+        None => Ok(None),
+    }
+}
+
 /// Reads what a backup is made of and checks the manifest holds together; refuses a backup with
 /// nothing to verify its bytes against.
 pub async fn stored(
@@ -101,14 +116,7 @@ pub async fn stored(
     use crate::actions::ActionError;
     use crate::actions::support::backup_parts;
     let mkey = crate::actions::s3::manifest_key(key);
-    let manifest: Option<serde_json::Value> =
-        match crate::actions::s3::get_optional(s3c, &mkey).await? {
-            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
-                ActionError::permanent(format!("the manifest {mkey} is not JSON: {e}"))
-            })?),
-            None => None,
-        };
-    let Some(m) = manifest else {
+    let Some(m) = read_manifest(s3c, key).await? else {
         let Some(sha) = crate::actions::postgres::restore::legacy_checksum(s3c, key).await? else {
             return Err(ActionError::permanent(format!(
                 "s3://{}/{key} has no manifest and no `.sha256` beside it: nothing to verify it by",

@@ -96,7 +96,7 @@ async fn verify(w: &BackupVerify, cx: &Exec<'_>) -> Result<serde_json::Value, Ac
     // What is marked at the end must be there before hours go into a restore.
     let s3c = S3::from_exec(cx, conn).await?;
     let mkey = s3::manifest_key(key);
-    let Some(bytes) = s3::get_optional(&s3c, &mkey).await? else {
+    let Some(mut manifest) = super::read_manifest(&s3c, key).await? else {
         let legacy = crate::actions::postgres::restore::legacy_checksum(&s3c, key)
             .await
             .ok()
@@ -114,8 +114,6 @@ async fn verify(w: &BackupVerify, cx: &Exec<'_>) -> Result<serde_json::Value, Ac
             )
         }));
     };
-    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ActionError::permanent(format!("{mkey} is not JSON: {e}")))?;
     // Named by run and step, not attempt: a leftover of a killed attempt is the one dropped here.
     let scratch = format!("lifeboat_verify_{}", swap::run_step_id(cx.run_id, cx.step));
     let restore = crate::actions::postgres::restore::PostgresRestore {

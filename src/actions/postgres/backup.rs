@@ -425,15 +425,7 @@ async fn to_s3(
         "dumping {db} in {total} streams ({} table(s) on their own, {chunked} of them in chunks), {jobs} at a time",
         big.len()
     ));
-    let keys: Vec<String> = (0..total)
-        .map(|i| {
-            if i == 0 {
-                key.to_string()
-            } else {
-                parts::part_key(key, i)
-            }
-        })
-        .collect();
+    let keys: Vec<String> = (0..total).map(|i| parts::object_key(key, i)).collect();
     let mut streams = Vec::with_capacity(total);
     for ((role, table, pages, stream), k) in plan.into_iter().zip(keys.iter().cloned()) {
         let (s3c, seal, class) = (&s3c, seal.clone(), w.storage_class.as_deref());

@@ -293,10 +293,7 @@ pub(crate) async fn restore(
             if let Err(e) = loaded {
                 let _ = swap::drop_if_exists(&client, &scratch).await;
                 return Err(ActionError {
-                    message: format!(
-                        "{}; nothing was restored: {db} was not touched",
-                        e.message.trim_end_matches("; nothing was restored")
-                    ),
+                    message: format!("{}; nothing was restored: {db} was not touched", e.message),
                     ..e
                 });
             }
@@ -449,13 +446,7 @@ async fn resolve(
     };
     let s3c = S3::from_exec(cx, conn).await?;
     let mkey = crate::actions::s3::manifest_key(key);
-    let manifest: Option<serde_json::Value> =
-        match crate::actions::s3::get_optional(&s3c, &mkey).await? {
-            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
-                ActionError::permanent(format!("the manifest {mkey} is not JSON: {e}"))
-            })?),
-            None => None,
-        };
+    let manifest = crate::actions::backup::read_manifest(&s3c, key).await?;
     let opener = Arc::new(opener(w.decrypt_with.as_ref(), manifest.as_ref())?);
     if let Some(m) = &manifest
         && let Some(parts) = parts::from_manifest(key, m).map_err(|e| {
@@ -602,27 +593,35 @@ async fn prove_whole(source: &Source, cx: &Exec<'_>) -> Result<(), ActionError> 
 
 /// pg_restore or psql into `into`, reading stdin.
 fn loader(into: &PgTarget, archive: bool) -> std::process::Command {
-    let mut cmd = if archive {
-        let mut c = command(pg_tool("pg_restore"));
-        c.args([
-            "--exit-on-error".to_string(),
-            format!("--dbname={}", into.url_for(&into.database())),
-        ]);
-        c
-    } else {
-        let mut c = command(pg_tool("psql"));
-        c.args([
-            "--no-psqlrc".to_string(),
-            "--quiet".into(),
-            "--set=ON_ERROR_STOP=1".into(),
-            format!("--dbname={}", into.url_for(&into.database())),
-        ]);
-        c
-    };
+    let (tool, args) = loader_args(into, archive);
+    let mut cmd = command(tool);
+    cmd.args(args);
     for (k, v) in into.tool_env() {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// The tool that loads a pg_dump archive (pg_restore) or SQL (psql) into `into`, and the
+/// arguments every load gives it: stop at the first error.
+fn loader_args(into: &PgTarget, archive: bool) -> (std::path::PathBuf, Vec<String>) {
+    let dbname = format!("--dbname={}", into.url_for(&into.database()));
+    if archive {
+        (
+            pg_tool("pg_restore"),
+            vec!["--exit-on-error".to_string(), dbname],
+        )
+    } else {
+        (
+            pg_tool("psql"),
+            vec![
+                "--no-psqlrc".to_string(),
+                "--quiet".into(),
+                "--set=ON_ERROR_STOP=1".into(),
+                dbname,
+            ],
+        )
+    }
 }
 
 /// Loads the backup into `into` (an empty database): the schema before the data, the data
@@ -650,25 +649,15 @@ async fn load(
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
                 .is_ok()
                 && &magic == b"PGDMP";
-            let url = format!("--dbname={}", into.url_for(&into.database()));
-            let args: Vec<String> = if archive {
-                vec![
-                    "--exit-on-error".into(),
-                    format!("--jobs={jobs}"),
-                    url,
-                    path.display().to_string(),
-                ]
+            let (tool, mut args) = loader_args(into, archive);
+            if archive {
+                args.extend([format!("--jobs={jobs}"), path.display().to_string()]);
             } else {
-                vec![
-                    "--no-psqlrc".into(),
-                    "--quiet".into(),
-                    "--set=ON_ERROR_STOP=1".into(),
-                    "--single-transaction".into(),
-                    url,
+                args.extend([
+                    "--single-transaction".to_string(),
                     format!("--file={}", path.display()),
-                ]
-            };
-            let tool = pg_tool(if archive { "pg_restore" } else { "psql" });
+                ]);
+            }
             run_tool(&tool, &args, &into.tool_env()).await.map(drop)
         }
         Source::Object {
@@ -709,13 +698,9 @@ async fn load(
                     Sink::File(file.clone()),
                 )
                 .await?;
-                let args = vec![
-                    "--exit-on-error".to_string(),
-                    format!("--jobs={jobs}"),
-                    format!("--dbname={}", into.url_for(&into.database())),
-                    file.display().to_string(),
-                ];
-                run_tool(&pg_tool("pg_restore"), &args, &into.tool_env()).await
+                let (tool, mut args) = loader_args(into, true);
+                args.extend([format!("--jobs={jobs}"), file.display().to_string()]);
+                run_tool(&tool, &args, &into.tool_env()).await
             }
             .await;
             let _ = std::fs::remove_file(&file);

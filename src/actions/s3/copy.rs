@@ -139,13 +139,7 @@ async fn copy(w: &S3Copy, cx: &Exec<'_>) -> Result<serde_json::Value, ActionErro
     let dst = S3::from_exec(cx, &w.to.connection).await?;
     let backup = stored(&src, key).await?;
     // Where each object goes: the parts follow the copy's key.
-    let renamed = |i: usize| {
-        if i == 0 {
-            dkey.to_string()
-        } else {
-            backup_parts::part_key(dkey, i)
-        }
-    };
+    let renamed = |i: usize| backup_parts::object_key(dkey, i);
     let mut manifest = backup.manifest.clone();
     if let Some(m) = &mut manifest {
         if let Some(parts) = m.get_mut("parts").and_then(|p| p.as_array_mut()) {
@@ -257,21 +251,11 @@ async fn copy(w: &S3Copy, cx: &Exec<'_>) -> Result<serde_json::Value, ActionErro
     }))
 }
 
+/// An object's size; a missing one is an error, as the backup said it was there.
 async fn head_size(s3c: &S3, key: &str) -> Result<u64, ActionError> {
-    let h = s3c
-        .client
-        .head_object()
-        .bucket(&s3c.bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| {
-            crate::actions::support::aws::classify(
-                &e,
-                &format!("reading s3://{}/{key}", s3c.bucket),
-            )
-        })?;
-    Ok(h.content_length().unwrap_or(0).max(0) as u64)
+    super::get_optional_head(s3c, key)
+        .await?
+        .ok_or_else(|| ActionError::permanent(format!("s3://{}/{key} is not there", s3c.bucket)))
 }
 
 #[cfg(test)]

@@ -67,6 +67,15 @@ pub fn part_key(key: &str, n: usize) -> String {
     format!("{key}.part{n:04}")
 }
 
+/// The key of the `i`th object of a backup at `key`: the key itself first, then its parts.
+pub fn object_key(key: &str, i: usize) -> String {
+    if i == 0 {
+        key.to_string()
+    } else {
+        part_key(key, i)
+    }
+}
+
 /// Whether a key is a part of another backup (`<key>.partNNNN`), not a backup of its own.
 pub fn is_part_key(key: &str) -> bool {
     key.rsplit_once(".part")
@@ -111,13 +120,12 @@ pub fn from_manifest(key: &str, manifest: &serde_json::Value) -> Result<Option<V
     let n = parts.len();
     let shape_ok = n >= 2
         && parts[0].role == Role::PreData
-        && parts[0].key == key
         && parts[n - 1].role == Role::PostData
         && parts[1..n - 1].iter().all(|p| p.role == Role::Data)
-        && parts[1..]
+        && parts
             .iter()
             .enumerate()
-            .all(|(i, p)| p.key == part_key(key, i + 1));
+            .all(|(i, p)| p.key == object_key(key, i));
     if !shape_ok {
         return Err("the manifest's parts are not a whole backup (schema, data, schema, each under this backup's key)".into());
     }

@@ -242,7 +242,7 @@ pub async fn upload_from<T: Send + 'static>(
 
 /// Runs `cmd` (pg_dump writing to stdout), seals its output and uploads it to `key`.
 pub async fn dump_to_s3(
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     s3c: &S3,
     key: &str,
     level: i32,
@@ -250,32 +250,16 @@ pub async fn dump_to_s3(
     storage_class: Option<&str>,
 ) -> Result<Sealed, ActionError> {
     let (plain_size, up) = upload_from(s3c, key, storage_class, move |out| {
-        use std::os::unix::process::CommandExt;
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| ActionError::permanent(format!("cannot start pg_dump: {e}")))?;
-        let guard = super::process::GroupGuard::new(Some(child.id() as i32));
-        let stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        use std::process::Stdio;
+        let mut dump = super::process::Piped::spawn(cmd, Stdio::inherit(), Stdio::piped())
+            .map_err(ActionError::permanent)?;
+        let stdout = dump.child.stdout.take().expect("piped");
         let sealed = seal_into(stdout, level, &seal, out);
-        let status = child
-            .wait()
-            .map_err(|e| ActionError::transient(format!("waiting for pg_dump: {e}")))?;
-        guard.disarm();
-        let err_text = err_reader.join().unwrap_or_default();
-        if !status.success() {
-            let tail = super::process::tail(&err_text, 4);
-            return Err(ActionError::permanent(format!(
-                "pg_dump failed ({status}): {tail}"
-            )));
+        let name = dump.name.clone();
+        match dump.finish() {
+            Err(e) => return Err(ActionError::transient(format!("waiting for {name}: {e}"))),
+            Ok(Some(failed)) => return Err(ActionError::permanent(failed)),
+            Ok(None) => {}
         }
         sealed.map_err(|e| ActionError::transient(format!("sealing the dump: {e}")))
     })
@@ -461,8 +445,8 @@ pub async fn transfer(
 }
 
 /// The age layer opened, the zstd stream inside left as it is.
-fn decrypted<'c>(chunks: &'c mut Chunks, opener: &Opener) -> Result<Box<dyn Read + 'c>, String> {
-    let d = age::Decryptor::new(chunks).map_err(|e| format!("not an age file: {e}"))?;
+fn decrypted<'c>(stream: impl Read + 'c, opener: &Opener) -> Result<Box<dyn Read + 'c>, String> {
+    let d = age::Decryptor::new(stream).map_err(|e| format!("not an age file: {e}"))?;
     let opened = match opener {
         Opener::Identity(id) => d.decrypt(std::iter::once(id as &dyn age::Identity)),
         Opener::Passphrase(p) => {
@@ -607,19 +591,7 @@ fn opened<'c>(chunks: &'c mut Chunks, opener: &Opener) -> Result<Box<dyn Read + 
         let dec = super::legacy::OpensslReader::new(stream, p).map_err(|e| e.to_string())?;
         Box::new(flate2::read::MultiGzDecoder::new(dec))
     } else if head.starts_with(b"age-encryption.org/") {
-        let d = age::Decryptor::new(stream).map_err(|e| format!("not an age file: {e}"))?;
-        let opened = match opener {
-            Opener::Identity(id) => d.decrypt(std::iter::once(id as &dyn age::Identity)),
-            Opener::Passphrase(p) => {
-                let id = age::scrypt::Identity::new(age::secrecy::SecretString::from(p.clone()));
-                d.decrypt(std::iter::once(&id as &dyn age::Identity))
-            }
-            Opener::None => {
-                return Err("the backup is encrypted with age; give `decrypt_with`".into());
-            }
-        };
-        let opened = opened.map_err(|e| format!("cannot decrypt: {e}"))?;
-        Box::new(zstd::Decoder::new(opened).map_err(|e| e.to_string())?)
+        Box::new(zstd::Decoder::new(decrypted(stream, opener)?).map_err(|e| e.to_string())?)
     } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
         Box::new(zstd::Decoder::new(stream).map_err(|e| e.to_string())?)
     } else if head.starts_with(&[0x1f, 0x8b]) {
@@ -653,7 +625,6 @@ fn into_process(
     opener: &Opener,
     choose: Box<dyn FnOnce(bool) -> std::process::Command + Send>,
 ) -> Result<u64, String> {
-    use std::os::unix::process::CommandExt;
     let mut fed: Result<u64, String>;
     let mut reader = opened(chunks, opener)?;
     let mut head = Vec::with_capacity(5);
@@ -661,24 +632,12 @@ fn into_process(
         .take(5)
         .read_to_end(&mut head)
         .map_err(|e| format!("opening the backup: {e}"))?;
-    let mut cmd = choose(head == b"PGDMP");
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let name = program.rsplit('/').next().unwrap_or(&program).to_string();
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
-    let guard = super::process::GroupGuard::new(Some(child.id() as i32));
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let mut load = super::process::Piped::spawn(
+        choose(head == b"PGDMP"),
+        std::process::Stdio::piped(),
+        std::process::Stdio::null(),
+    )?;
+    let mut stdin = load.child.stdin.take().expect("piped");
     fed = stdin
         .write_all(&head)
         .map_err(|e| format!("opening the backup: {e}"))
@@ -696,24 +655,17 @@ fn into_process(
     if fed.is_err() {
         // What is loaded so far is thrown away with the database it went into; the process must
         // not go on to commit a part of it.
-        let _ = child.kill();
+        let _ = load.child.kill();
     }
-    let status = child
-        .wait()
+    let name = load.name.clone();
+    let failed = load
+        .finish()
         .map_err(|e| format!("waiting for {name}: {e}"))?;
-    guard.disarm();
-    let err_text = err_reader.join().unwrap_or_default();
-    match fed {
+    match (fed, failed) {
         // A process that stopped reading (it failed) breaks the pipe: its own words say why.
-        Err(e) if !status.success() && e.contains("Broken pipe") => Err(format!(
-            "{name} failed ({status}): {}",
-            super::process::tail(&err_text, 4)
-        )),
-        Err(e) => Err(e),
-        Ok(_) if !status.success() => Err(format!(
-            "{name} failed ({status}): {}",
-            super::process::tail(&err_text, 4)
-        )),
-        Ok(n) => Ok(n),
+        (Err(e), Some(why)) if e.contains("Broken pipe") => Err(why),
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(why)) => Err(why),
+        (Ok(n), None) => Ok(n),
     }
 }

@@ -117,6 +117,59 @@ pub async fn run_tool(
     }
 }
 
+/// A tool run from a blocking thread, its stdin or stdout piped to the caller: in its own process
+/// group, which is ended if this is dropped before [`Piped::finish`], with its stderr read on a
+/// thread of its own (a full stderr pipe would otherwise stall it).
+pub struct Piped {
+    pub child: std::process::Child,
+    pub name: String,
+    guard: GroupGuard,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Piped {
+    pub fn spawn(
+        mut cmd: std::process::Command,
+        stdin: std::process::Stdio,
+        stdout: std::process::Stdio,
+    ) -> Result<Piped, String> {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let name = program.rsplit('/').next().unwrap_or(&program).to_string();
+        cmd.stdin(stdin)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        let guard = GroupGuard::new(Some(child.id() as i32));
+        let mut err = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Ok(Piped {
+            child,
+            name,
+            guard,
+            stderr,
+        })
+    }
+
+    /// Waits for it: `Ok(None)` when it succeeded, `Ok(Some(why))` when it failed, with the last
+    /// lines it wrote to stderr.
+    pub fn finish(mut self) -> std::io::Result<Option<String>> {
+        let status = self.child.wait()?;
+        self.guard.disarm();
+        let err_text = self.stderr.join().unwrap_or_default();
+        Ok((!status.success())
+            .then(|| format!("{} failed ({status}): {}", self.name, tail(&err_text, 4))))
+    }
+}
+
 /// The last `n` lines of what a tool wrote to stderr, on one line.
 pub fn tail(stderr: &str, n: usize) -> String {
     let lines: Vec<&str> = stderr.trim().lines().collect();
