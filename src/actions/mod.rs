@@ -11,6 +11,7 @@ pub mod dns;
 pub mod http;
 pub mod kubernetes;
 pub mod local;
+pub mod neo4j;
 pub mod notify;
 pub mod postgres;
 pub mod s3;
@@ -144,6 +145,8 @@ pub enum Language {
     Shell,
     /// SQL: pass values as bind parameters, or quote with `sql_literal` / `sql_ident`.
     Sql,
+    /// Cypher: pass values as `$name` parameters (there is no quoting filter).
+    Cypher,
 }
 
 /// What the dry-run description may know besides the step's own inputs.
@@ -496,6 +499,9 @@ actions! {
     KubernetesApply => kubernetes::apply::KubernetesApply,
     DnsFailover => dns::failover::DnsFailover,
     DnsVerify => dns::verify::DnsVerify,
+    Neo4jQuery => neo4j::query::Neo4jQuery,
+    Neo4jBackup => neo4j::backup::Neo4jBackup,
+    Neo4jRestore => neo4j::restore::Neo4jRestore,
 }
 
 #[cfg(test)]

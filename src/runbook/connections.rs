@@ -202,12 +202,22 @@ pub struct Route53Connection {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Neo4jConnection {
-    /// `bolt://host:7687`
+    /// `bolt://host:7687`; `bolt+s://` for TLS with the certificate verified, `bolt+ssc://`
+    /// for TLS accepting a self-signed one. lifeboat speaks Bolt 4.4 (Neo4j 4.4 to 5.x).
     pub uri: String,
+    /// `neo4j` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Password, usually `{{ secrets.NAME }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// The database; the server's default database when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// PEM file of the CA that signs the server's certificate, when it is not a public one
+    /// (with `bolt+s://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 #[cfg(test)]

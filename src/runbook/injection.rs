@@ -35,6 +35,8 @@ fn safe(hole: &str, lang: Language, params: &IndexMap<String, Param>) -> bool {
     let quoted = match lang {
         Language::Shell => last == "shell_quote",
         Language::Sql => matches!(last, "sql_literal" | "sql_ident"),
+        // No quoting filter: Cypher takes values as `$name` parameters.
+        Language::Cypher => false,
     };
     if hole.contains('|') && quoted {
         return true;

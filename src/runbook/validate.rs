@@ -147,6 +147,11 @@ impl Checker {
                             "pass it as an argument (`argv`), or through the step's `env` as \"$VAR\", or quote it: `{{{{ {hole} | shell_quote }}}}`"
                         ),
                     ),
+                    crate::actions::Language::Cypher => (
+                        "Cypher",
+                        "pass it as a parameter (`$name` in `cypher`, the value in `params`)"
+                            .to_string(),
+                    ),
                     crate::actions::Language::Sql => (
                         "SQL",
                         format!(

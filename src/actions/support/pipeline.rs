@@ -505,6 +505,9 @@ pub enum Opener {
     Passphrase(String),
 }
 
+/// A function that reads a stream to its end.
+pub type ReadAll = dyn FnOnce(&mut dyn Read) -> Result<(), String> + Send;
+
 /// Where an opened backup's bytes go.
 pub enum Sink {
     /// A file, complete and verified or removed.
@@ -516,6 +519,10 @@ pub enum Sink {
     /// arrive; its failure is reported with the last lines it wrote to stderr. The function
     /// makes the command, told whether the opened bytes are a pg_dump archive (else SQL).
     Process(Box<dyn FnOnce(bool) -> std::process::Command + Send>),
+    /// A function reading the opened bytes on the blocking side (a loader that sends them to a
+    /// server as it reads, `Handle::block_on` for its async calls). Like a process, it has
+    /// loaded what it read before the checksum is known: it fails when the stream does.
+    Reader(Box<ReadAll>),
 }
 
 /// Downloads `key`, checks its SHA-256 against `expected`, and opens and decompresses it into
@@ -548,6 +555,17 @@ pub async fn open_from_s3(
             }
             Sink::Nowhere => open_into(&mut chunks, &opener, &mut std::io::sink()),
             Sink::Process(choose) => into_process(&mut chunks, &opener, choose),
+            Sink::Reader(read) => {
+                let mut counted = Counted {
+                    inner: opened(&mut chunks, &opener)?,
+                    n: 0,
+                };
+                read(&mut counted)?;
+                let n = counted.n;
+                drop(counted);
+                std::io::copy(&mut chunks, &mut std::io::sink()).map_err(|e| e.to_string())?;
+                Ok(n)
+            }
         }
     });
     let sha = feed.await;
@@ -571,6 +589,20 @@ pub async fn open_from_s3(
     }
     let plain = result.map_err(|e| fail(format!("s3://{}/{key}: {e}", s3c.bucket)))?;
     Ok(plain)
+}
+
+/// Counts what passes.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.n += n as u64;
+        Ok(n)
+    }
 }
 
 /// Opens the stream as what its first bytes say it is: lifeboat's own (age or not, zstd), or the

@@ -23,6 +23,26 @@ impl Neo4jServer {
         }
     }
 
+    /// Starts the stopped server again on its folder (on a new port, read back).
+    pub fn restart(&mut self) {
+        let out = std::process::Command::new(super::root().join("scripts/neo4j-server"))
+            .arg("start")
+            .arg(&self.dir)
+            .env("NEO4J_TEST_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.port = std::fs::read_to_string(self.dir.join("port"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    }
+
     pub fn pid(&self) -> u32 {
         std::fs::read_to_string(self.dir.join("pid"))
             .unwrap()
