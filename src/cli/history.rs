@@ -87,9 +87,31 @@ fn log_word(v: &runlog::Verdict) -> String {
     }
 }
 
+/// When a run started, for ordering: its log's `started_at` (milliseconds), else the second its
+/// id names. Ids alone do not order two runs started in the same second (their suffix is random).
+fn started_key(row: &serde_json::Value) -> String {
+    if let Some(s) = row["started_at"].as_str() {
+        return s.to_string();
+    }
+    let id = row["id"].as_str().unwrap_or_default();
+    match (
+        id.get(0..4),
+        id.get(4..6),
+        id.get(6..8),
+        id.get(9..11),
+        id.get(11..13),
+        id.get(13..15),
+    ) {
+        (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) => {
+            format!("{y}-{mo}-{d}T{h}:{mi}:{s}.000Z")
+        }
+        _ => String::new(),
+    }
+}
+
 async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
     let store = open(state).await?;
-    let rows: Vec<serde_json::Value> = states(&store)
+    let mut rows: Vec<serde_json::Value> = states(&store)
         .await?
         .into_iter()
         .map(|(id, st, verdict)| match st.map(|(st, _)| st) {
@@ -112,6 +134,7 @@ async fn runs_inner(state: &str, json: bool) -> Result<Exit> {
             }
         })
         .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(started_key(r)));
     if json {
         outln!("{}", serde_json::Value::Array(rows));
     } else if rows.is_empty() {
