@@ -112,14 +112,7 @@ impl ActionSpec for Neo4jBackup {
 
     fn check(&self) -> Vec<WithProblem> {
         let mut p = self.to.check("/to");
-        if let Some(e) = &self.encrypt
-            && e.recipients.is_empty() == e.passphrase.is_none()
-        {
-            p.push(WithProblem::new(
-                "/encrypt",
-                "give `recipients` or a `passphrase`, exactly one",
-            ));
-        }
+        p.extend(Encryption::problem(self.encrypt.as_ref()));
         match self.method {
             BackupMethod::Logical => {
                 if self.connection.is_none() {
@@ -141,13 +134,7 @@ impl ActionSpec for Neo4jBackup {
     }
 
     fn describe(&self, cx: &dyn DescribeContext) -> String {
-        let enc = match &self.encrypt {
-            Some(e) if !e.recipients.is_empty() => {
-                format!(", encrypted to {} age recipient(s)", e.recipients.len())
-            }
-            Some(_) => ", encrypted with a passphrase".into(),
-            None => String::new(),
-        };
+        let enc = Encryption::words(self.encrypt.as_ref());
         match self.method {
             BackupMethod::Logical => format!(
                 "export every node, relationship, index and constraint of {} over Bolt to {} (JSON lines, zstd{enc}); read-committed: writes during the export may be half in it, so stop writers first",
@@ -181,6 +168,44 @@ impl Neo4jBackup {
             Some(e) => e.seal(),
             None => Ok(pipeline::Seal::None),
         }
+    }
+
+    /// Writes the manifest beside the backup: `manifest` (what this method knows, its `format`
+    /// first) and what every backup records; returns the outputs, `outputs` and the common ones.
+    async fn record(
+        &self,
+        s3c: &S3,
+        key: &str,
+        seal: &pipeline::Seal,
+        sealed: &Sealed,
+        mut manifest: Value,
+        mut outputs: Value,
+    ) -> Result<Value, ActionError> {
+        let m = manifest.as_object_mut().expect("the manifest is an object");
+        for (k, v) in [
+            ("compression", json!(format!("zstd:{}", self.level()))),
+            ("encryption", json!(seal.name())),
+            ("plain_size", json!(sealed.plain_size)),
+            ("size", json!(sealed.size)),
+            ("sha256", json!(sealed.sha256)),
+            ("storage_class", json!(self.storage_class)),
+            ("lifeboat", json!(env!("CARGO_PKG_VERSION"))),
+        ] {
+            m.insert(k.into(), v);
+        }
+        let mkey = crate::actions::s3::manifest_key(key);
+        crate::actions::s3::put_json(s3c, &mkey, &manifest).await?;
+        let o = outputs.as_object_mut().expect("the outputs are an object");
+        for (k, v) in [
+            ("key", json!(key)),
+            ("size", json!(sealed.size)),
+            ("plain_size", json!(sealed.plain_size)),
+            ("sha256", json!(sealed.sha256)),
+            ("manifest", json!(mkey)),
+        ] {
+            o.insert(k.into(), v);
+        }
+        Ok(outputs)
     }
 
     async fn destination(&self, cx: &Exec<'_>) -> Result<(S3, String), ActionError> {
@@ -242,6 +267,7 @@ async fn logical(w: &Neo4jBackup, cx: &Exec<'_>) -> Result<Value, ActionError> {
     };
     let mut first = serde_json::to_vec(&head).expect("json");
     first.push(b'\n');
+    let seal = w.seal()?;
     let upload = pipeline::rows_to_s3(
         rows,
         String::from_utf8(first).expect("json is UTF-8"),
@@ -249,7 +275,7 @@ async fn logical(w: &Neo4jBackup, cx: &Exec<'_>) -> Result<Value, ActionError> {
         &s3c,
         &key,
         w.level(),
-        w.seal()?,
+        seal.clone(),
         w.storage_class.as_deref(),
     );
     let (exported, uploaded) = tokio::join!(export, upload);
@@ -271,8 +297,6 @@ async fn logical(w: &Neo4jBackup, cx: &Exec<'_>) -> Result<Value, ActionError> {
     let (c, sealed) = counted;
     let manifest = json!({
         "format": FORMAT,
-        "compression": format!("zstd:{}", w.level()),
-        "encryption": w.seal()?.name(),
         "server_version": db.version,
         "edition": db.edition,
         "database": target.database,
@@ -283,27 +307,17 @@ async fn logical(w: &Neo4jBackup, cx: &Exec<'_>) -> Result<Value, ActionError> {
         "labels": c.labels,
         "types": c.types,
         "schema": head["schema"],
-        "plain_size": sealed.plain_size,
-        "size": sealed.size,
-        "sha256": sealed.sha256,
-        "storage_class": w.storage_class,
-        "lifeboat": env!("CARGO_PKG_VERSION"),
     });
-    let mkey = crate::actions::s3::manifest_key(&key);
-    crate::actions::s3::put_json(&s3c, &mkey, &manifest).await?;
-    Ok(json!({
-        "key": key,
-        "size": sealed.size,
-        "plain_size": sealed.plain_size,
-        "sha256": sealed.sha256,
+    let outputs = json!({
         "nodes": c.nodes,
         "relationships": c.relationships,
         "labels": c.labels,
         "types": c.types,
         "server_version": db.version,
         "consistent_at": began.to_string(),
-        "manifest": mkey,
-    }))
+    });
+    w.record(&s3c, &key, &seal, &sealed, manifest, outputs)
+        .await
 }
 
 /// The indexes and constraints, as the statements that make them again. Indexes a constraint
@@ -442,38 +456,25 @@ async fn dump(w: &Neo4jBackup, cx: &Exec<'_>) -> Result<Value, ActionError> {
     cmd.args(&admin[1..])
         .args(["database", "dump", &database, "--to-stdout"]);
     let began = jiff::Timestamp::now();
-    let sealed: Sealed = pipeline::dump_to_s3(
+    let seal = w.seal()?;
+    let sealed = pipeline::dump_to_s3(
         cmd,
         &s3c,
         &key,
         w.level(),
-        w.seal()?,
+        seal.clone(),
         w.storage_class.as_deref(),
     )
     .await?;
     let manifest = json!({
         "format": DUMP_FORMAT,
-        "compression": format!("zstd:{}", w.level()),
-        "encryption": w.seal()?.name(),
         "database": database,
         "consistent_at": began.to_string(),
         "consistency": "offline",
-        "plain_size": sealed.plain_size,
-        "size": sealed.size,
-        "sha256": sealed.sha256,
-        "storage_class": w.storage_class,
-        "lifeboat": env!("CARGO_PKG_VERSION"),
     });
-    let mkey = crate::actions::s3::manifest_key(&key);
-    crate::actions::s3::put_json(&s3c, &mkey, &manifest).await?;
-    Ok(json!({
-        "key": key,
-        "size": sealed.size,
-        "plain_size": sealed.plain_size,
-        "sha256": sealed.sha256,
-        "consistent_at": began.to_string(),
-        "manifest": mkey,
-    }))
+    let outputs = json!({"consistent_at": began.to_string()});
+    w.record(&s3c, &key, &seal, &sealed, manifest, outputs)
+        .await
 }
 
 #[cfg(test)]

@@ -24,6 +24,28 @@ pub struct Encryption {
 }
 
 impl Encryption {
+    /// What `encrypt` must be beyond its type: exactly one way of sealing.
+    pub fn problem(e: Option<&Encryption>) -> Option<WithProblem> {
+        e.filter(|e| e.recipients.is_empty() == e.passphrase.is_none())
+            .map(|_| {
+                WithProblem::new(
+                    "/encrypt",
+                    "give `recipients` or a `passphrase`, exactly one",
+                )
+            })
+    }
+
+    /// The plan's words for it, as a clause: `, encrypted to 2 age recipient(s)`.
+    pub fn words(e: Option<&Encryption>) -> String {
+        match e {
+            Some(e) if !e.recipients.is_empty() => {
+                format!(", encrypted to {} age recipient(s)", e.recipients.len())
+            }
+            Some(_) => ", encrypted with a passphrase".into(),
+            None => String::new(),
+        }
+    }
+
     /// The seal this asks for; a recipient that is not an age public key is refused.
     pub fn seal(&self) -> Result<crate::actions::support::pipeline::Seal, ActionError> {
         use crate::actions::support::pipeline::Seal;
@@ -132,14 +154,7 @@ impl ActionSpec for PostgresBackup {
     }
     fn check(&self) -> Vec<WithProblem> {
         let mut p = self.to.check("/to");
-        if let Some(e) = &self.encrypt
-            && e.recipients.is_empty() == e.passphrase.is_none()
-        {
-            p.push(WithProblem::new(
-                "/encrypt",
-                "give `recipients` or a `passphrase`, exactly one",
-            ));
-        }
+        p.extend(Encryption::problem(self.encrypt.as_ref()));
         p
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
@@ -147,13 +162,7 @@ impl ActionSpec for PostgresBackup {
             .database
             .as_deref()
             .unwrap_or("the connection's database");
-        let enc = match &self.encrypt {
-            Some(e) if !e.recipients.is_empty() => {
-                format!(", encrypted to {} age recipient(s)", e.recipients.len())
-            }
-            Some(_) => ", encrypted with a passphrase".into(),
-            None => String::new(),
-        };
+        let enc = Encryption::words(self.encrypt.as_ref());
         if self.to.path.is_some() {
             return format!(
                 "pg_dump {db} on {} to {} (custom format)",
