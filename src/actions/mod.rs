@@ -8,6 +8,7 @@
 // Families. Actions without a family (`shell`, `wait`, `approval`) are in `local/`.
 pub mod backup;
 pub mod dns;
+pub mod files;
 pub mod http;
 pub mod kubernetes;
 pub mod local;
@@ -491,6 +492,8 @@ actions! {
     S3Copy => s3::copy::S3Copy,
     BackupVerify => backup::verify::BackupVerify,
     BackupRekey => backup::rekey::BackupRekey,
+    FilesBackup => files::backup::FilesBackup,
+    FilesRestore => files::restore::FilesRestore,
     KubernetesScale => kubernetes::scale::KubernetesScale,
     KubernetesRolloutRestart => kubernetes::rollout_restart::KubernetesRolloutRestart,
     KubernetesWaitReady => kubernetes::wait_ready::KubernetesWaitReady,

@@ -13,6 +13,7 @@ mod disk;
 mod dns;
 mod docs;
 mod drills;
+mod files;
 mod hostile;
 mod http;
 mod injection;

@@ -590,3 +590,165 @@ fn a_dump_loads_into_a_stopped_server_and_so_does_a_legacy_one() {
     dst.restart();
     assert_eq!(count(&dst, "after-legacy"), 299);
 }
+
+/// runbooks/graph-and-vector-backup.yaml and -restore.yaml against a real graph and an index
+/// directory: a pair backed up at one consistency point and checked against each other; a
+/// pair that disagrees is refused and both halves deleted; the drill corrupts both and
+/// recovers them from the newest pair, the index byte for byte, the corrupted one kept.
+#[test]
+fn the_graph_and_its_vector_index_are_backed_up_and_recovered_as_one() {
+    use age::secrecy::ExposeSecret;
+    let n = Neo4jServer::start();
+    let s3 = S3Server::start(&["search-backups"]);
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let sb = Sandbox::new();
+    sb.write(
+        "seed.yaml",
+        &runbook(
+            "seed",
+            &format!(
+                "{SECRETS}connections:\n{}steps:\n  - {{id: seed, action: neo4j.query, with: {{connection: src, writes: true, cypher: \"UNWIND range(1, 30) AS i CREATE (d:Document {{id: i, title: 'doc ' + i, indexed_at: datetime('2026-11-30T00:00:00Z')}})-[:IN]->(:Topic {{name: 't' + i}}) WITH count(*) AS made CREATE (:Document {{id: 31, title: 'not yet indexed'}})\"}}}}\n",
+                n.connection("src"),
+            ),
+        ),
+    );
+    let seeded = run(&sb, "seed.yaml");
+    assert_eq!(seeded.code, 0, "{}", seeded.stderr);
+    let index = sb.path("index");
+    std::fs::create_dir_all(index.join("vectors")).unwrap();
+    std::fs::write(
+        index.join("meta.json"),
+        r#"{"documents": 30, "dimensions": 4}"#,
+    )
+    .unwrap();
+    let vectors: Vec<u8> = (0..30 * 4 * 4).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(index.join("vectors/part-0.bin"), &vectors).unwrap();
+    std::fs::write(
+        index.join("ids.txt"),
+        (1..=30).map(|i| format!("{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+
+    let root = common::root();
+    let params = |extra: &[String]| {
+        let mut p: Vec<String> = [
+            format!("neo4j_uri=bolt://127.0.0.1:{}", n.port),
+            "s3_bucket=search-backups".into(),
+            format!("s3_endpoint={}", s3.endpoint),
+            "s3_path_style=true".into(),
+            "writers=none".into(),
+            format!("index_dir={}", index.display()),
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect();
+        p.iter_mut().for_each(|s| s.insert_str(0, "-p"));
+        p
+    };
+    let secret_id = id.to_string();
+    let env = [
+        ("NEO4J_PASSWORD", PASSWORD),
+        ("LIFEBOAT_S3_ACCESS_KEY", ACCESS_KEY),
+        ("LIFEBOAT_S3_SECRET_KEY", SECRET_KEY),
+        ("LIFEBOAT_AGE_IDENTITY", secret_id.expose_secret()),
+    ];
+    let lifeboat = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sb.lifeboat_env(&args, &env)
+    };
+    let backup_file = root.join("runbooks/graph-and-vector-backup.yaml");
+    let backup = |extra: &[String]| {
+        let mut args = vec!["run".to_string(), backup_file.display().to_string()];
+        args.extend(params(
+            &[&[format!("age_recipient={recipient}")], extra].concat(),
+        ));
+        lifeboat(args)
+    };
+    let b = backup(&[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let first = b.run_id();
+    assert_eq!(sb.outputs(&first, "graph")["nodes"], 61);
+    assert_eq!(sb.outputs(&first, "index")["metadata"]["documents"], 30);
+    assert_eq!(sb.outputs(&first, "cross_check")["rows"][0]["indexed"], 30);
+
+    // The index says one document more than the graph: no backup; both halves deleted.
+    std::fs::write(
+        index.join("meta.json"),
+        r#"{"documents": 31, "dimensions": 4}"#,
+    )
+    .unwrap();
+    let bad = backup(&[]);
+    assert_ne!(bad.code, 0, "a pair that disagrees is no backup");
+    let failed = bad.run_id();
+    assert!(
+        sb.failure(&failed)
+            .contains("steps.index.outputs.metadata[params.index_count_field]` is false"),
+        "{}",
+        sb.failure(&failed)
+    );
+    std::fs::write(
+        index.join("meta.json"),
+        r#"{"documents": 30, "dimensions": 4}"#,
+    )
+    .unwrap();
+    sb.write(
+        "list.yaml",
+        &runbook(
+            "list",
+            &format!(
+                "{SECRETS}connections:\n{}steps:\n  - {{id: list, action: s3.list, with: {{connection: b, prefix: graph-and-vector/}}}}\n",
+                s3.connection("b", "search-backups")
+            ),
+        ),
+    );
+    let listed = run(&sb, "list.yaml");
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let keys = sb.outputs(&listed.run_id(), "list").to_string();
+    assert!(keys.contains(&first), "{keys}");
+    assert!(
+        !keys.contains(&failed),
+        "the refused pair was deleted: {keys}"
+    );
+
+    // The drill: both corrupted, both recovered from the newest pair.
+    let restore_file = root.join("runbooks/graph-and-vector-restore.yaml");
+    let mut args = vec![
+        "drill".to_string(),
+        restore_file.display().to_string(),
+        "--scenario".into(),
+        "both-corrupted".into(),
+        "--yes".into(),
+        "--report".into(),
+        sb.path("drill").display().to_string(),
+    ];
+    args.extend(params(&["min_documents=30".to_string()]));
+    let d = lifeboat(args);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    let run_id = d.run_id();
+    let injected = |step: &str| {
+        sb.events(&run_id)
+            .into_iter()
+            .any(|e| e["event"] == "step_succeeded" && e["step"] == step)
+    };
+    assert!(injected("delete_a_third") && injected("truncate_vectors"));
+    assert_eq!(sb.outputs(&run_id, "restore_graph")["nodes"], 61);
+    let ri = sb.outputs(&run_id, "restore_index");
+    assert_eq!(ri["files"], 3);
+    assert_eq!(ri["metadata"]["documents"], 30);
+    assert_eq!(sb.outputs(&run_id, "cross_check")["rows"][0]["indexed"], 30);
+    assert_eq!(
+        std::fs::read(index.join("vectors/part-0.bin")).unwrap(),
+        vectors
+    );
+    let kept = std::path::PathBuf::from(ri["previous"].as_str().unwrap());
+    assert_eq!(
+        std::fs::metadata(kept.join("vectors/part-0.bin"))
+            .unwrap()
+            .len(),
+        0,
+        "the corrupted index is kept beside it"
+    );
+    let md = std::fs::read_to_string(sb.path("drill.md")).unwrap();
+    assert!(md.contains("RPO"), "{md}");
+}

@@ -107,21 +107,83 @@ fn seal_into(
     seal: &Seal,
     out: &mut dyn Write,
 ) -> std::io::Result<u64> {
-    let plain_size;
+    sealing(level, seal, out, |w| {
+        std::io::copy(&mut input, w).map(|_| ())
+    })
+    .map(|((), n)| n)
+}
+
+/// Runs `fill` with a writer that compresses with zstd and seals into `out`; returns what
+/// `fill` made and how many plain bytes it wrote.
+fn sealing<T>(
+    level: i32,
+    seal: &Seal,
+    out: &mut dyn Write,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<T>,
+) -> std::io::Result<(T, u64)> {
     match encryptor(seal)? {
         Some(enc) => {
             let sealed = enc.wrap_output(out)?;
-            let mut z = zstd::Encoder::new(sealed, level)?;
-            plain_size = std::io::copy(&mut input, &mut z)?;
-            z.finish()?.finish()?;
+            let mut z = CountedWrite {
+                inner: zstd::Encoder::new(sealed, level)?,
+                n: 0,
+            };
+            let made = fill(&mut z)?;
+            z.inner.finish()?.finish()?;
+            Ok((made, z.n))
         }
         None => {
-            let mut z = zstd::Encoder::new(out, level)?;
-            plain_size = std::io::copy(&mut input, &mut z)?;
-            z.finish()?;
+            let mut z = CountedWrite {
+                inner: zstd::Encoder::new(out, level)?,
+                n: 0,
+            };
+            let made = fill(&mut z)?;
+            z.inner.finish()?;
+            Ok((made, z.n))
         }
     }
-    Ok(plain_size)
+}
+
+/// Counts what is written through it.
+struct CountedWrite<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for CountedWrite<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Uploads what `fill` writes (on a blocking thread), compressed and sealed, to `key`; `fail`
+/// turns a failure to write into the action's error (it knows what was being written).
+pub async fn write_to_s3<T: Send + 'static>(
+    s3c: &S3,
+    key: &str,
+    level: i32,
+    seal: Seal,
+    storage_class: Option<&str>,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<T> + Send + 'static,
+    fail: impl FnOnce(std::io::Error) -> ActionError + Send + 'static,
+) -> Result<(T, Sealed), ActionError> {
+    let ((made, plain_size), up) = upload_from(s3c, key, storage_class, move |out| {
+        sealing(level, &seal, out, fill).map_err(fail)
+    })
+    .await?;
+    Ok((
+        made,
+        Sealed {
+            plain_size,
+            size: up.size,
+            sha256: up.sha256,
+        },
+    ))
 }
 
 /// Uploads what `produce` writes (on a blocking thread: zstd and age are synchronous) to `key`
