@@ -90,7 +90,8 @@ fn run(sb: &Sandbox, file: &str) -> common::sandbox::Ran {
     )
 }
 
-/// Every property type Neo4j stores, an index, a uniqueness constraint and a vector index.
+/// Every property type Neo4j stores, an index, a uniqueness constraint and a vector index; two
+/// relationship types (a restore sends each its own statement), self-loops among them.
 const SEED: &str = r#"UNWIND range(1, 300) AS i
 CREATE (d:Doc:Indexed {id: i, title: 'doc ' + i, score: i / 7.0, ok: i % 2 = 0,
   day: date('2024-02-29'), at: datetime('2024-07-01T12:00:00.123456789[Europe/Paris]'),
@@ -100,7 +101,7 @@ CREATE (d:Doc:Indexed {id: i, title: 'doc ' + i, score: i / 7.0, ok: i % 2 = 0,
   raw: $raw, tags: ['a', 'b'], nums: [1, 2, 3], emb: [i * 0.1, 1.0, -0.5]})
 WITH d, i WHERE i > 1
 MATCH (p:Doc {id: i - 1})
-CREATE (p)-[:NEXT {w: i, since: date('2020-01-01')}]->(d)"#;
+CREATE (p)-[:NEXT {w: i, since: date('2020-01-01')}]->(d), (d)-[:SELF {i: i}]->(d)"#;
 
 fn seed_steps(conn: &str) -> String {
     format!(
@@ -165,7 +166,11 @@ fn a_logical_backup_restores_every_type_and_the_schema_or_nothing() {
     let out = |s: &str| sb.outputs(&id, s);
     let backup = out("backup");
     assert_eq!(backup["nodes"], 300);
-    assert_eq!(backup["relationships"], 299);
+    assert_eq!(backup["relationships"], 598);
+    assert_eq!(
+        backup["types"],
+        serde_json::json!({"NEXT": 299, "SELF": 299})
+    );
     assert_eq!(
         backup["labels"],
         serde_json::json!({"Doc": 300, "Indexed": 300})
@@ -275,6 +280,120 @@ fn a_logical_backup_restores_every_type_and_the_schema_or_nothing() {
         0,
         "nor the load's constraint"
     );
+}
+
+/// A logical restore killed (SIGKILL) while it loads nodes, resumed, killed again while it
+/// loads relationships, and resumed to the end: every batch recorded its progress in its own
+/// transaction, so each resume skips what was committed and nothing is made twice.
+#[test]
+fn a_restore_killed_twice_mid_load_resumes_to_the_same_graph() {
+    let (src, dst) = (Neo4jServer::start(), Neo4jServer::start());
+    let s3 = S3Server::start(&["backups"]);
+    let sb = Sandbox::new();
+    let connections = format!(
+        "connections:\n{}{}{}",
+        src.connection("src"),
+        dst.connection("dst"),
+        s3.connection("backups", "backups")
+    );
+    sb.write(
+        "backup.yaml",
+        &runbook(
+            "neo4j-backup",
+            &format!(
+                "{SECRETS}{connections}steps:\n{}  - {{id: backup, action: neo4j.backup, needs: [seed], with: {{connection: src, to: {{connection: backups, key: neo4j/1}}}}}}\n  - {{id: read, action: neo4j.query, needs: [seed], with: {{connection: src, cypher: \"{READ_BACK}\"}}}}\n",
+                seed_steps("src")
+            ),
+        ),
+    );
+    let b = run(&sb, "backup.yaml");
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let before = sb.outputs(&b.run_id(), "read");
+    // One node or relationship per batch: slow enough to be killed in each phase.
+    sb.write(
+        "restore.yaml",
+        &runbook(
+            "neo4j-restore",
+            &format!(
+                "{SECRETS}{connections}steps:\n  - {{id: restore, action: neo4j.restore, with: {{connection: dst, from: {{connection: backups, key: neo4j/1}}, batch_size: 1}}}}\n  - {{id: read, action: neo4j.query, needs: [restore], with: {{connection: dst, cypher: \"{READ_BACK}\"}}}}\n"
+            ),
+        ),
+    );
+    sb.write(
+        "poll.yaml",
+        &runbook(
+            "poll",
+            &format!(
+                "{SECRETS}{connections}steps:\n  - {{id: p, action: neo4j.query, with: {{connection: dst, cypher: \"OPTIONAL MATCH (n:__LifeboatProgress {{kind: 'node'}}) WITH coalesce(sum(n.to - n.from + 1), 0) AS nodes OPTIONAL MATCH (r:__LifeboatProgress {{kind: 'relationship'}}) RETURN nodes, coalesce(sum(r.to - r.from + 1), 0) AS rels\"}}}}\n"
+            ),
+        ),
+    );
+    let env = [
+        ("LB_NEO4J_PASSWORD", PASSWORD),
+        ("LB_S3_KEY", ACCESS_KEY),
+        ("LB_S3_SECRET", SECRET_KEY),
+        ("LB_PASS", "unused"),
+    ];
+    let progress = || {
+        let p = run(&sb, "poll.yaml");
+        assert_eq!(p.code, 0, "{}", p.stderr);
+        let row = &sb.outputs(&p.run_id(), "p")["rows"][0];
+        (
+            row["nodes"].as_u64().unwrap(),
+            row["rels"].as_u64().unwrap(),
+        )
+    };
+    // Starts `args` and kills it once `reached` holds of the progress.
+    let kill_when = |args: &[&str], reached: &dyn Fn((u64, u64)) -> bool| {
+        let mut c = sb.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut seen = (0, 0);
+        for _ in 0..600 {
+            seen = progress();
+            if reached(seen) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(reached(seen), "never got there: {seen:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let id = kill_when(&["run", "restore.yaml"], &|(n, _)| n >= 50);
+    let (nodes_then, _) = progress();
+    assert!(
+        nodes_then < 300,
+        "killed while nodes were loading: {nodes_then}"
+    );
+    let again = kill_when(&["resume", &id], &|(n, r)| n == 300 && r >= 50);
+    assert_eq!(again, id, "resume continues the same run");
+    let (_, rels_then) = progress();
+    assert!(
+        rels_then < 598,
+        "killed while relationships were loading: {rels_then}"
+    );
+    let done = sb.lifeboat_env(&["resume", &id], &env);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let restored = sb.outputs(&id, "restore");
+    assert_eq!(
+        (&restored["nodes"], &restored["relationships"]),
+        (&300.into(), &598.into())
+    );
+    let mut after = sb.outputs(&id, "read");
+    let mut before = before;
+    before["rows"][0]["d"]["id"] = serde_json::Value::Null;
+    after["rows"][0]["d"]["id"] = serde_json::Value::Null;
+    assert_eq!(after, before, "the same graph, every type intact");
+    assert_eq!(progress(), (0, 0), "the progress is removed with the marks");
 }
 
 /// Each way a connection or a statement can fail is told apart: a wrong password and a
@@ -463,7 +582,7 @@ fn the_shipped_neo4j_runbooks_back_up_and_recover_from_a_corruption_drill() {
     assert_eq!(inject["outputs"]["counters"]["nodes_deleted"], 100);
     let restored = sb.outputs(&run_id, "restore");
     assert_eq!(restored["nodes"], 300);
-    assert_eq!(restored["relationships"], 299);
+    assert_eq!(restored["relationships"], 598);
     let md = std::fs::read_to_string(sb.path("drill.md")).unwrap();
     assert!(md.contains("RPO"), "{md}");
     assert!(!md.contains(PASSWORD));

@@ -16,6 +16,12 @@ use crate::actions::{ActionError, Exec};
 
 /// How long connecting (TCP, TLS, Bolt handshake, authentication) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// What neo4rs is given as its `connection_timeout`, which it applies to every read from the
+/// server too, not only to connecting: a statement that runs longer (a restore's batch, awaiting
+/// indexes, deleting a big graph in transactions) would fail with "connection timed out".
+/// Connecting is bounded by [`CONNECT_TIMEOUT`] around the probe; the step's timeout bounds
+/// the rest.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A rendered `neo4j` connection.
 #[derive(Clone)]
@@ -59,7 +65,7 @@ impl Neo4jTarget {
             .password(self.password.as_str())
             .fetch_size(fetch_size)
             .max_connections(4)
-            .connection_timeout(CONNECT_TIMEOUT);
+            .connection_timeout(RECEIVE_TIMEOUT);
         if let Some(db) = &self.database {
             b = b.db(db.as_str());
         }
