@@ -66,12 +66,34 @@ impl BackupLocation {
         }
     }
 
+    /// For an action that reads or writes backups in S3 only: why a local `path` cannot run.
+    pub fn s3_only(&self, action: &str, field: &str, verb: &str) -> Option<String> {
+        self.path.as_ref().map(|_| {
+            format!(
+                "`{action}` {verb} S3 (`{field}: {{connection, key}}`); a local file is not supported"
+            )
+        })
+    }
+
     pub fn describe(&self, cx: &dyn DescribeContext) -> String {
         match (&self.path, &self.connection, &self.key) {
             (Some(p), _, _) => format!("file {p}"),
             (None, Some(c), Some(k)) => format!("object {k} in {}", cx.connection(c)),
             _ => "(incomplete location)".into(),
         }
+    }
+}
+
+/// Refuses a backup whose SHA-256 is not the one the step expects (`sha256:` in its `with`),
+/// before anything is touched.
+pub fn expect_sha256(want: Option<&String>, got: &str) -> Result<(), crate::actions::ActionError> {
+    match want {
+        Some(want) if !want.eq_ignore_ascii_case(got) => {
+            Err(crate::actions::ActionError::permanent(format!(
+                "the backup's SHA-256 is {got}, expected {want}: not the backup meant; nothing was restored"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -80,10 +80,7 @@ impl ActionSpec for FilesRestore {
     }
 
     fn unsupported(&self) -> Option<String> {
-        self.from.path.as_ref().map(|_| {
-            "`files.restore` reads from S3 (`from: {connection, key}`); a local file is not supported"
-                .into()
-        })
+        self.from.s3_only(Self::NAME, "from", "reads from")
     }
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -240,14 +237,7 @@ async fn run(w: &FilesRestore, cx: &Exec<'_>) -> Result<Value, ActionError> {
                 s3c.bucket
             ))
         })?;
-    if let Some(want) = &w.sha256
-        && !want.eq_ignore_ascii_case(&object.sha256)
-    {
-        return Err(ActionError::permanent(format!(
-            "the backup's SHA-256 is {}, expected {want}: not the backup meant; nothing was restored",
-            object.sha256
-        )));
-    }
+    crate::actions::backup::expect_sha256(w.sha256.as_ref(), &object.sha256)?;
     let opener = Arc::new(crate::actions::postgres::restore::opener(
         w.decrypt_with.as_ref(),
         Some(manifest),

@@ -89,10 +89,7 @@ impl ActionSpec for Neo4jBackup {
     const RUNNABLE: bool = true;
 
     fn unsupported(&self) -> Option<String> {
-        self.to.path.as_ref().map(|_| {
-            "`neo4j.backup` writes to S3 (`to: {connection, key}`); a local file is not supported"
-                .into()
-        })
+        self.to.s3_only(Self::NAME, "to", "writes to")
     }
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {

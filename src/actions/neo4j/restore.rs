@@ -107,10 +107,7 @@ impl ActionSpec for Neo4jRestore {
     }
 
     fn unsupported(&self) -> Option<String> {
-        self.from.path.as_ref().map(|_| {
-            "`neo4j.restore` reads from S3 (`from: {connection, key}`); a local file is not supported"
-                .into()
-        })
+        self.from.s3_only(Self::NAME, "from", "reads from")
     }
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -221,14 +218,7 @@ impl Neo4jRestore {
                 s3c.bucket
             )));
         };
-        if let Some(want) = &self.sha256
-            && !want.eq_ignore_ascii_case(&object.sha256)
-        {
-            return Err(ActionError::permanent(format!(
-                "the backup's SHA-256 is {}, expected {want}: not the backup meant; nothing was restored",
-                object.sha256
-            )));
-        }
+        crate::actions::backup::expect_sha256(self.sha256.as_ref(), &object.sha256)?;
         let format = stored
             .manifest
             .as_ref()

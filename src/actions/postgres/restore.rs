@@ -457,13 +457,7 @@ async fn resolve(
         })?
     {
         let digest = parts::digest(&parts);
-        if let Some(want) = &w.sha256
-            && !want.eq_ignore_ascii_case(&digest)
-        {
-            return Err(ActionError::permanent(format!(
-                "the backup's SHA-256 is {digest}, expected {want}: not the backup meant; nothing was restored"
-            )));
-        }
+        crate::actions::backup::expect_sha256(w.sha256.as_ref(), &digest)?;
         return Ok((
             Source::Parts {
                 s3: s3c,
