@@ -16,6 +16,9 @@ pub struct RunSummary {
     pub finished_at: Option<String>,
     /// Set for finished drills.
     pub drill: Option<DrillSummary>,
+    /// What its steps said about how recent a recovery could be (`pgbackrest.info`'s newest
+    /// archived WAL): (step, what, unix ms).
+    pub points: Vec<(String, &'static str, i64)>,
     /// Whether its log verifies. One that does not is counted apart and vouches for nothing:
     /// not a last success, not a drill's numbers.
     pub verified: bool,
@@ -55,6 +58,8 @@ pub fn render(runs: &[RunSummary]) -> String {
     let mut per: BTreeMap<&str, PerRunbook> = BTreeMap::new();
     // The newest finished drill of each (runbook, scenario): (finished, its numbers).
     let mut drills: BTreeMap<(&str, &str), (i64, &DrillSummary)> = BTreeMap::new();
+    // The newest run's recovery points: (runbook, step, what) -> (finished, at).
+    let mut points: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
     for r in runs {
         if !r.verified {
             per.entry(&r.runbook).or_default().unverified += 1;
@@ -64,6 +69,14 @@ pub fn render(runs: &[RunSummary]) -> String {
             let e = drills.entry((&r.runbook, &d.scenario)).or_insert((end, d));
             if end > e.0 {
                 *e = (end, d);
+            }
+        }
+        if let Some(end) = r.finished_at.as_deref().and_then(unix_ms) {
+            for (step, of, at) in &r.points {
+                let e = points.entry((&r.runbook, step, of)).or_insert((end, *at));
+                if end >= e.0 {
+                    *e = (end, *at);
+                }
             }
         }
         let p = per.entry(&r.runbook).or_default();
@@ -160,6 +173,24 @@ pub fn render(runs: &[RunSummary]) -> String {
         drill_rows(&|_, end| Some(seconds(end))),
     );
     family(
+        "lifeboat_recovery_point_timestamp_seconds",
+        "How recent the data a disaster now could be recovered to is, in Unix time, as the newest run of a readiness runbook read it (of=\"wal\": the newest archived WAL; of=\"backup\": the newest backup). Alert when time() minus it exceeds the RPO.",
+        points
+            .iter()
+            .map(|((rb, step, of), (_, at))| {
+                (
+                    format!(
+                        "runbook=\"{}\",step=\"{}\",of=\"{}\"",
+                        label(rb),
+                        label(step),
+                        label(of)
+                    ),
+                    seconds(*at),
+                )
+            })
+            .collect(),
+    );
+    family(
         "lifeboat_runs_unverified",
         "Runs whose log fails verification (`lifeboat verify`): left out of every other metric. Alert on any.",
         per.iter()
@@ -191,6 +222,7 @@ mod tests {
     fn run(rb: &str, status: &str, start: &str, end: Option<&str>) -> RunSummary {
         RunSummary {
             verified: true,
+            points: Vec::new(),
             runbook: rb.into(),
             status: status.into(),
             started_at: start.into(),
@@ -202,6 +234,7 @@ mod tests {
     fn drill(start: &str, end: &str, rto_ms: Option<u64>, passed: bool) -> RunSummary {
         RunSummary {
             verified: true,
+            points: Vec::new(),
             drill: Some(DrillSummary {
                 scenario: "data-corruption".into(),
                 rto_ms,

@@ -14,6 +14,7 @@ pub mod kubernetes;
 pub mod local;
 pub mod neo4j;
 pub mod notify;
+pub mod pgbackrest;
 pub mod postgres;
 pub mod s3;
 pub mod support;
@@ -285,6 +286,11 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     /// a restored backup's consistency point, a promoted replica's last replayed commit. A drill
     /// measures RPO from it.
     const RESTORED_AS_OF: Option<&'static str> = None;
+    /// Outputs (RFC 3339 times) that say how recent the data a disaster now could be recovered
+    /// to is, by what they measure (`wal`, `backup`): `lifeboat metrics` exposes the newest
+    /// run's as `lifeboat_recovery_point_timestamp_seconds`, so an alert fires before the RPO
+    /// is lost, not after.
+    const RECOVERY_POINTS: &'static [(&'static str, &'static str)] = &[];
 
     /// Runs one attempt; returns the outputs as a JSON object. Dropping the future cancels it.
     fn execute<'a>(&'a self, _cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -460,6 +466,14 @@ macro_rules! actions {
             concat!(stringify!($family), "/", stringify!($verb), ".rs"),
         ),)*];
 
+        /// [`ActionSpec::RECOVERY_POINTS`] of an action by name.
+        pub fn recovery_points(name: &str) -> &'static [(&'static str, &'static str)] {
+            $(if name == <$family::$verb::$ty as ActionSpec>::NAME {
+                return <$family::$verb::$ty as ActionSpec>::RECOVERY_POINTS;
+            })*
+            &[]
+        }
+
         /// [`ActionSpec::RESTORED_AS_OF`] of an action by name.
         pub fn restored_as_of(name: &str) -> Option<&'static str> {
             $(if name == <$family::$verb::$ty as ActionSpec>::NAME {
@@ -483,6 +497,14 @@ actions! {
     PostgresRestore => postgres::restore::PostgresRestore,
     PostgresSwapBack => postgres::swap_back::PostgresSwapBack,
     PostgresPromote => postgres::promote::PostgresPromote,
+    PostgresStopCluster => postgres::stop_cluster::PostgresStopCluster,
+    PostgresStartCluster => postgres::start_cluster::PostgresStartCluster,
+    PgbackrestBackup => pgbackrest::backup::PgbackrestBackup,
+    PgbackrestRestore => pgbackrest::restore::PgbackrestRestore,
+    PgbackrestInfo => pgbackrest::info::PgbackrestInfo,
+    PgbackrestCheck => pgbackrest::check::PgbackrestCheck,
+    PgbackrestVerify => pgbackrest::verify::PgbackrestVerify,
+    PgbackrestExpire => pgbackrest::expire::PgbackrestExpire,
     S3Put => s3::put::S3Put,
     S3Get => s3::get::S3Get,
     S3List => s3::list::S3List,

@@ -168,6 +168,7 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
         .map(|((st, events), v)| crate::metrics::RunSummary {
             verified: v.intact(),
             drill: drill_summary(&events),
+            points: recovery_points(&events),
             status: st.status.as_str().to_string(),
             runbook: st.runbook,
             started_at: st.started_at,
@@ -183,6 +184,35 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
     crate::files::replace(path, text.as_bytes(), 0o644)
         .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
     Ok(Exit::Success)
+}
+
+/// The recovery points the run's steps reported (see `ActionSpec::RECOVERY_POINTS`).
+fn recovery_points(events: &[engine::Recorded]) -> Vec<(String, &'static str, i64)> {
+    let mut action_of: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for r in events {
+        match &r.event {
+            engine::Event::StepStarted { step, action, .. } => {
+                action_of.insert(step, action);
+            }
+            engine::Event::StepSucceeded { step, outputs, .. } => {
+                let Some(action) = action_of.get(step.as_str()) else {
+                    continue;
+                };
+                for (of, output) in crate::actions::recovery_points(action) {
+                    if let Some(at) = outputs
+                        .get(*output)
+                        .and_then(|v| v.as_str())
+                        .and_then(crate::runlog::unix_ms)
+                    {
+                        out.push((step.clone(), *of, at));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A finished drill's numbers; `None` for other runs and for drills still going.

@@ -44,6 +44,7 @@ connection_kinds! {
     Rfc2136 => rfc2136: Rfc2136Connection,
     Route53 => route53: Route53Connection,
     Neo4j => neo4j: Neo4jConnection,
+    Pgbackrest => pgbackrest: PgbackrestConnection,
 }
 
 impl Serialize for ConnectionKind {
@@ -79,6 +80,10 @@ impl ConnectionKind {
             }
             ConnectionKind::Route53 => s("hosted_zone_id").map(|z| format!("hosted zone {z}")),
             ConnectionKind::Neo4j => s("uri").map(|u| redact_url(&u)),
+            ConnectionKind::Pgbackrest => s("stanza").map(|st| match s("config") {
+                Some(c) => format!("stanza {st}, {c}"),
+                None => format!("stanza {st}"),
+            }),
         };
         match detail {
             Some(d) => format!("{self} {name} ({d})"),
@@ -218,6 +223,36 @@ pub struct Neo4jConnection {
     /// (with `bolt+s://`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PgbackrestConnection {
+    /// The stanza: the cluster's name in the repository.
+    pub stanza: String,
+    /// pgBackRest's configuration file (its own default, `/etc/pgbackrest/pgbackrest.conf`,
+    /// when absent). It describes the repository and the cluster (`pg1-path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Which of the configuration's repositories to use (`--repo`); pgBackRest's choice when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<crate::actions::Tpl<u8>>,
+    /// The operating-system user pgBackRest runs as: the cluster's owner, usually `postgres`.
+    /// lifeboat runs it through `runuser` when it is root, `sudo -n` otherwise. Absent: as
+    /// lifeboat's own user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
+    /// The repository's encryption passphrase (`repo-cipher-pass`), usually
+    /// `{{ secrets.NAME }}`. Passed in pgBackRest's environment, never on its command line;
+    /// overrides the configuration's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher_pass: Option<String>,
+    /// The S3 repository's access key (`repo-s3-key`), overriding the configuration's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_key: Option<String>,
+    /// The S3 repository's secret key (`repo-s3-key-secret`), usually `{{ secrets.NAME }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_key_secret: Option<String>,
 }
 
 #[cfg(test)]

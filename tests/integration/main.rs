@@ -21,6 +21,7 @@ mod interrupts;
 mod kubernetes;
 mod neo4j;
 mod pg_state;
+mod pitr;
 mod postgres;
 mod run;
 mod run_log;

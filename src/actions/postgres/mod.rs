@@ -6,6 +6,8 @@ pub mod promote;
 pub mod query;
 pub mod restore;
 pub mod resume_writers;
+pub mod start_cluster;
+pub mod stop_cluster;
 pub mod stop_writers;
 pub mod swap_back;
 

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod backup_parts;
 mod legacy;
 pub mod neo4j_values;
+pub mod pg_local;
 pub mod pg_swap;
 pub mod pipeline;
 pub mod process;

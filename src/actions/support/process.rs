@@ -74,23 +74,21 @@ pub fn reap() {
     }
 }
 
-/// Runs a tool to completion in its own process group; stderr (its tail) goes into the error.
-pub async fn run_tool(
-    program: &Path,
-    args: &[String],
-    env: &[(&'static str, String)],
-) -> Result<String, ActionError> {
-    let mut cmd = tokio::process::Command::from(command(program));
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(std::process::Stdio::null())
+/// What a tool printed, and how it ended.
+pub struct Captured {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command to completion in its own process group (ended if the attempt is dropped),
+/// stdin closed, stdout and stderr captured. Only failing to start or to wait is an error.
+pub async fn capture(cmd: std::process::Command, name: &str) -> Result<Captured, ActionError> {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .process_group(0);
-    let name = program.file_name().map_or_else(
-        || program.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
     let child = cmd
         .spawn()
         .map_err(|e| ActionError::permanent(format!("cannot start {name}: {e}")))?;
@@ -100,11 +98,31 @@ pub async fn run_tool(
         .await
         .map_err(|e| ActionError::transient(format!("waiting for {name}: {e}")))?;
     guard.disarm();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    Ok(Captured {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs a tool to completion in its own process group; stderr (its tail) goes into the error.
+pub async fn run_tool(
+    program: &Path,
+    args: &[String],
+    env: &[(&'static str, String)],
+) -> Result<String, ActionError> {
+    let mut cmd = command(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let name = program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let out = capture(cmd, &name).await?;
     if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        return Ok(out.stdout);
     }
-    let tail = tail(&stderr, 6);
+    let tail = tail(&out.stderr, 6);
     let msg = format!("{name} failed ({}): {tail}", out.status);
     // A connection that broke is worth another attempt; anything else the tool reports is not.
     if tail.contains("could not connect")
@@ -115,6 +133,61 @@ pub async fn run_tool(
     } else {
         Err(ActionError::permanent(msg))
     }
+}
+
+/// A command run as another operating-system user (a cluster's owner): as is when that is this
+/// process's own user, through `runuser` when this is root, else `sudo -n` keeping the variables
+/// named in `keep_env` (sudo resets the environment). Starts in `/`, which every user may enter.
+pub fn command_as(
+    os_user: Option<&str>,
+    program: impl AsRef<std::ffi::OsStr>,
+    keep_env: &[String],
+) -> Result<std::process::Command, ActionError> {
+    let euid = rustix::process::geteuid().as_raw();
+    let mut cmd = match os_user {
+        None => command(program),
+        Some(user) => {
+            let uid = uid_of(user)?;
+            if uid == euid {
+                command(program)
+            } else if euid == 0 {
+                let mut c = command("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            } else {
+                let mut c = command("sudo");
+                c.arg("-n");
+                if !keep_env.is_empty() {
+                    c.arg(format!("--preserve-env={}", keep_env.join(",")));
+                }
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+        }
+    };
+    cmd.current_dir("/");
+    Ok(cmd)
+}
+
+/// A user's id, from `/etc/passwd` (the accounts that own clusters are local ones).
+fn uid_of(user: &str) -> Result<u32, ActionError> {
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| ActionError::permanent(format!("cannot read /etc/passwd: {e}")))?;
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((name, uid))
+        })
+        .find(|(name, _)| *name == user)
+        .map(|(_, uid)| uid)
+        .ok_or_else(|| {
+            ActionError::permanent(format!(
+                "there is no operating-system user `{user}` on this host (os_user)"
+            ))
+        })
 }
 
 /// A tool run from a blocking thread, its stdin or stdout piped to the caller: in its own process

@@ -54,6 +54,7 @@ pub mod dns;
 pub mod kube;
 pub mod neo4j;
 pub mod pg;
+pub mod pgbackrest;
 pub mod s3;
 pub mod sandbox;
 pub mod small_disk;

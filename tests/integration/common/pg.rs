@@ -36,6 +36,17 @@ impl Cluster {
         }
     }
 
+    /// Another handle on a running cluster, for a thread of its own (not stopped when dropped:
+    /// `Drop` stops only what `start` made).
+    pub fn attach(port: u16) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        Cluster {
+            dir: tmp.path().to_path_buf(),
+            port,
+            _tmp: tmp,
+        }
+    }
+
     /// A URL for lifeboat connections (the password goes in a secret).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

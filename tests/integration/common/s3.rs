@@ -32,6 +32,26 @@ impl S3Server {
         }
     }
 
+    /// A server that also serves HTTPS (`scripts/s3-server --tls`): its folder holds `tls/ca.crt`
+    /// and `https_port`.
+    pub fn start_tls(buckets: &[&str]) -> S3Server {
+        let mut args: Vec<&str> = buckets.iter().flat_map(|b| ["--bucket", b]).collect();
+        args.push("--tls");
+        let s = super::start_service(
+            "s3-server",
+            &args,
+            &[
+                ("S3_TEST_ACCESS_KEY", ACCESS_KEY),
+                ("S3_TEST_SECRET_KEY", SECRET_KEY),
+            ],
+        );
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{}", s.port),
+            dir: s.dir,
+            _tmp: s.tmp,
+        }
+    }
+
     /// A `connections:` entry for lifeboat, with the keys as secrets `s3_key` and `s3_secret`.
     pub fn connection(&self, name: &str, bucket: &str) -> String {
         format!(
