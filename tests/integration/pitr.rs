@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::common::pgbackrest::{CIPHER_PASS, Pitr, WRITER_PASSWORD};
 use crate::common::root;
-use crate::common::sandbox::{Sandbox, runbook};
+use crate::common::sandbox::Sandbox;
 
 fn lifeboat(sb: &Sandbox, pitr: &Pitr, args: &[&str]) -> crate::common::sandbox::Ran {
     let env = pitr.env();
@@ -36,17 +36,11 @@ fn backups_info_verify_and_expire_against_the_repository() {
     let pitr = Pitr::start();
     let sb = Sandbox::new();
     // 1% of the rows change between the second full backup and the incremental.
-    let mut rest = String::from(
-        "secrets: {cipher_pass: {env: PGBACKREST_CIPHER_PASS}, pg: {env: PGPASSWORD}}\nconnections:\n",
-    );
-    rest.push_str(&pitr.connection("repo"));
-    rest.push_str(&format!(
+    let db = format!(
         "  db: {{postgres: {{url: \"{}\", password: \"{{{{ secrets.pg }}}}\"}}}}\n",
         pitr.pg.url("orders")
-    ));
-    rest.push_str(
-        "steps:
-  - {id: full1, action: pgbackrest.backup, with: {connection: repo, type: full}}
+    );
+    let steps = "  - {id: full1, action: pgbackrest.backup, with: {connection: repo, type: full}}
   - {id: full2, action: pgbackrest.backup, needs: [full1], with: {connection: repo, type: full}}
   - id: change
     action: postgres.query
@@ -56,9 +50,8 @@ fn backups_info_verify_and_expire_against_the_repository() {
   - {id: info, action: pgbackrest.info, needs: [incr], with: {connection: repo, max_wal_age: 10m, max_backup_age: 1h}}
   - {id: verify, action: pgbackrest.verify, needs: [info], with: {connection: repo}}
   - {id: would_expire, action: pgbackrest.expire, needs: [verify], with: {connection: repo, retention_full: 1, dry_run: true}}
-",
-    );
-    sb.write("b.yaml", &runbook("pitr-backups", &rest));
+";
+    sb.write("b.yaml", &pitr.runbook("pitr-backups", &db, steps));
     let ran = lifeboat(&sb, &pitr, &["run", "b.yaml", "--yes"]);
     assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
     let run = ran.run_id();
@@ -84,11 +77,14 @@ fn backups_info_verify_and_expire_against_the_repository() {
     assert_eq!(would["dry_run"], true);
     assert_eq!(would["expired"], serde_json::json!([first]), "{would}");
     // The dry run removed nothing.
-    let mut rest =
-        String::from("secrets: {cipher_pass: {env: PGBACKREST_CIPHER_PASS}}\nconnections:\n");
-    rest.push_str(&pitr.connection("repo"));
-    rest.push_str("steps:\n  - {id: info, action: pgbackrest.info, with: {connection: repo}}\n");
-    sb.write("i.yaml", &runbook("pitr-info", &rest));
+    sb.write(
+        "i.yaml",
+        &pitr.runbook(
+            "pitr-info",
+            "",
+            "  - {id: info, action: pgbackrest.info, with: {connection: repo}}\n",
+        ),
+    );
     let r = lifeboat(&sb, &pitr, &["run", "i.yaml", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(sb.outputs(&r.run_id(), "info")["backups"], 3);
@@ -99,13 +95,14 @@ fn backups_info_verify_and_expire_against_the_repository() {
 fn the_accidental_delete_drill_recovers_to_just_before_it_while_writers_write() {
     let pitr = Pitr::start();
     let sb = Sandbox::new();
-    let mut rest =
-        String::from("secrets: {cipher_pass: {env: PGBACKREST_CIPHER_PASS}}\nconnections:\n");
-    rest.push_str(&pitr.connection("repo"));
-    rest.push_str(
-        "steps:\n  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
+    sb.write(
+        "b.yaml",
+        &pitr.runbook(
+            "pitr-base",
+            "",
+            "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
+        ),
     );
-    sb.write("b.yaml", &runbook("pitr-base", &rest));
     let r = lifeboat(&sb, &pitr, &["run", "b.yaml", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 
@@ -238,13 +235,14 @@ fn what_can_be_known_before_stopping_the_cluster_is_refused_before() {
     let file = sb.path("runbooks/postgres-pitr.yaml");
     std::fs::copy(root().join("runbooks/postgres-pitr.yaml"), &file).unwrap();
     let file = file.display().to_string();
-    let mut rest =
-        String::from("secrets: {cipher_pass: {env: PGBACKREST_CIPHER_PASS}}\nconnections:\n");
-    rest.push_str(&pitr.connection("repo"));
-    rest.push_str(
-        "steps:\n  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
+    sb.write(
+        "b.yaml",
+        &pitr.runbook(
+            "pitr-base",
+            "",
+            "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
+        ),
     );
-    sb.write("b.yaml", &runbook("pitr-base", &rest));
     let r = lifeboat(&sb, &pitr, &["run", "b.yaml", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let stopped_at = sb.outputs(&r.run_id(), "full")["stopped_at"]
@@ -322,11 +320,10 @@ fn what_can_be_known_before_stopping_the_cluster_is_refused_before() {
 fn the_readiness_runbook_fails_when_archiving_stops() {
     let pitr = Pitr::start();
     let sb = Sandbox::new();
-    let mut rest =
-        String::from("secrets: {cipher_pass: {env: PGBACKREST_CIPHER_PASS}}\nconnections:\n");
-    rest.push_str(&pitr.connection("repo"));
-    rest.push_str("steps:\n  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n  - {id: idle, action: wait, needs: [full], with: {for: 3s}}\n  - {id: stale, action: pgbackrest.info, needs: [idle], with: {connection: repo, max_wal_age: 1s}}\n");
-    sb.write("b.yaml", &runbook("pitr-base", &rest));
+    sb.write(
+        "b.yaml",
+        &pitr.runbook("pitr-base", "", "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n  - {id: idle, action: wait, needs: [full], with: {for: 3s}}\n  - {id: stale, action: pgbackrest.info, needs: [idle], with: {connection: repo, max_wal_age: 1s}}\n"),
+    );
     let file = root()
         .join("runbooks/postgres-pitr-readiness.yaml")
         .display()

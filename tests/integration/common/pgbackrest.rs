@@ -67,6 +67,18 @@ impl Pitr {
         )
     }
 
+    /// A runbook with the passphrase secret, connection `repo` to the stanza, `extra`
+    /// connections and `steps` (a YAML list).
+    pub fn runbook(&self, name: &str, extra: &str, steps: &str) -> String {
+        super::sandbox::runbook(
+            name,
+            &format!(
+                "secrets: {{cipher_pass: {{env: PGBACKREST_CIPHER_PASS}}, pg: {{env: PGPASSWORD}}}}\nconnections:\n{}{extra}steps:\n{steps}",
+                self.connection("repo")
+            ),
+        )
+    }
+
     /// The environment lifeboat runs with: the superuser's password and the passphrase.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

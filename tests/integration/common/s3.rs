@@ -14,29 +14,20 @@ pub struct S3Server {
 impl S3Server {
     /// A server with these buckets.
     pub fn start(buckets: &[&str]) -> S3Server {
-        // weed also takes each port + 10,000 for gRPC, which the script cannot check: a clash
-        // makes it exit, and a fresh start (which start_service makes) picks fresh ports.
-        let args: Vec<&str> = buckets.iter().flat_map(|b| ["--bucket", b]).collect();
-        let s = super::start_service(
-            "s3-server",
-            &args,
-            &[
-                ("S3_TEST_ACCESS_KEY", ACCESS_KEY),
-                ("S3_TEST_SECRET_KEY", SECRET_KEY),
-            ],
-        );
-        S3Server {
-            endpoint: format!("http://127.0.0.1:{}", s.port),
-            dir: s.dir,
-            _tmp: s.tmp,
-        }
+        S3Server::launch(buckets, &[])
     }
 
     /// A server that also serves HTTPS (`scripts/s3-server --tls`): its folder holds `tls/ca.crt`
     /// and `https_port`.
     pub fn start_tls(buckets: &[&str]) -> S3Server {
+        S3Server::launch(buckets, &["--tls"])
+    }
+
+    fn launch(buckets: &[&str], extra: &[&str]) -> S3Server {
+        // weed also takes each port + 10,000 for gRPC, which the script cannot check: a clash
+        // makes it exit, and a fresh start (which start_service makes) picks fresh ports.
         let mut args: Vec<&str> = buckets.iter().flat_map(|b| ["--bucket", b]).collect();
-        args.push("--tls");
+        args.extend_from_slice(extra);
         let s = super::start_service(
             "s3-server",
             &args,
