@@ -301,7 +301,7 @@ fn what_can_be_known_before_stopping_the_cluster_is_refused_before() {
     refused(
         &[&target(&stopped_at), "stanza=nope"],
         &[],
-        "stanza `nope` does not exist",
+        "stanza `nope` is not in the configuration",
     );
     refused(
         &[&target(&stopped_at)],
@@ -407,4 +407,124 @@ fn the_plan_shows_the_target_resolved_and_the_restore_destructive() {
         restore.contains("to time 2026-11-30T14:02:30Z"),
         "{restore}"
     );
+}
+
+/// The PITR run killed (SIGKILL) while pgBackRest restores, resumed, killed again while the
+/// recovered cluster starts, then resumed to the same recovered data: `resume` finishes it.
+#[test]
+fn a_pitr_killed_while_restoring_and_while_recovering_resumes_to_the_target() {
+    let pitr = Pitr::start();
+    let sb = Sandbox::new();
+    // Enough data that pgBackRest's restore takes a moment.
+    pitr.pg.psql(
+        "orders",
+        "insert into orders (note) select repeat(md5(g::text), 8) from generate_series(1, 200000) g",
+    );
+    sb.write(
+        "b.yaml",
+        &pitr.runbook(
+            "pitr-base",
+            "",
+            "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
+        ),
+    );
+    let r = lifeboat(&sb, &pitr, &["run", "b.yaml", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // pgBackRest restores only to times after the backup's end, in whole seconds.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    pitr.pg
+        .psql("orders", "insert into orders (note) values ('kept')");
+    let target = pitr.pg.psql(
+        "orders",
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    pitr.pg
+        .psql("orders", "delete from orders where id % 3 = 0");
+
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        root()
+            .join("runbooks/postgres-pitr.yaml")
+            .display()
+            .to_string(),
+        "--yes".into(),
+        "-p".into(),
+        format!("target_time={target}"),
+    ];
+    for p in pitr.params() {
+        args.push("-p".into());
+        args.push(p);
+    }
+    let env = pitr.env();
+    // Starts lifeboat and kills it once the restore step reports `progress`.
+    let kill_at = |args: &[String], progress: &str| -> String {
+        let mut c = sb.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let runs = sb.path(".lifeboat/runs");
+        let mut seen = false;
+        for _ in 0..1200 {
+            seen = walkdir::WalkDir::new(&runs)
+                .into_iter()
+                .flatten()
+                .filter(|e| e.file_name() == "log.jsonl")
+                .any(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .any(|l| {
+                            l.contains("\"step_progress\"")
+                                && l.contains("\"step\":\"restore\"")
+                                && l.contains(progress)
+                        })
+                });
+            if seen {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(seen, "the restore never reported `{progress}`: {stderr}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let id = kill_at(&args, "restoring to");
+    let resume: Vec<String> = vec!["resume".into(), id.clone(), "--yes".into()];
+    let again = kill_at(&resume, "starting the cluster");
+    assert_eq!(again, id, "resume continues the same run");
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = sb.lifeboat_env(&["resume", &id, "--yes"], &env_ref);
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+    // The last attempt found the restore noted, and only started the cluster and waited.
+    assert!(
+        sb.events(&id).iter().any(|e| e["event"] == "step_progress"
+            && e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("done by an earlier attempt")),
+        "the restore ran again after it was noted"
+    );
+    // Every row is back: the delete came after the target.
+    assert_eq!(
+        pitr.pg.psql("orders", "select count(*) from orders"),
+        "201001"
+    );
+    assert_eq!(
+        pitr.pg
+            .psql("orders", "select count(*) from orders where note = 'kept'"),
+        "1"
+    );
+    assert_eq!(pitr.pg.psql("orders", "select pg_is_in_recovery()"), "f");
 }

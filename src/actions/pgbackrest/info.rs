@@ -129,7 +129,7 @@ impl ActionSpec for PgbackrestInfo {
                 "newest_backup": newest.map(|b| b.outputs()),
                 "newest_backup_at": newest.map(|b| at(b.timestamp.stop)),
                 "newest_backup_age_seconds": newest.map(|b| (now.as_second() - b.timestamp.stop).max(0)),
-                "recoverable_from": oldest.map(|b| at(b.timestamp.stop)),
+                "recoverable_from": oldest.map(|b| at(b.timestamp.stop + 1)),
                 "wal_min": archive.and_then(|a| a.min.clone()),
                 "wal_max": archive.and_then(|a| a.max.clone()),
                 "newest_wal_at": wal_at.map(|t| t.to_string()),

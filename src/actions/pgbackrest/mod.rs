@@ -122,7 +122,16 @@ impl Pgbr {
         if out.status.success() {
             return Ok(out.stdout);
         }
-        Err(failure(command, &out))
+        let mut e = failure(command, &out);
+        // A stanza the configuration does not describe: pgBackRest asks for its pg1-path.
+        if e.message.contains("requires option: pg1-path") {
+            e.message = format!(
+                "stanza `{}` is not in the configuration ({}): pgBackRest knows no cluster for it; check the connection's stanza and config",
+                self.stanza,
+                self.config.as_deref().unwrap_or("pgBackRest's default")
+            );
+        }
+        Err(e)
     }
 
     /// `info --output=json` for the stanza, refused with a clear sentence unless the stanza
@@ -384,16 +393,19 @@ pub fn unreachable_time(
     let Some(oldest) = valid.iter().min_by_key(|b| b.timestamp.stop) else {
         return Some("the repository holds no valid backup to recover from".into());
     };
-    if t.as_second() < oldest.timestamp.stop {
+    // pgBackRest picks a backup that stopped strictly before the target, in whole seconds.
+    if t.as_second() <= oldest.timestamp.stop {
         return Some(format!(
             "{t} is before the end of the oldest backup ({}, finished {}): the repository cannot recover to it; the earliest time it can is {}",
             oldest.label,
             at(oldest.timestamp.stop),
-            at(oldest.timestamp.stop)
+            at(oldest.timestamp.stop + 1)
         ));
     }
+    // The repository keeps whole seconds: a segment stored at 14:02:30 may hold commits until
+    // 14:02:30.999.
     match newest_wal {
-        Some(w) if t > w => Some(format!(
+        Some(w) if t.as_second() > w.as_second() => Some(format!(
             "{t} is after the newest WAL in the archive (stored {w}): recovery would end before reaching it; is archiving working (`pgbackrest.check`)?"
         )),
         None => Some("the archive holds no WAL: no time can be recovered to".into()),
