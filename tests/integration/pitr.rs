@@ -305,7 +305,7 @@ fn what_can_be_known_before_stopping_the_cluster_is_refused_before() {
     );
     refused(
         &[&target(&stopped_at)],
-        &[("PGBACKREST_CIPHER_PASS", "not-the-passphrase")],
+        &[("PGBACKREST_REPO1_CIPHER_PASS", "not-the-passphrase")],
         "do not decrypt",
     );
     refused(&[], &[], "params.target_time != ''");

@@ -145,7 +145,7 @@ impl LocalCluster {
         let why = tail(&format!("{}\n{}", out.stdout, out.stderr), 4);
         Err(if why.contains("server does not shut down") {
             ActionError::transient(format!(
-                "the server (pid {pid}) did not stop within {}s in {} mode: {why}",
+                "the server (pid {pid}) did not stop within {}s in {} mode: a server stops only once its shutdown checkpoint is written and its archiver has archived the WAL it holds, which after heavy writes takes a while; give `wait` more time: {why}",
                 wait.as_secs(),
                 mode.as_str()
             ))

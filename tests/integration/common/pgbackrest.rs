@@ -24,7 +24,7 @@ impl Pitr {
             .arg(&pg.dir)
             .arg(&s3.dir)
             .arg("pgrepo")
-            .env("PGBACKREST_TEST_CIPHER_PASS", CIPHER_PASS)
+            .env("PITR_TEST_CIPHER_PASS", CIPHER_PASS)
             .output()
             .unwrap();
         assert!(
@@ -73,7 +73,7 @@ impl Pitr {
         super::sandbox::runbook(
             name,
             &format!(
-                "secrets: {{cipher_pass: {{env: PGBACKREST_CIPHER_PASS}}, pg: {{env: PGPASSWORD}}}}\nconnections:\n{}{extra}steps:\n{steps}",
+                "secrets: {{cipher_pass: {{env: PGBACKREST_REPO1_CIPHER_PASS}}, pg: {{env: PGPASSWORD}}}}\nconnections:\n{}{extra}steps:\n{steps}",
                 self.connection("repo")
             ),
         )
@@ -83,7 +83,7 @@ impl Pitr {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("PGPASSWORD", super::pg::PASSWORD.to_string()),
-            ("PGBACKREST_CIPHER_PASS", CIPHER_PASS.to_string()),
+            ("PGBACKREST_REPO1_CIPHER_PASS", CIPHER_PASS.to_string()),
         ]
     }
 }
