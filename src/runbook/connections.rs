@@ -53,18 +53,21 @@ impl Serialize for ConnectionKind {
     }
 }
 
+/// A connection's string field, rendered. An empty string is "not set": runbooks pass optional
+/// params through templates, which render an absent one as "".
+pub fn connection_field(fields: &serde_json::Value, key: &str) -> Option<String> {
+    fields
+        .get(key)
+        .and_then(serde_json::Value::as_str)
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+}
+
 impl ConnectionKind {
     /// `postgres orders_db (postgres://app@db:5432/orders)`: kind, name and where it points,
     /// for plans (no secret: a password written into a URL is hidden).
     pub fn label(self, name: &str, fields: &serde_json::Value) -> String {
-        // An empty string is "not set": runbooks pass optional params through templates.
-        let s = |k: &str| {
-            fields
-                .get(k)
-                .and_then(serde_json::Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
+        let s = |k: &str| connection_field(fields, k);
         let detail = match self {
             ConnectionKind::Postgres => s("url").map(|u| redact_url(&u)),
             ConnectionKind::S3 => s("bucket").map(|b| format!("bucket {b}")),

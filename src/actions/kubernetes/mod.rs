@@ -34,14 +34,7 @@ impl Kube {
         namespace: Option<&str>,
     ) -> Result<Kube, ActionError> {
         let fields = (cx.connection)(name).map_err(ActionError::permanent)?;
-        // An empty string is "not set": runbooks pass optional params through templates.
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-        };
+        let get = |k: &str| crate::runbook::connection_field(&fields, k);
         let options = KubeConfigOptions {
             context: get("context"),
             ..Default::default()

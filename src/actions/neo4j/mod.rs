@@ -10,8 +10,6 @@ pub mod restore;
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::actions::{ActionError, Exec};
 
 /// How long connecting (TCP, TLS, Bolt handshake, authentication) may take.
@@ -37,14 +35,7 @@ pub struct Neo4jTarget {
 impl Neo4jTarget {
     pub fn from_exec(cx: &Exec<'_>, name: &str) -> Result<Neo4jTarget, ActionError> {
         let fields = (cx.connection)(name).map_err(ActionError::permanent)?;
-        // An empty string is "not set": runbooks pass optional params through templates.
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
+        let get = |k: &str| crate::runbook::connection_field(&fields, k);
         let uri = get("uri")
             .ok_or_else(|| ActionError::permanent(format!("connection `{name}` has no uri")))?;
         Ok(Neo4jTarget {

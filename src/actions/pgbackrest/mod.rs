@@ -42,14 +42,7 @@ impl Pgbr {
     }
 
     fn from_fields(name: &str, fields: &Value) -> Result<Pgbr, ActionError> {
-        // An empty string is "not set": runbooks pass optional params through templates.
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
+        let get = |k: &str| crate::runbook::connection_field(fields, k);
         let stanza = get("stanza")
             .ok_or_else(|| ActionError::permanent(format!("connection `{name}` has no stanza")))?;
         let repo = match fields.get("repo") {
