@@ -15,6 +15,29 @@ fn lifeboat(sb: &Sandbox, pitr: &Pitr, args: &[&str]) -> crate::common::sandbox:
     sb.lifeboat_env(args, &env)
 }
 
+/// A full backup of the stanza, by lifeboat (step `full`).
+fn full_backup(sb: &Sandbox, pitr: &Pitr) -> crate::common::sandbox::Ran {
+    sb.write(
+        "b.yaml",
+        &pitr.runbook(
+            "pitr-base",
+            "",
+            "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
+        ),
+    );
+    let r = lifeboat(sb, pitr, &["run", "b.yaml", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r
+}
+
+/// runbooks/postgres-pitr.yaml, as lifeboat is given it.
+fn pitr_runbook() -> String {
+    root()
+        .join("runbooks/postgres-pitr.yaml")
+        .display()
+        .to_string()
+}
+
 fn no_secret_anywhere(sb: &Sandbox, texts: &[&str]) {
     for t in texts {
         assert!(!t.contains(CIPHER_PASS), "the passphrase leaked: {t}");
@@ -95,16 +118,7 @@ fn backups_info_verify_and_expire_against_the_repository() {
 fn the_accidental_delete_drill_recovers_to_just_before_it_while_writers_write() {
     let pitr = Pitr::start();
     let sb = Sandbox::new();
-    sb.write(
-        "b.yaml",
-        &pitr.runbook(
-            "pitr-base",
-            "",
-            "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
-        ),
-    );
-    let r = lifeboat(&sb, &pitr, &["run", "b.yaml", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    full_backup(&sb, &pitr);
 
     // The application goes on writing through the drill, as the writer role.
     let stop = Arc::new(AtomicBool::new(false));
@@ -134,29 +148,21 @@ fn the_accidental_delete_drill_recovers_to_just_before_it_while_writers_write() 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 
-    let params = pitr.params();
-    let mut args: Vec<&str> = vec![
-        "drill",
-        "runbooks/postgres-pitr.yaml",
-        "--scenario",
-        "accidental-delete",
-        "--yes",
-        "--json",
-        "--report",
-        "report",
-        "-p",
-        "restore_point=lifeboat-drill-before-delete",
-    ];
-    for p in &params {
-        args.push("-p");
-        args.push(p);
-    }
-    std::fs::create_dir_all(sb.path("runbooks")).unwrap();
-    std::fs::copy(
-        root().join("runbooks/postgres-pitr.yaml"),
-        sb.path("runbooks/postgres-pitr.yaml"),
-    )
-    .unwrap();
+    let file = pitr_runbook();
+    let args = pitr.pitr_args(
+        &[
+            "drill",
+            &file,
+            "--scenario",
+            "accidental-delete",
+            "--yes",
+            "--json",
+            "--report",
+            "report",
+        ],
+        &["restore_point=lifeboat-drill-before-delete"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = lifeboat(&sb, &pitr, &args);
     // Writers come back after the promotion.
     let before = written.load(Ordering::Relaxed);
@@ -231,20 +237,8 @@ fn the_accidental_delete_drill_recovers_to_just_before_it_while_writers_write() 
 fn what_can_be_known_before_stopping_the_cluster_is_refused_before() {
     let pitr = Pitr::start();
     let sb = Sandbox::new();
-    std::fs::create_dir_all(sb.path("runbooks")).unwrap();
-    let file = sb.path("runbooks/postgres-pitr.yaml");
-    std::fs::copy(root().join("runbooks/postgres-pitr.yaml"), &file).unwrap();
-    let file = file.display().to_string();
-    sb.write(
-        "b.yaml",
-        &pitr.runbook(
-            "pitr-base",
-            "",
-            "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
-        ),
-    );
-    let r = lifeboat(&sb, &pitr, &["run", "b.yaml", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let file = pitr_runbook();
+    let r = full_backup(&sb, &pitr);
     let stopped_at = sb.outputs(&r.run_id(), "full")["stopped_at"]
         .as_str()
         .unwrap()
@@ -254,16 +248,8 @@ fn what_can_be_known_before_stopping_the_cluster_is_refused_before() {
     let late = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600)).to_string();
 
     let refused = |extra: &[&str], env: &[(&str, &str)], says: &str| {
-        let params = pitr.params();
-        let mut args: Vec<&str> = vec!["run", &file, "--yes"];
-        for p in params
-            .iter()
-            .map(String::as_str)
-            .chain(extra.iter().copied())
-        {
-            args.push("-p");
-            args.push(p);
-        }
+        let args = pitr.pitr_args(&["run", &file, "--yes"], extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut all = pitr.env();
         for (k, v) in env {
             all.retain(|(n, _)| n != k);
@@ -328,24 +314,11 @@ fn the_readiness_runbook_fails_when_archiving_stops() {
         .join("runbooks/postgres-pitr-readiness.yaml")
         .display()
         .to_string();
-    let ready = |extra: &[&str]| {
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            file.clone(),
-            "-p".into(),
-            format!("pgbackrest_config={}", pitr.config.display()),
-            "-p".into(),
-            format!("os_user={}", crate::common::pgbackrest::owner()),
-        ];
-        for e in extra {
-            args.push("-p".into());
-            args.push(e.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        lifeboat(&sb, &pitr, &args)
-    };
+    let config = format!("pgbackrest_config={}", pitr.config.display());
+    let owner = format!("os_user={}", crate::common::pgbackrest::owner());
+    let ready = || lifeboat(&sb, &pitr, &["run", &file, "-p", &config, "-p", &owner]);
     // No backup yet: not ready.
-    let r = ready(&[]);
+    let r = ready();
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         sb.failure(&r.run_id()).contains("no valid backup"),
@@ -360,7 +333,7 @@ fn the_readiness_runbook_fails_when_archiving_stops() {
         "{}",
         sb.failure(&r.run_id())
     );
-    let r = ready(&[]);
+    let r = ready();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let exposure = sb.outputs(&r.run_id(), "exposure");
     assert!(
@@ -376,7 +349,7 @@ fn the_readiness_runbook_fails_when_archiving_stops() {
     pitr.pg
         .psql("postgres", "alter system set archive_command = 'false'");
     pitr.pg.psql("postgres", "select pg_reload_conf()");
-    let r = ready(&[]);
+    let r = ready();
     assert_eq!(r.code, 1);
     assert!(
         sb.failure(&r.run_id()).contains("pgbackrest check failed"),
@@ -420,16 +393,7 @@ fn a_pitr_killed_while_restoring_and_while_recovering_resumes_to_the_target() {
         "orders",
         "insert into orders (note) select repeat(md5(g::text), 8) from generate_series(1, 200000) g",
     );
-    sb.write(
-        "b.yaml",
-        &pitr.runbook(
-            "pitr-base",
-            "",
-            "  - {id: full, action: pgbackrest.backup, with: {connection: repo, type: full}}\n",
-        ),
-    );
-    let r = lifeboat(&sb, &pitr, &["run", "b.yaml", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    full_backup(&sb, &pitr);
     // pgBackRest restores only to times after the backup's end, in whole seconds.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     pitr.pg
@@ -441,20 +405,11 @@ fn a_pitr_killed_while_restoring_and_while_recovering_resumes_to_the_target() {
     pitr.pg
         .psql("orders", "delete from orders where id % 3 = 0");
 
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        root()
-            .join("runbooks/postgres-pitr.yaml")
-            .display()
-            .to_string(),
-        "--yes".into(),
-        "-p".into(),
-        format!("target_time={target}"),
-    ];
-    for p in pitr.params() {
-        args.push("-p".into());
-        args.push(p);
-    }
+    let file = pitr_runbook();
+    let args = pitr.pitr_args(
+        &["run", &file, "--yes"],
+        &[&format!("target_time={target}")],
+    );
     let env = pitr.env();
     // Starts lifeboat and kills it once the restore step reports `progress`.
     let kill_at = |args: &[String], progress: &str| -> String {

@@ -47,8 +47,23 @@ impl Pitr {
         Pitr { s3, pg, config }
     }
 
+    /// lifeboat's arguments for runbooks/postgres-pitr.yaml on this cluster: `head` (the
+    /// subcommand, the file and flags), then a `-p` for each param of this cluster and of `extra`.
+    pub fn pitr_args(&self, head: &[&str], extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = head.iter().map(|a| a.to_string()).collect();
+        for p in self
+            .params()
+            .into_iter()
+            .chain(extra.iter().map(|e| e.to_string()))
+        {
+            args.push("-p".into());
+            args.push(p);
+        }
+        args
+    }
+
     /// The `-p` values of runbooks/postgres-pitr.yaml for this cluster.
-    pub fn params(&self) -> Vec<String> {
+    fn params(&self) -> Vec<String> {
         vec![
             format!("pg_url={}", self.pg.url("orders")),
             format!("data_dir={}", self.pg.dir.join("data").display()),
