@@ -234,6 +234,19 @@ impl PgbackrestRestore {
         Ok(o)
     }
 
+    /// An error with the end of the server's log when it has stopped (recovery failed).
+    async fn still_running(&self) -> Result<(), ActionError> {
+        if self.cluster.running().await?.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(self.cluster.log_file())
+            .map(|l| crate::actions::support::process::tail(&l, 3))
+            .unwrap_or_default();
+        Err(ActionError::permanent(format!(
+            "the server stopped during recovery, before reaching the target: {log}"
+        )))
+    }
+
     /// Waits until recovery has reached its target: paused there, or promoted.
     async fn reached(
         &self,
@@ -245,53 +258,54 @@ impl PgbackrestRestore {
             && !matches!(self.target, Tpl::Value(RecoveryTarget::Latest));
         let deadline = tokio::time::Instant::now() + wait;
         let mut said = String::new();
+        // One session for the whole wait, rather than one per poll; `pg_ctl status` (a process
+        // as the cluster's owner) only when no session can be had.
+        let mut client: Option<tokio_postgres::Client> = None;
         loop {
-            if self.cluster.running().await?.is_none() {
-                let log = std::fs::read_to_string(self.cluster.log_file())
-                    .map(|l| crate::actions::support::process::tail(&l, 3))
-                    .unwrap_or_default();
-                return Err(ActionError::permanent(format!(
-                    "the server stopped during recovery, before reaching the target: {log}"
-                )));
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = match target.connect().await {
+                    Ok(c) => Some(c),
+                    // Not accepting connections yet, or gone: only then is the process asked.
+                    Err(e) if e.transient => {
+                        self.still_running().await?;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
             }
-            match target.connect().await {
-                Ok(client) => {
-                    let row = client
-                        .query_one(
-                            "select pg_is_in_recovery(), \
-                                    case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() else 'promoted' end",
-                            &[],
-                        )
-                        .await
-                        .map_err(|e| pg::classify(&e, "reading the recovery state"))?;
-                    let in_recovery: bool = row.get(0);
-                    let state: String = row.get(1);
-                    if state != said {
-                        (cx.progress)(&format!("recovery: {state}"));
-                        said = state.clone();
+            if let Some(c) = &client {
+                // After a promotion the replay functions still say where recovery ended.
+                let row = c
+                    .query_one(
+                        "select pg_is_in_recovery(), \
+                                case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() else 'promoted' end, \
+                                pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text",
+                        &[],
+                    )
+                    .await;
+                let row = match row {
+                    Ok(row) => row,
+                    Err(e) => {
+                        // A session lost because recovery failed and the server stopped.
+                        self.still_running().await?;
+                        return Err(pg::classify(&e, "reading the recovery state"));
                     }
-                    if !in_recovery || (pause && state == "paused") {
-                        // After a promotion these still say where recovery ended.
-                        let row = client
-                            .query_one(
-                                "select pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text, pg_is_in_recovery()",
-                                &[],
-                            )
-                            .await
-                            .map_err(|e| pg::classify(&e, "reading what was replayed"))?;
-                        let replayed: Option<jiff::Timestamp> = row.get(0);
-                        let lsn: Option<String> = row.get(1);
-                        let in_recovery: bool = row.get(2);
-                        return Ok(serde_json::json!({
-                            "replayed_at": replayed.map(|t| t.to_string()),
-                            "lsn": lsn,
-                            "in_recovery": in_recovery,
-                        }));
-                    }
+                };
+                let in_recovery: bool = row.get(0);
+                let state: String = row.get(1);
+                if state != said {
+                    (cx.progress)(&format!("recovery: {state}"));
+                    said = state.clone();
                 }
-                // Not accepting connections yet, or restarting after promotion.
-                Err(e) if e.transient => {}
-                Err(e) => return Err(e),
+                if !in_recovery || (pause && state == "paused") {
+                    let replayed: Option<jiff::Timestamp> = row.get(2);
+                    let lsn: Option<String> = row.get(3);
+                    return Ok(serde_json::json!({
+                        "replayed_at": replayed.map(|t| t.to_string()),
+                        "lsn": lsn,
+                        "in_recovery": in_recovery,
+                    }));
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ActionError::transient(format!(
