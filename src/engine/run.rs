@@ -382,6 +382,12 @@ impl Engine {
                 {
                     let st = sh.emitter.state();
                     for &n in &step.needs {
+                        // A need whose task has not returned yet may be recorded as succeeded
+                        // before its outputs are published to templates: wait for the task.
+                        if running.contains_key(&n) {
+                            blocked = true;
+                            continue;
+                        }
                         match &st.steps[n].state {
                             StepState::Succeeded { .. } | StepState::Failed { continued: true } => {
                             }
