@@ -156,6 +156,8 @@ fn an_unexpected_4xx_fails_at_once_and_a_closed_port_is_retried() {
         .unwrap()
         .port();
     let sb = Sandbox::new();
+    // `missing` needs `nothing_there`: were they independent, `missing` could fail and stop
+    // the run before `nothing_there`'s task had started (seen under load in CI).
     sb.write(
         "r.yaml",
         &runbook(
@@ -170,6 +172,7 @@ steps:
     on_failure: continue
   - id: missing
     action: http.request
+    needs: [nothing_there]
     with: {{url: "http://127.0.0.1:{p}/missing"}}
     retry: {{attempts: 5, delay: 10ms}}
 "#,
