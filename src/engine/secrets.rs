@@ -108,6 +108,31 @@ fn read(name: &str, source: &SecretSource) -> Result<String, String> {
     Ok(value)
 }
 
+/// Parts of a secret that every secret of its kind has, so they say nothing of it: age's identity
+/// prefix. A piece of one of them is not masked on its own (every "secret" in every message would
+/// be `***` whenever an age key is loaded); the whole secret still is.
+const PUBLIC_MARKERS: &[&str] = &["AGE-SECRET-KEY-1"];
+
+/// The text with each public marker (in any case) cut out, so that no piece to be masked is
+/// taken from it.
+fn without_public_markers(text: &str) -> String {
+    let mut out = text.to_string();
+    for m in PUBLIC_MARKERS {
+        let lower = out.to_ascii_lowercase();
+        let needle = m.to_ascii_lowercase();
+        let mut cut = String::with_capacity(out.len());
+        let mut last = 0;
+        for (i, _) in lower.match_indices(&needle) {
+            cut.push_str(&out[last..i]);
+            cut.push('\0');
+            last = i + needle.len();
+        }
+        cut.push_str(&out[last..]);
+        out = cut;
+    }
+    out
+}
+
 /// A piece of a secret at least this long is masked wherever it appears: a shell that splits
 /// an unquoted secret at `&` or a space prints pieces, not the whole.
 pub const FRAGMENT: usize = 6;
@@ -187,12 +212,24 @@ impl Masker {
         }
         let grams = sources
             .iter()
-            .flat_map(|s| s.as_bytes().windows(FRAGMENT).map(<[u8]>::to_vec))
+            .map(|s| without_public_markers(s))
+            .flat_map(|s| {
+                s.into_bytes()
+                    .windows(FRAGMENT)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let raw_grams = secrets
             .values
             .values()
-            .flat_map(|s| s.as_bytes().windows(FRAGMENT).map(<[u8]>::to_vec))
+            .map(|s| without_public_markers(s))
+            .flat_map(|s| {
+                s.into_bytes()
+                    .windows(FRAGMENT)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let short = secrets
             .values
@@ -608,6 +645,17 @@ mod tests {
         assert_eq!(m.scrub("slice 5/word+with? end"), "slice *** end");
         assert_eq!(m.scrub("short 5/wor stays"), "short 5/wor stays");
         assert_eq!(m.scrub("ünïcödé Pa55/wo ünï"), "ünïcödé *** ünï");
+    }
+
+    #[test]
+    fn an_age_identity_masks_itself_not_every_word_of_its_prefix() {
+        let id = "AGE-SECRET-KEY-1QQPZRY9X8GF2TVDW0S3JN54KHCE6MUA7LQPZRY9X8GF2TVDW0S3JN54KHCE6";
+        let m = masker(id);
+        let msg = "User \"viewer\" cannot list resource \"secrets\"";
+        assert_eq!(m.scrub(msg), msg);
+        assert_eq!(m.scrub(&format!("key: {id}")), "key: ***");
+        // A piece of its own part is still a piece of a secret.
+        assert_eq!(m.scrub("…9X8GF2TVDW0S3J…"), "…***…");
     }
 
     #[test]
