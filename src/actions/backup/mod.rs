@@ -184,3 +184,50 @@ pub async fn stored(
         sidecar: None,
     })
 }
+
+/// A backup streamed to one object, as [`record`] writes down.
+pub struct Written<'a> {
+    pub s3: &'a crate::actions::s3::S3,
+    pub key: &'a str,
+    pub level: i32,
+    pub seal: &'a crate::actions::support::pipeline::Seal,
+    pub sealed: &'a crate::actions::support::pipeline::Sealed,
+    pub storage_class: Option<&'a str>,
+}
+
+/// Writes the manifest beside a backup streamed to one object: `manifest` (what the action
+/// knows, its `format` first) and what every such backup records (compression, encryption,
+/// sizes, SHA-256, storage class, lifeboat's version); returns `outputs` with the outputs every
+/// such backup has (`key`, `size`, `plain_size`, `sha256`, `manifest`).
+pub async fn record(
+    w: Written<'_>,
+    mut manifest: serde_json::Value,
+    mut outputs: serde_json::Value,
+) -> Result<serde_json::Value, crate::actions::ActionError> {
+    use serde_json::json;
+    let m = manifest.as_object_mut().expect("the manifest is an object");
+    for (k, v) in [
+        ("compression", json!(format!("zstd:{}", w.level))),
+        ("encryption", json!(w.seal.name())),
+        ("plain_size", json!(w.sealed.plain_size)),
+        ("size", json!(w.sealed.size)),
+        ("sha256", json!(w.sealed.sha256)),
+        ("storage_class", json!(w.storage_class)),
+        ("lifeboat", json!(env!("CARGO_PKG_VERSION"))),
+    ] {
+        m.insert(k.into(), v);
+    }
+    let mkey = crate::actions::s3::manifest_key(w.key);
+    crate::actions::s3::put_json(w.s3, &mkey, &manifest).await?;
+    let o = outputs.as_object_mut().expect("the outputs are an object");
+    for (k, v) in [
+        ("key", json!(w.key)),
+        ("size", json!(w.sealed.size)),
+        ("plain_size", json!(w.sealed.plain_size)),
+        ("sha256", json!(w.sealed.sha256)),
+        ("manifest", json!(mkey)),
+    ] {
+        o.insert(k.into(), v);
+    }
+    Ok(outputs)
+}

@@ -184,21 +184,8 @@ async fn run(w: &FilesBackup, cx: &Exec<'_>) -> Result<Value, ActionError> {
         "metadata_file": w.metadata,
         "metadata": metadata,
         "mode": mode_of(&root),
-        "compression": format!("zstd:{level}"),
-        "encryption": seal.name(),
-        "plain_size": sealed.plain_size,
-        "size": sealed.size,
-        "sha256": sealed.sha256,
-        "storage_class": w.storage_class,
-        "lifeboat": env!("CARGO_PKG_VERSION"),
     });
-    let mkey = crate::actions::s3::manifest_key(key);
-    crate::actions::s3::put_json(&s3c, &mkey, &manifest).await?;
-    Ok(json!({
-        "key": key,
-        "size": sealed.size,
-        "plain_size": sealed.plain_size,
-        "sha256": sealed.sha256,
+    let outputs = json!({
         "files": tally.files,
         "directories": tally.directories,
         "symlinks": tally.symlinks,
@@ -206,8 +193,16 @@ async fn run(w: &FilesBackup, cx: &Exec<'_>) -> Result<Value, ActionError> {
         "skipped": skipped.iter().take(SKIPPED_NAMED).collect::<Vec<_>>(),
         "metadata": metadata,
         "consistent_at": began.to_string(),
-        "manifest": mkey,
-    }))
+    });
+    let written = crate::actions::backup::Written {
+        s3: &s3c,
+        key,
+        level,
+        seal: &seal,
+        sealed: &sealed,
+        storage_class: w.storage_class.as_deref(),
+    };
+    crate::actions::backup::record(written, manifest, outputs).await
 }
 
 fn mode_of(p: &Path) -> Option<u32> {

@@ -167,42 +167,25 @@ impl Neo4jBackup {
         }
     }
 
-    /// Writes the manifest beside the backup: `manifest` (what this method knows, its `format`
-    /// first) and what every backup records; returns the outputs, `outputs` and the common ones.
+    /// Writes the manifest beside the backup and returns the outputs.
     async fn record(
         &self,
         s3c: &S3,
         key: &str,
         seal: &pipeline::Seal,
         sealed: &Sealed,
-        mut manifest: Value,
-        mut outputs: Value,
+        manifest: Value,
+        outputs: Value,
     ) -> Result<Value, ActionError> {
-        let m = manifest.as_object_mut().expect("the manifest is an object");
-        for (k, v) in [
-            ("compression", json!(format!("zstd:{}", self.level()))),
-            ("encryption", json!(seal.name())),
-            ("plain_size", json!(sealed.plain_size)),
-            ("size", json!(sealed.size)),
-            ("sha256", json!(sealed.sha256)),
-            ("storage_class", json!(self.storage_class)),
-            ("lifeboat", json!(env!("CARGO_PKG_VERSION"))),
-        ] {
-            m.insert(k.into(), v);
-        }
-        let mkey = crate::actions::s3::manifest_key(key);
-        crate::actions::s3::put_json(s3c, &mkey, &manifest).await?;
-        let o = outputs.as_object_mut().expect("the outputs are an object");
-        for (k, v) in [
-            ("key", json!(key)),
-            ("size", json!(sealed.size)),
-            ("plain_size", json!(sealed.plain_size)),
-            ("sha256", json!(sealed.sha256)),
-            ("manifest", json!(mkey)),
-        ] {
-            o.insert(k.into(), v);
-        }
-        Ok(outputs)
+        let written = crate::actions::backup::Written {
+            s3: s3c,
+            key,
+            level: self.level(),
+            seal,
+            sealed,
+            storage_class: self.storage_class.as_deref(),
+        };
+        crate::actions::backup::record(written, manifest, outputs).await
     }
 
     async fn destination(&self, cx: &Exec<'_>) -> Result<(S3, String), ActionError> {
