@@ -94,7 +94,8 @@ fn scale_restart_job_apply_and_delete_against_a_real_api_server() {
     assert_eq!(outputs(&ev, "ready")["ready_replicas"], 3);
     assert_eq!(
         outputs(&ev, "stop"),
-        json!({"previous_replicas": 3, "replicas": 0, "ready_replicas": 0})
+        json!({"previous_replicas": 3, "replicas": 0, "ready_replicas": 0,
+               "scaled": [{"kind": "deployment", "name": "orders-api", "previous_replicas": 3, "replicas": 0}]})
     );
     assert_eq!(outputs(&ev, "restart_back")["previous_replicas"], 0);
     assert_eq!(outputs(&ev, "restart_back")["ready_replicas"], 3);

@@ -19,6 +19,7 @@ mod http;
 mod injection;
 mod interrupts;
 mod kubernetes;
+mod kubernetes_config;
 mod neo4j;
 mod pg_state;
 mod pitr;

@@ -1,4 +1,4 @@
-//! `kubernetes.apply`: server-side apply of inline manifests.
+//! `kubernetes.apply`: server-side apply of manifests, inline or from files and folders.
 
 use ::kube::api::{Patch, PatchParams};
 use schemars::JsonSchema;
@@ -12,8 +12,9 @@ use crate::actions::{
 };
 use crate::runbook::ConnectionKind;
 
-/// Apply manifests in order with server-side apply, as `kubectl apply --server-side` does. Drills
-/// use it to create a test namespace and its workloads, and `kubernetes.delete` to tear it down.
+/// Apply manifests in order with server-side apply, as `kubectl apply --server-side` does: the
+/// inline `manifests`, then those in `files`. Drills use it to create a test namespace and its
+/// workloads, and `kubernetes.delete` to tear it down.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesApply {
@@ -22,7 +23,14 @@ pub struct KubernetesApply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Objects, each with `apiVersion`, `kind` and `metadata.name`. Applied in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<serde_json::Map<String, Value>>,
+    /// Files of manifests (YAML, several documents each, or JSON; a `List` is its items) and
+    /// folders of them (their `.yaml`, `.yml` and `.json` files in name order, not recursing),
+    /// read when the step runs. Relative paths are from where lifeboat runs. Applied after
+    /// `manifests`, in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
     /// The field manager recorded as owner of the applied fields (default `lifeboat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_manager: Option<String>,
@@ -70,13 +78,19 @@ impl ActionSpec for KubernetesApply {
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
         Box::pin(async move {
+            let mut all = self.manifests.clone();
+            for f in &self.files {
+                all.extend(
+                    read_manifests(std::path::Path::new(f)).map_err(ActionError::permanent)?,
+                );
+            }
             let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
             let mut pp = PatchParams::apply(self.field_manager.as_deref().unwrap_or("lifeboat"));
             if self.force {
                 pp = pp.force();
             }
             let mut applied = Vec::new();
-            for m in &self.manifests {
+            for m in &all {
                 let (Some(api_version), Some(kind), Some(name)) = (
                     field(m, "/apiVersion"),
                     field(m, "/kind"),
@@ -98,6 +112,7 @@ impl ActionSpec for KubernetesApply {
                     if e.message.contains("conflict") && !e.transient {
                         e.message.push_str(" (another field manager owns these fields; `force: true` takes them over)");
                     }
+                    e.message = crate::actions::support::kube_objects::scrub(&e.message, &obj);
                     e
                 })?;
                 applied.push(json!({
@@ -119,8 +134,19 @@ impl ActionSpec for KubernetesApply {
             super::namespace_problem("/namespace", self.namespace.as_deref())
                 .into_iter()
                 .collect();
-        if self.manifests.is_empty() {
-            p.push(WithProblem::new("/manifests", "give at least one manifest"));
+        if self.manifests.is_empty() && self.files.is_empty() {
+            p.push(WithProblem::new(
+                "",
+                "give `manifests` (inline) or `files` (files and folders of manifests)",
+            ));
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if f.is_empty() {
+                p.push(WithProblem::new(
+                    format!("/files/{i}"),
+                    "a path is not empty",
+                ));
+            }
         }
         for (i, m) in self.manifests.iter().enumerate() {
             for (ptr, what) in [
@@ -168,12 +194,91 @@ impl ActionSpec for KubernetesApply {
         } else {
             ""
         };
+        let mut what = objects.join(", ");
+        if !self.files.is_empty() {
+            if !what.is_empty() {
+                what.push_str(", then ");
+            }
+            what.push_str(&format!("the manifests in {}", self.files.join(", ")));
+        }
         format!(
-            "server-side apply {} on {}{force}",
-            objects.join(", "),
+            "server-side apply {what} on {}{force}",
             cx.connection(&self.connection)
         )
     }
+}
+
+/// The manifests of a file or of a folder's files, in order.
+fn read_manifests(path: &std::path::Path) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let files = if meta.is_dir() {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(format!(
+                "{} holds no .yaml, .yml or .json file",
+                path.display()
+            ));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        out.extend(parse_manifests(&text).map_err(|e| format!("{}: {e}", f.display()))?);
+    }
+    Ok(out)
+}
+
+/// The objects of a multi-document YAML (or JSON) text; a `List` stands for its items.
+fn parse_manifests(text: &str) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (n, doc) in docs.into_iter().enumerate() {
+        let items = match doc {
+            Value::Object(m)
+                if m.get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"))
+                    && m.contains_key("items") =>
+            {
+                match m.get("items") {
+                    Some(Value::Array(items)) => items.clone(),
+                    _ => Vec::new(),
+                }
+            }
+            other => vec![other],
+        };
+        for item in items {
+            match item {
+                Value::Object(m)
+                    if field(&m, "/apiVersion").is_some()
+                        && field(&m, "/kind").is_some()
+                        && field(&m, "/metadata/name").is_some() =>
+                {
+                    out.push(m)
+                }
+                _ => {
+                    return Err(format!(
+                        "document {}: not an object with `apiVersion`, `kind` and `metadata.name`",
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -205,5 +310,40 @@ mod tests {
                 "a manifest needs `metadata.name`"
             ]
         );
+        let a = parse::<KubernetesApply>(json!({"connection": "k", "files": ["k8s/"]}));
+        assert!(a.check().is_empty());
+        assert_eq!(
+            a.describe(&Cx),
+            "server-side apply the manifests in k8s/ on <k>"
+        );
+        assert_eq!(
+            parse::<KubernetesApply>(json!({"connection": "k"})).check()[0].field,
+            ""
+        );
+    }
+
+    #[test]
+    fn files_hold_several_documents_and_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: second}\n---\n# only a comment\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: third}}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("a.json"),
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "first"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+        let names: Vec<String> = read_manifests(dir.path())
+            .unwrap()
+            .iter()
+            .map(|m| field(m, "/metadata/name").unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["first", "second", "third"]);
+        std::fs::write(dir.path().join("c.yml"), "kind: ConfigMap\n").unwrap();
+        let e = read_manifests(dir.path()).unwrap_err();
+        assert!(e.contains("c.yml: document 1"), "{e}");
     }
 }

@@ -1,4 +1,4 @@
-//! `kubernetes.delete`: delete one object and wait until it is gone.
+//! `kubernetes.delete`: delete one object (or those a selector matches) and wait until gone.
 
 use ::kube::api::{DeleteParams, PropagationPolicy};
 use schemars::JsonSchema;
@@ -23,8 +23,9 @@ pub enum Propagation {
     Orphan,
 }
 
-/// Delete an object of any kind the cluster serves. Deleting what is already gone succeeds, with
-/// `deleted: false`.
+/// Delete an object of any kind the cluster serves, or every object of the kind a label
+/// selector matches (`all: true`: every one in the namespace). Deleting what is already gone
+/// succeeds, with `deleted: false`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesDelete {
@@ -34,7 +35,15 @@ pub struct KubernetesDelete {
     /// The kind's API version; known kinds default (`Deployment`: `apps/v1`, `Job`: `batch/v1`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    pub name: String,
+    /// The object; or `selector`, or `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A label selector: every object of the kind it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Every object of the kind in the namespace (a drill's fault: all the ConfigMaps gone).
+    #[serde(default)]
+    pub all: bool,
     /// For namespaced kinds; overrides the connection's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -83,8 +92,13 @@ impl KubernetesDelete {
 impl ActionSpec for KubernetesDelete {
     const NAME: &'static str = "kubernetes.delete";
     const SUMMARY: &'static str = "Delete a Kubernetes object and wait until it is gone";
-    const OUTPUTS: &'static [Output] =
-        &[out("deleted", "whether the object existed and was deleted")];
+    const OUTPUTS: &'static [Output] = &[
+        out(
+            "deleted",
+            "whether the object existed and was deleted (with `selector` or `all`: whether any did)",
+        ),
+        out("names", "the objects deleted (with `selector` or `all`)"),
+    ];
     const READ_ONLY: When<Self> = When::Never;
     const CHANGES: Effect = Effect::Irreversible;
     const DESTRUCTIVE: When<Self> = When::Always;
@@ -102,7 +116,6 @@ impl ActionSpec for KubernetesDelete {
             let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
             let (api, ns) =
                 kube::dynamic_api(&k, api_version, &self.kind, self.namespace.as_deref()).await?;
-            let what = kube::object_label(&self.kind, ns.as_deref(), &self.name);
             let dp = DeleteParams {
                 propagation_policy: self.propagation.map(|p| match p {
                     Propagation::Background => PropagationPolicy::Background,
@@ -111,30 +124,62 @@ impl ActionSpec for KubernetesDelete {
                 }),
                 ..Default::default()
             };
-            let deleted = match api.delete(&self.name, &dp).await {
-                Ok(_) => true,
-                Err(::kube::Error::Api(s)) if s.code == 404 => false,
-                Err(e) => return Err(kube::classify(&e, &format!("deleting {what}"), &k.server)),
+            let names: Vec<String> = match &self.name {
+                Some(n) => vec![n.clone()],
+                None => {
+                    let mut lp = ::kube::api::ListParams::default();
+                    if let Some(s) = &self.selector {
+                        lp = lp.labels(s);
+                    }
+                    let what = format!(
+                        "listing {} in {}",
+                        self.kind,
+                        ns.as_deref().unwrap_or("the cluster")
+                    );
+                    api.list(&lp)
+                        .await
+                        .map_err(|e| kube::classify(&e, &what, &k.server))?
+                        .into_iter()
+                        .filter_map(|o| o.metadata.name)
+                        .collect()
+                }
             };
+            let mut deleted = Vec::new();
+            for name in &names {
+                let what = kube::object_label(&self.kind, ns.as_deref(), name);
+                match api.delete(name, &dp).await {
+                    Ok(_) => deleted.push(name.clone()),
+                    Err(::kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        return Err(kube::classify(&e, &format!("deleting {what}"), &k.server));
+                    }
+                }
+            }
             if self.wait {
                 let within = crate::actions::support::duration_or(
                     self.within.as_ref(),
                     std::time::Duration::from_secs(300),
                 )?;
                 let mut poll = kube::Poll::new(within);
-                loop {
-                    match api.get_opt(&self.name).await {
-                        Ok(None) => break,
-                        Ok(Some(_)) => poll.ok(),
-                        Err(e) => poll.failed(
-                            kube::classify(&e, &format!("reading {what}"), &k.server),
-                            true,
-                        )?,
+                for name in &names {
+                    let what = kube::object_label(&self.kind, ns.as_deref(), name);
+                    loop {
+                        match api.get_opt(name).await {
+                            Ok(None) => break,
+                            Ok(Some(_)) => poll.ok(),
+                            Err(e) => poll.failed(
+                                kube::classify(&e, &format!("reading {what}"), &k.server),
+                                true,
+                            )?,
+                        }
+                        poll.next(|within| format!("{what} was still there {within} after it was deleted (finalizers still running?)")).await?;
                     }
-                    poll.next(|within| format!("{what} was still there {within} after it was deleted (finalizers still running?)")).await?;
                 }
             }
-            Ok(json!({"deleted": deleted}))
+            if self.name.is_some() {
+                return Ok(json!({"deleted": !deleted.is_empty()}));
+            }
+            Ok(json!({"deleted": !deleted.is_empty(), "names": deleted}))
         })
     }
 
@@ -145,7 +190,22 @@ impl ActionSpec for KubernetesDelete {
         let mut p: Vec<WithProblem> = WithProblem::duration("/within", self.within.as_ref())
             .into_iter()
             .collect();
-        p.extend(super::name_problem("/name", &self.name));
+        match (&self.name, &self.selector, self.all) {
+            (Some(n), None, false) => p.extend(super::name_problem("/name", n)),
+            (None, Some(s), false) if s.trim().is_empty() => p.push(WithProblem::new(
+                "/selector",
+                "the selector is empty; `all: true` deletes every object of the kind",
+            )),
+            (None, Some(_), false) | (None, None, true) => {}
+            (None, None, false) => p.push(WithProblem::new(
+                "",
+                "give the object's `name`, a `selector`, or `all: true`",
+            )),
+            _ => p.push(WithProblem::new(
+                "",
+                "give one of `name`, `selector` and `all: true`",
+            )),
+        }
         p.extend(super::namespace_problem(
             "/namespace",
             self.namespace.as_deref(),
@@ -162,7 +222,21 @@ impl ActionSpec for KubernetesDelete {
         p
     }
     fn describe(&self, cx: &dyn DescribeContext) -> String {
-        let what = kube::object_label(&self.kind, self.namespace.as_deref(), &self.name);
+        let ns = self.namespace.as_deref();
+        let what = match (&self.name, &self.selector) {
+            (Some(n), _) => kube::object_label(&self.kind, ns, n),
+            (None, Some(s)) => format!(
+                "every {} matching `{s}`{}",
+                self.kind,
+                ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+            ),
+            (None, None) => format!(
+                "every {} in {}",
+                self.kind,
+                ns.map(|n| format!("namespace {n}"))
+                    .unwrap_or_else(|| "the connection's namespace".into())
+            ),
+        };
         let wait = if self.wait {
             "; wait until it is gone"
         } else {
@@ -195,5 +269,22 @@ mod tests {
         );
         assert!(d.check().is_empty());
         assert_eq!(d.describe(&Cx), "delete Widget a/w on <k>");
+        let d = parse::<KubernetesDelete>(
+            json!({"connection": "k", "kind": "Secret", "all": true, "namespace": "shop"}),
+        );
+        assert!(d.check().is_empty());
+        assert_eq!(
+            d.describe(&Cx),
+            "delete every Secret in namespace shop on <k>; wait until it is gone"
+        );
+        let d = parse::<KubernetesDelete>(
+            json!({"connection": "k", "kind": "Secret", "selector": "", "name": "x"}),
+        );
+        assert_eq!(
+            d.check()[0].message,
+            "give one of `name`, `selector` and `all: true`"
+        );
+        let d = parse::<KubernetesDelete>(json!({"connection": "k", "kind": "Secret"}));
+        assert_eq!(d.check()[0].field, "");
     }
 }

@@ -3,9 +3,12 @@
 
 pub mod apply;
 pub mod delete;
+pub mod export;
+pub mod import;
 pub mod job;
 pub mod rollout_restart;
 pub mod scale;
+pub mod wait;
 pub mod wait_ready;
 
 use std::time::Duration;
@@ -371,6 +374,207 @@ pub async fn dynamic_api(
     } else {
         Ok((Api::all_with(k.client.clone(), &ar), None))
     }
+}
+
+/// A kind the cluster serves, as discovery found it.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub ar: kube::discovery::ApiResource,
+    pub namespaced: bool,
+}
+
+impl Resource {
+    /// `ConfigMap`, or `Widget.example.com` outside the core group: what a runbook may write
+    /// and what the export's counts are keyed by.
+    pub fn label(&self) -> String {
+        if self.ar.group.is_empty() {
+            self.ar.kind.clone()
+        } else {
+            format!("{}.{}", self.ar.kind, self.ar.group)
+        }
+    }
+
+    /// An API for this kind in `namespace` (ignored for cluster-scoped kinds).
+    pub fn api(&self, k: &Kube, namespace: Option<&str>) -> Api<kube::api::DynamicObject> {
+        match namespace.filter(|_| self.namespaced) {
+            Some(ns) => Api::namespaced_with(k.client.clone(), ns, &self.ar),
+            None => Api::all_with(k.client.clone(), &self.ar),
+        }
+    }
+}
+
+/// Every kind the cluster serves, in each group's preferred version: one discovery pass.
+pub async fn discover(k: &Kube) -> Result<Vec<Resource>, ActionError> {
+    let d = kube::discovery::Discovery::new(k.client.clone())
+        .run()
+        .await
+        .map_err(|e| classify(&e, "discovering the kinds the API server serves", &k.server))?;
+    let mut out = Vec::new();
+    for g in d.groups() {
+        for (ar, caps) in g.recommended_resources() {
+            out.push(Resource {
+                ar,
+                namespaced: caps.scope == kube::discovery::Scope::Namespaced,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The kind a runbook names: `ConfigMap`, `configmaps`, `Widget.example.com` or
+/// `widgets.example.com` (kind or plural, any case, the group to tell kinds of the same name
+/// apart). A bare name the core group serves is the core group's, as kubectl has it.
+pub fn find_kind<'r>(served: &'r [Resource], name: &str) -> Result<&'r Resource, String> {
+    let matches = |r: &Resource, base: &str| {
+        r.ar.kind.eq_ignore_ascii_case(base) || r.ar.plural.eq_ignore_ascii_case(base)
+    };
+    let mut found: Vec<&Resource> = served.iter().filter(|r| matches(r, name)).collect();
+    if found.is_empty()
+        && let Some((base, group)) = name.split_once('.')
+    {
+        found = served
+            .iter()
+            .filter(|r| r.ar.group.eq_ignore_ascii_case(group) && matches(r, base))
+            .collect();
+    }
+    if found.len() > 1 {
+        if let Some(core) = found.iter().find(|r| r.ar.group.is_empty()) {
+            return Ok(core);
+        }
+        let names: Vec<String> = found.iter().map(|r| format!("`{}`", r.label())).collect();
+        return Err(format!(
+            "`{name}` is served by several groups: write one of {}",
+            names.join(", ")
+        ));
+    }
+    found.first().copied().ok_or_else(|| {
+        let hint =
+            crate::diagnostics::did_you_mean(name, served.iter().map(|r| r.ar.kind.as_str()))
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+        format!("the API server serves no kind `{name}`{hint}")
+    })
+}
+
+/// A list read a page at a time (500 objects, as kubectl asks), so memory holds one page
+/// whatever the namespace holds.
+pub struct Pages<'k> {
+    k: &'k Kube,
+    r: Resource,
+    url: String,
+    lp: kube::api::ListParams,
+    doing: String,
+    done: bool,
+}
+
+impl<'k> Pages<'k> {
+    pub fn new(k: &'k Kube, r: &Resource, namespace: Option<&str>, selector: Option<&str>) -> Self {
+        use kube::Resource as _;
+        let ns = namespace.filter(|_| r.namespaced);
+        let doing = match ns {
+            Some(ns) => format!("listing {} in namespace {ns}", r.ar.plural),
+            None => format!("listing {}", r.ar.plural),
+        };
+        let mut lp = kube::api::ListParams::default().limit(500);
+        if let Some(s) = selector {
+            lp = lp.labels(s);
+        }
+        Pages {
+            k,
+            url: kube::api::DynamicObject::url_path(&r.ar, ns),
+            r: r.clone(),
+            lp,
+            doing,
+            done: false,
+        }
+    }
+
+    /// The next page's objects, each with its `apiVersion` and `kind` set (a list's items
+    /// carry neither); `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<Value>>, ActionError> {
+        if self.done {
+            return Ok(None);
+        }
+        let req = kube::core::Request::new(&self.url)
+            .list(&self.lp)
+            .map_err(|e| ActionError::permanent(format!("{}: {e}", self.doing)))?;
+        let mut page: Value = self
+            .k
+            .client
+            .request(req)
+            .await
+            .map_err(|e| classify(&e, &self.doing, &self.k.server))?;
+        let mut items = match page.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        for item in &mut items {
+            item["apiVersion"] = json!(self.r.ar.api_version);
+            item["kind"] = json!(self.r.ar.kind);
+        }
+        match page
+            .pointer("/metadata/continue")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+        {
+            Some(c) => self.lp.continue_token = Some(c.to_string()),
+            None => self.done = true,
+        }
+        Ok(Some(items))
+    }
+
+    /// Every object of every page.
+    pub async fn all(mut self) -> Result<Vec<Value>, ActionError> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next().await? {
+            out.extend(page);
+        }
+        Ok(out)
+    }
+}
+
+/// The CustomResourceDefinition that makes a kind, when one does (CRDs are named
+/// `<plural>.<group>`); `None` for the kinds the API server itself serves.
+pub async fn crd_of(k: &Kube, r: &Resource) -> Result<Option<Value>, ActionError> {
+    // Only groups with a dot can be a CRD's; `*.k8s.io` are the project's own.
+    if !r.ar.group.contains('.') || r.ar.group.ends_with(".k8s.io") {
+        return Ok(None);
+    }
+    let name = format!("{}.{}", r.ar.plural, r.ar.group);
+    let api: Api<kube::api::DynamicObject> = Api::all_with(k.client.clone(), &crd_resource());
+    match api.get_opt(&name).await {
+        Ok(o) => Ok(o.map(|o| {
+            let mut v = serde_json::to_value(o).expect("an object serializes");
+            v["apiVersion"] = json!("apiextensions.k8s.io/v1");
+            v["kind"] = json!("CustomResourceDefinition");
+            v
+        })),
+        Err(e) => Err(classify(
+            &e,
+            &format!("reading the CustomResourceDefinition {name} (exported with its resources)"),
+            &k.server,
+        )),
+    }
+}
+
+pub fn crd_resource() -> kube::discovery::ApiResource {
+    kube::discovery::ApiResource {
+        group: "apiextensions.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        plural: "customresourcedefinitions".into(),
+    }
+}
+
+/// Whether a CRD's `Established` condition is true: its kinds are served.
+pub fn established(crd: &Value) -> bool {
+    crd.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        })
 }
 
 /// `kind name` or `kind namespace/name`, for messages and outputs.

@@ -3,8 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Workload;
-use super::{self as kube, Kube};
+use super::{self as kube, Kind, Kube, Workload};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, Tpl, When,
     WithProblem, out, support::the_connection,
@@ -18,7 +17,9 @@ pub enum WaitFor {
     Ready,
 }
 
-/// Scale a workload. The previous replica count is an output, so a `compensate` can restore it.
+/// Scale a workload, or every Deployment and StatefulSet a label selector matches. The count
+/// before is kept on each object (an annotation) and in the outputs, so a `compensate` with
+/// `restore_previous: true` puts each one back.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesScale {
@@ -28,10 +29,23 @@ pub struct KubernetesScale {
     pub deployment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statefulset: Option<String>,
+    /// A label selector (`role=writer`): every Deployment and StatefulSet it matches in the
+    /// namespace, instead of one named workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// With `selector`: fail when it matches nothing (default: say so and go on).
+    #[serde(default)]
+    pub require_match: bool,
     /// Overrides the connection's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    pub replicas: Tpl<u32>,
+    /// The count to set; or `restore_previous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Tpl<u32>>,
+    /// Set each workload back to the count it had before this step scaled it (recorded on the
+    /// workload), for a `compensate`; workloads this step did not scale are left alone.
+    #[serde(default)]
+    pub restore_previous: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitFor>,
     /// How long `wait` may take (default 5m).
@@ -50,24 +64,53 @@ impl KubernetesScale {
             statefulset: self.statefulset.as_deref(),
         }
     }
+
+    fn target(&self) -> String {
+        match &self.selector {
+            Some(s) => format!("every deployment and statefulset matching `{s}`"),
+            None => self.workload().to_string(),
+        }
+    }
+}
+
+/// What scaling one workload did.
+struct Scaled {
+    kind: Kind,
+    name: String,
+    previous: i64,
+    replicas: i64,
+}
+
+/// What a step sets a workload to.
+#[derive(Clone, Copy)]
+enum Target {
+    Count(u32),
+    Previous,
 }
 
 impl ActionSpec for KubernetesScale {
     const NAME: &'static str = "kubernetes.scale";
-    const SUMMARY: &'static str = "Scale a Deployment or StatefulSet, recording the previous count";
+    const SUMMARY: &'static str = "Scale Deployments and StatefulSets (one, or by label selector), recording each previous count";
     const OUTPUTS: &'static [Output] = &[
-        out("previous_replicas", "the replica count before scaling"),
-        out("replicas", "the replica count set"),
+        out(
+            "previous_replicas",
+            "the replica count before scaling (one named workload)",
+        ),
+        out("replicas", "the replica count set (one named workload)"),
         out(
             "ready_replicas",
-            "replicas ready when the step ended (with `wait: ready`)",
+            "replicas ready when the step ended (with `wait: ready`; one named workload)",
+        ),
+        out(
+            "scaled",
+            "each workload scaled: kind, name, previous_replicas, replicas",
         ),
     ];
     const READ_ONLY: When<Self> = When::Never;
     // Scaling to zero takes the service down; any other count is a capacity change.
     const DESTRUCTIVE: When<Self> = When::If {
         what: "to 0 replicas, or to a count known only at run time",
-        test: |a| !matches!(a.replicas, Tpl::Value(n) if n > 0),
+        test: |a| !a.restore_previous && !matches!(a.replicas, Some(Tpl::Value(n)) if n > 0),
     };
     const RUNNABLE: bool = true;
 
@@ -80,64 +123,83 @@ impl ActionSpec for KubernetesScale {
 
     fn execute<'a>(&'a self, cx: &'a Exec<'a>) -> ActionFuture<'a> {
         Box::pin(async move {
-            let (kind, name) =
-                kube::kind_and_name(self.deployment.as_deref(), self.statefulset.as_deref())?;
-            let replicas = *self
-                .replicas
-                .value()
-                .ok_or_else(|| ActionError::permanent("`replicas` did not render to a number"))?;
-            let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
-            let by = format!("{}/{}", cx.run_id, cx.step);
-            // Controllers write a workload's status all the time, and each write moves its
-            // resourceVersion: a conflict here is usually one of those, so read again and
-            // retry at once (as client-go's RetryOnConflict does) before giving up.
-            let mut tries = 0;
-            let previous = loop {
-                tries += 1;
-                let w = kube::get_workload(&k, kind, name).await?;
-                let current = w
-                    .pointer("/spec/replicas")
-                    .and_then(serde_json::Value::as_i64)
-                    .unwrap_or(1);
-                let ann = |key: &str| {
-                    w.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
-                        .and_then(serde_json::Value::as_str)
-                        .map(String::from)
-                };
-                let previous = match (ann(SCALED_BY), ann(PREVIOUS)) {
-                    (Some(b), Some(p)) if b == by => p.parse::<i64>().unwrap_or(current),
-                    _ => current,
-                };
-                let rv = w
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default();
-                // One conditional write: a concurrent change to the workload makes it fail with
-                // a conflict instead of being overwritten blindly.
-                let mut patch =
-                    kube::annotations(&[(SCALED_BY, &by), (PREVIOUS, &previous.to_string())]);
-                patch["metadata"]["resourceVersion"] = serde_json::json!(rv);
-                patch["spec"] = serde_json::json!({"replicas": replicas});
-                match kube::patch_workload(&k, kind, name, &patch, false).await {
-                    Ok(_) => break previous,
-                    Err(e)
-                        if e.transient
-                            && e.message.contains("stale resourceVersion")
-                            && tries < 5 =>
-                    {
-                        continue;
-                    }
-                    Err(e) => return Err(e),
+            let target = match (&self.replicas, self.restore_previous) {
+                (Some(r), false) => Target::Count(*r.value().ok_or_else(|| {
+                    ActionError::permanent("`replicas` did not render to a number")
+                })?),
+                (None, true) => Target::Previous,
+                _ => {
+                    return Err(ActionError::permanent(
+                        "give `replicas` or `restore_previous: true`",
+                    ));
                 }
             };
-            let mut out = serde_json::json!({"previous_replicas": previous, "replicas": replicas});
+            let k = Kube::from_exec(cx, &self.connection, self.namespace.as_deref()).await?;
+            let by = format!("{}/{}", cx.run_id, cx.step);
+            let workloads = match &self.selector {
+                None => {
+                    let (kind, name) = kube::kind_and_name(
+                        self.deployment.as_deref(),
+                        self.statefulset.as_deref(),
+                    )?;
+                    vec![(kind, name.to_string())]
+                }
+                Some(sel) => {
+                    let found = selected(&k, sel).await?;
+                    if found.is_empty() {
+                        let why = format!(
+                            "selector `{sel}` matched no deployment or statefulset in namespace {}",
+                            k.namespace
+                        );
+                        if self.require_match {
+                            return Err(ActionError::permanent(format!(
+                                "{why} (`require_match: true`)"
+                            )));
+                        }
+                        (cx.progress)(&why);
+                    }
+                    found
+                }
+            };
+            let mut scaled = Vec::new();
+            for (kind, name) in &workloads {
+                if let Some(s) = scale_one(&k, *kind, name, target, &by).await? {
+                    scaled.push(s);
+                } else {
+                    (cx.progress)(&format!(
+                        "{} {}/{name}: not scaled by this step (or already restored); left alone",
+                        kind.label(),
+                        k.namespace
+                    ));
+                }
+            }
+            let mut ready = Vec::new();
             if self.wait == Some(WaitFor::Ready) {
                 let within = crate::actions::support::duration_or(
                     self.wait_timeout.as_ref(),
                     std::time::Duration::from_secs(300),
                 )?;
-                let r = kube::wait_rollout(&k, kind, name, within, cx.progress).await?;
-                out["ready_replicas"] = serde_json::json!(r.ready);
+                for s in &scaled {
+                    let r = kube::wait_rollout(&k, s.kind, &s.name, within, cx.progress).await?;
+                    ready.push(r.ready);
+                }
+            }
+            let list: Vec<serde_json::Value> = scaled
+                .iter()
+                .map(|s| {
+                    serde_json::json!({"kind": s.kind.label(), "name": s.name,
+                        "previous_replicas": s.previous, "replicas": s.replicas})
+                })
+                .collect();
+            let mut out = serde_json::json!({"scaled": list});
+            if self.selector.is_none()
+                && let Some(s) = scaled.first()
+            {
+                out["previous_replicas"] = serde_json::json!(s.previous);
+                out["replicas"] = serde_json::json!(s.replicas);
+                if let Some(r) = ready.first() {
+                    out["ready_replicas"] = serde_json::json!(r);
+                }
             }
             Ok(out)
         })
@@ -147,7 +209,36 @@ impl ActionSpec for KubernetesScale {
         the_connection(&self.connection, &[ConnectionKind::Kubernetes])
     }
     fn check(&self) -> Vec<WithProblem> {
-        let mut p = self.workload().check();
+        let mut p = match &self.selector {
+            None => self.workload().check(),
+            Some(_) if self.deployment.is_some() || self.statefulset.is_some() => {
+                vec![WithProblem::new(
+                    "/selector",
+                    "give a `selector` or one named workload, not both",
+                )]
+            }
+            Some(s) if s.trim().is_empty() => {
+                vec![WithProblem::new("/selector", "the selector is empty")]
+            }
+            Some(_) => vec![],
+        };
+        if self.require_match && self.selector.is_none() {
+            p.push(WithProblem::new(
+                "/require_match",
+                "`require_match` is for a `selector`; a named workload must exist anyway",
+            ));
+        }
+        match (&self.replicas, self.restore_previous) {
+            (Some(_), false) | (None, true) => {}
+            (Some(_), true) => p.push(WithProblem::new(
+                "/restore_previous",
+                "give `replicas` or `restore_previous: true`, not both",
+            )),
+            (None, false) => p.push(WithProblem::new(
+                "",
+                "give the `replicas` to set, or `restore_previous: true` (in a compensate)",
+            )),
+        }
         p.extend(super::namespace_problem(
             "/namespace",
             self.namespace.as_deref(),
@@ -175,12 +266,117 @@ impl ActionSpec for KubernetesScale {
             }
             None => String::new(),
         };
+        let to = match &self.replicas {
+            Some(r) if !self.restore_previous => format!("to {r} replicas"),
+            _ => "back to the count each had before this step scaled it".into(),
+        };
         format!(
-            "scale {}{ns} on {} to {} replicas{wait}",
-            self.workload(),
+            "scale {}{ns} on {} {to}{wait}",
+            self.target(),
             cx.connection(&self.connection),
-            self.replicas
         )
+    }
+}
+
+/// The Deployments, then the StatefulSets, a selector matches.
+async fn selected(k: &Kube, selector: &str) -> Result<Vec<(Kind, String)>, ActionError> {
+    let lp = ::kube::api::ListParams::default().labels(selector);
+    let doing = |what: &str| {
+        format!(
+            "listing {what} matching `{selector}` in namespace {}",
+            k.namespace
+        )
+    };
+    let mut out = Vec::new();
+    for d in k
+        .deployments()
+        .list(&lp)
+        .await
+        .map_err(|e| kube::classify(&e, &doing("deployments"), &k.server))?
+    {
+        out.push((Kind::Deployment, d.metadata.name.unwrap_or_default()));
+    }
+    for s in k
+        .statefulsets()
+        .list(&lp)
+        .await
+        .map_err(|e| kube::classify(&e, &doing("statefulsets"), &k.server))?
+    {
+        out.push((Kind::StatefulSet, s.metadata.name.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// Scales one workload in one conditional write that also records (or, restoring, clears) the
+/// count before. `None`: restoring, and this step's record is not on the workload.
+async fn scale_one(
+    k: &Kube,
+    kind: Kind,
+    name: &str,
+    target: Target,
+    by: &str,
+) -> Result<Option<Scaled>, ActionError> {
+    // Controllers write a workload's status all the time, and each write moves its
+    // resourceVersion: a conflict here is usually one of those, so read again and retry at
+    // once (as client-go's RetryOnConflict does) before giving up.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let w = kube::get_workload(k, kind, name).await?;
+        let current = w
+            .pointer("/spec/replicas")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(1);
+        let ann = |key: &str| {
+            w.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
+                .and_then(serde_json::Value::as_str)
+                .map(String::from)
+        };
+        let recorded = match (ann(SCALED_BY), ann(PREVIOUS)) {
+            (Some(b), Some(p)) if b == by => p.parse::<i64>().ok(),
+            _ => None,
+        };
+        let rv = w
+            .pointer("/metadata/resourceVersion")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let (mut patch, previous, replicas) = match target {
+            Target::Count(n) => {
+                let previous = recorded.unwrap_or(current);
+                (
+                    kube::annotations(&[(SCALED_BY, by), (PREVIOUS, &previous.to_string())]),
+                    previous,
+                    i64::from(n),
+                )
+            }
+            Target::Previous => {
+                let Some(previous) = recorded else {
+                    return Ok(None);
+                };
+                let mut patch = serde_json::json!({"metadata": {"annotations": {}}});
+                patch["metadata"]["annotations"][SCALED_BY] = serde_json::Value::Null;
+                patch["metadata"]["annotations"][PREVIOUS] = serde_json::Value::Null;
+                (patch, current, previous)
+            }
+        };
+        // One conditional write: a concurrent change to the workload makes it fail with a
+        // conflict instead of being overwritten blindly.
+        patch["metadata"]["resourceVersion"] = serde_json::json!(rv);
+        patch["spec"] = serde_json::json!({"replicas": replicas});
+        match kube::patch_workload(k, kind, name, &patch, false).await {
+            Ok(_) => {
+                return Ok(Some(Scaled {
+                    kind,
+                    name: name.to_string(),
+                    previous,
+                    replicas,
+                }));
+            }
+            Err(e) if e.transient && e.message.contains("stale resourceVersion") && tries < 5 => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -208,6 +404,33 @@ mod tests {
             s.describe(&Cx),
             "scale deployment orders-api on <prod> to 3 replicas; wait up to 5m until ready"
         );
+    }
+
+    #[test]
+    fn by_selector_and_back_to_what_each_had() {
+        let s = parse::<KubernetesScale>(
+            json!({"connection": "prod", "selector": "role=writer", "replicas": 0, "wait": "ready"}),
+        );
+        assert!(s.check().is_empty());
+        assert!(s.destructive());
+        assert_eq!(
+            s.describe(&Cx),
+            "scale every deployment and statefulset matching `role=writer` on <prod> to 0 replicas; wait up to 5m until ready"
+        );
+        let back = parse::<KubernetesScale>(
+            json!({"connection": "prod", "selector": "role=writer", "restore_previous": true}),
+        );
+        assert!(back.check().is_empty());
+        assert!(!back.destructive());
+        assert!(
+            back.describe(&Cx)
+                .ends_with("back to the count each had before this step scaled it")
+        );
+        let both = parse::<KubernetesScale>(
+            json!({"connection": "p", "selector": "a=b", "deployment": "d", "replicas": 1, "restore_previous": true}),
+        );
+        let fields: Vec<_> = both.check().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["/selector", "/restore_previous"]);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! What actions of several families share: field helpers (connections, durations, `Tpl`), error
 //! chains, the AWS SDK's configuration, child processes, the streamed backup format, backups in
 //! parts, and PostgreSQL's restore-beside-and-swap. Also code of one family that is not an
-//! action but too big for its `mod.rs`: Neo4j's values as JSON (`neo4j_values`), since a family
+//! action but too big for its `mod.rs`: Neo4j's values as JSON (`neo4j_values`) and Kubernetes objects as exported
+//! (`kube_objects`), since a family
 //! folder holds only its verbs.
 
 pub mod aws;
 pub mod backup_parts;
+pub mod kube_objects;
 mod legacy;
 pub mod neo4j_values;
 pub mod pg_local;

@@ -75,7 +75,7 @@ impl KubeServer {
                     };
                 api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(m))
                     .await
-                    .unwrap();
+                    .unwrap_or_else(|e| panic!("applying {name}: {e}"));
             }
         })
     }
@@ -132,6 +132,81 @@ impl KubeServer {
                 } else {
                     Api::all_with(c, &ar)
                 };
+            match api.get_opt(name).await.unwrap() {
+                Some(o) => serde_json::to_value(o).unwrap(),
+                None => serde_json::Value::Null,
+            }
+        })
+    }
+
+    /// The `widgets.example.com` CustomResourceDefinition (namespaced, `v1`, with a status
+    /// subresource), once the server serves its kind.
+    pub fn widget_crd(&self) -> serde_json::Value {
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        });
+        self.apply(std::slice::from_ref(&crd));
+        self.with_client(async |c| {
+            let gvk = kube::api::GroupVersionKind::gvk("example.com", "v1", "Widget");
+            for _ in 0..200 {
+                if kube::discovery::pinned_kind(&c, &gvk).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the Widget kind was never served");
+        });
+        crd
+    }
+
+    /// A Widget whose status says `Ready` is `ready`, as a controller would write it.
+    pub fn widget(&self, namespace: &str, name: &str, ready: &str) {
+        self.apply(&[json!({
+            "apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": "shop"}},
+            "spec": {"size": 3}
+        })]);
+        self.widget_ready(namespace, name, ready);
+    }
+
+    pub fn widget_ready(&self, namespace: &str, name: &str, ready: &str) {
+        self.with_client(async |c| {
+            let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "example.com",
+                "v1",
+                "Widget",
+            ));
+            let api: Api<kube::api::DynamicObject> = Api::namespaced_with(c, namespace, &ar);
+            let status = json!({"status": {"conditions": [{"type": "Ready", "status": ready, "reason": "Test", "message": "set by the test"}]}});
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        })
+    }
+
+    /// Any object as JSON (`Null` when absent), by API version and plural resource name.
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> serde_json::Value {
+        self.with_client(async |c| {
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+            let (ar, _) = kube::discovery::pinned_kind(&c, &gvk).await.unwrap();
+            let api: Api<kube::api::DynamicObject> = match namespace {
+                Some(ns) => Api::namespaced_with(c, ns, &ar),
+                None => Api::all_with(c, &ar),
+            };
             match api.get_opt(name).await.unwrap() {
                 Some(o) => serde_json::to_value(o).unwrap(),
                 None => serde_json::Value::Null,
