@@ -742,3 +742,108 @@ fn scale_by_selector_wait_for_a_condition_and_apply_a_folder() {
         "restoring clears the record: {a}"
     );
 }
+
+/// An import killed (SIGKILL) while it applies, part of the objects written, is finished by
+/// `resume`: the interrupted attempt runs again (an import is idempotent), finds what the first
+/// one applied unchanged, and applies the rest; every object is on the server.
+#[test]
+fn an_import_killed_while_it_applies_is_finished_by_resume() {
+    let World {
+        k,
+        s3,
+        recipient,
+        env,
+    } = World::start();
+    let sb = Sandbox::new();
+    let many: String = (0..2500)
+        .map(|i| {
+            format!(
+                "---\n{{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"cm-{i:04}\", \"namespace\": \"platform\"}}, \"data\": {{\"n\": \"{i}\"}}}}\n"
+            )
+        })
+        .collect();
+    sb.write("many.yaml", &many);
+    sb.write(
+        "setup.yaml",
+        &runbook(
+            "setup",
+            &format!(
+                "secrets:\n  s3_key: {{env: LIFEBOAT_S3_ACCESS_KEY}}\n  s3_secret: {{env: LIFEBOAT_S3_SECRET_KEY}}\nconnections:\n{}{}steps:\n  - {{id: make, action: kubernetes.apply, with: {{connection: cluster, files: [many.yaml]}}}}\n  - id: export\n    action: kubernetes.export\n    needs: [make]\n    with: {{connection: cluster, kinds: [ConfigMap], to: {{connection: b, key: k8s/one}}, encrypt: {{recipients: [\"{recipient}\"]}}}}\n  - {{id: wipe, action: kubernetes.delete, needs: [export], with: {{connection: cluster, kind: ConfigMap, all: true, wait: false}}}}\n",
+                k.connection("cluster", "admin", "platform"),
+                s3.connection("b", "config-backups")
+            ),
+        ),
+    );
+    let s = run_env(&sb, &["run".into(), "setup.yaml".into()], &env);
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(
+        sb.outputs(&s.run_id(), "export")["counts"]["ConfigMap"]["platform"],
+        2502
+    );
+
+    sb.write("import.yaml", &import_runbook(&k, &s3, "parallel: 4"));
+    let mut c = sb.command(&["run", "import.yaml"]);
+    for (name, value) in &env {
+        c.env(name, value);
+    }
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..3000 {
+        seen = walk(&sb.path(".lifeboat/runs")).iter().any(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("applied 1000 of")
+        });
+        if seen {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        seen,
+        "the import never reported progress: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let present = || {
+        k.with_client(async |c| {
+            let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(c, "platform");
+            cms.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter(|c| {
+                    c.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("cm-"))
+                })
+                .count()
+        })
+    };
+    let part = present();
+    assert!(
+        (1000..2500).contains(&part),
+        "killed part way: {part} applied"
+    );
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = sb.lifeboat_env(&["resume", &id, "--yes"], &env_ref);
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+    let out = sb.outputs(&id, "import");
+    assert_eq!(out["counts"]["ConfigMap"]["platform"], 2502, "{out}");
+    assert!(out["unchanged"].as_u64().unwrap() >= 1000, "{out}");
+    assert_eq!(present(), 2500);
+}

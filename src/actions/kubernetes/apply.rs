@@ -243,7 +243,19 @@ fn read_manifests(path: &std::path::Path) -> Result<Vec<serde_json::Map<String, 
 
 /// The objects of a multi-document YAML (or JSON) text; a `List` stands for its items.
 fn parse_manifests(text: &str) -> Result<Vec<serde_json::Map<String, Value>>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    // A manifests file may hold thousands of documents (a whole namespace as kubectl writes it):
+    // the parser's limits are raised for size, while its guards against alias bombs stay.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_nodes: 100_000_000,
+            max_events: 200_000_000,
+            max_total_scalar_bytes: 1 << 30,
+        },
+    };
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (n, doc) in docs.into_iter().enumerate() {
         let items = match doc {
@@ -320,6 +332,17 @@ mod tests {
             parse::<KubernetesApply>(json!({"connection": "k"})).check()[0].field,
             ""
         );
+    }
+
+    #[test]
+    fn a_file_may_hold_thousands_of_documents() {
+        let text: String = (0..3000)
+            .map(|i| format!("---\n{{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"c{i}\"}}, \"data\": {{\"on\": \"yes\"}}}}\n"))
+            .collect();
+        let all = parse_manifests(&text).unwrap();
+        assert_eq!(all.len(), 3000);
+        // YAML 1.2: `yes` is a string, as a ConfigMap needs.
+        assert_eq!(all[0]["data"]["on"], "yes");
     }
 
     #[test]

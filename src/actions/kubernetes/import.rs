@@ -644,6 +644,13 @@ async fn prepare(w: &KubernetesImport, cx: &Exec<'_>) -> Result<Prepared, Action
     })
 }
 
+/// What the server's dry run says of the object at `index`.
+struct Verdict {
+    index: usize,
+    change: Change,
+    fields: Vec<String>,
+}
+
 /// Reads what is on the server now (one list per kind and namespace), sends each object `only`
 /// picks as a server-side dry run, and classifies it. Any object the server would refuse fails
 /// the whole import before anything is written.
@@ -684,52 +691,53 @@ async fn dry_run(
     }
     let pp = params(w).dry_run();
     let n = usize::from(w.parallel.unwrap_or(16));
+    // Each answer is compared with what is there as it arrives and dropped: only the verdict is
+    // kept, so memory holds the backup and the namespace's objects, not a third copy.
     let mut calls = Vec::new();
     for (i, p) in planned.iter().enumerate().filter(|(_, p)| picked(p)) {
         let r = p.resource.as_ref().expect("picked only when served");
         let api = r.api(k, objects::namespace_of(&p.obj));
-        let pp = &pp;
+        let (pp, current) = (&pp, &current);
         calls.push(async move {
-            let res = api
-                .patch(objects::name_of(&p.obj), pp, &Patch::Apply(&p.obj))
+            let name = objects::name_of(&p.obj);
+            let after = api
+                .patch(name, pp, &Patch::Apply(&p.obj))
                 .await
-                .map(|o| serde_json::to_value(o).expect("an object serializes"))
-                .map_err(|e| failure(k, &p.obj, "dry-running the apply of", &e));
-            (i, res)
+                .map_err(|e| failure(k, &p.obj, "dry-running the apply of", &e))?;
+            let ns = objects::namespace_of(&p.obj)
+                .filter(|_| r.namespaced)
+                .map(String::from);
+            let verdict = match current.get(&(r.label(), ns)).and_then(|m| m.get(name)) {
+                None => (Change::Create, Vec::new()),
+                Some(now) => {
+                    let after = serde_json::to_value(after).expect("an object serializes");
+                    let fields = objects::differences(now, &after);
+                    let change = if fields.is_empty() {
+                        Change::Unchanged
+                    } else {
+                        Change::Change
+                    };
+                    (change, fields)
+                }
+            };
+            Ok::<_, String>(Verdict {
+                index: i,
+                change: verdict.0,
+                fields: verdict.1,
+            })
         });
     }
-    let results: Vec<(usize, Result<Value, String>)> = futures_util::stream::iter(calls)
+    let results: Vec<Result<Verdict, String>> = futures_util::stream::iter(calls)
         .buffer_unordered(n)
         .collect()
         .await;
     let mut refused = Vec::new();
-    for (i, res) in results {
-        let p = &mut planned[i];
+    for res in results {
         match res {
             Err(e) => refused.push(e),
-            Ok(after) => {
-                let r = p.resource.as_ref().expect("dry-run only when served");
-                let ns = objects::namespace_of(&p.obj)
-                    .filter(|_| r.namespaced)
-                    .map(String::from);
-                let now = current
-                    .get(&(r.label(), ns))
-                    .and_then(|m| m.get(objects::name_of(&p.obj)));
-                match now {
-                    None => p.change = Change::Create,
-                    Some(now) => {
-                        let mut now = now.clone();
-                        // A list's items carry no apiVersion or kind.
-                        now["apiVersion"] = after["apiVersion"].clone();
-                        now["kind"] = after["kind"].clone();
-                        p.fields = objects::differences(&now, &after);
-                        p.change = if p.fields.is_empty() {
-                            Change::Unchanged
-                        } else {
-                            Change::Change
-                        };
-                    }
-                }
+            Ok(v) => {
+                planned[v.index].change = v.change;
+                planned[v.index].fields = v.fields;
             }
         }
     }

@@ -269,7 +269,8 @@ impl Change {
 /// The fields that differ between what is in the cluster and what an apply would leave (the
 /// server's own dry run, so defaults are filled the same on both sides), as paths such as
 /// `data.password`: names only, never values. Empty: unchanged. Metadata the server rewrites on
-/// every write (resourceVersion, managedFields, generation) is not a difference.
+/// every write (resourceVersion, managedFields, generation) is not a difference, nor are
+/// `apiVersion` and `kind` (the same kind on both sides, and absent from a list's items).
 pub fn differences(current: &Value, after: &Value) -> Vec<String> {
     fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
         match (a, b) {
@@ -283,7 +284,10 @@ pub fn differences(current: &Value, after: &Value) -> Vec<String> {
                     };
                     if matches!(
                         p.as_str(),
-                        "metadata.resourceVersion"
+                        // A list's items carry neither apiVersion nor kind.
+                        "apiVersion"
+                            | "kind"
+                            | "metadata.resourceVersion"
                             | "metadata.managedFields"
                             | "metadata.generation"
                             | "metadata.creationTimestamp"
