@@ -190,6 +190,9 @@ pub struct ActionError {
     pub message: String,
     /// A timeout, a refused connection, a 503: another attempt may succeed. Only these are retried.
     pub transient: bool,
+    /// The exit status of the process that failed (`shell`), which `retry.on_exit_codes` may
+    /// declare transient or not instead of `transient`.
+    pub exit_code: Option<i32>,
 }
 
 impl ActionError {
@@ -197,12 +200,14 @@ impl ActionError {
         ActionError {
             message: message.into(),
             transient: true,
+            exit_code: None,
         }
     }
     pub fn permanent(message: impl Into<String>) -> ActionError {
         ActionError {
             message: message.into(),
             transient: false,
+            exit_code: None,
         }
     }
 }

@@ -966,8 +966,20 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             }
             Err(AttemptError::Log(e)) => return Err(e),
             Err(AttemptError::Halted) => return Ok(Outcome::NotStarted),
-            Err(AttemptError::Action(e)) => {
-                let next = if e.transient { delays.next() } else { None };
+            Err(AttemptError::Action(mut e)) => {
+                if let (Some(codes), Some(code)) = (&a.retry.on_exit_codes, e.exit_code)
+                    && !codes.contains(code)
+                    && attempt < a.retry.attempts
+                {
+                    e.message.push_str(&format!(
+                        " (not retried: exit status {code} is not in `retry.on_exit_codes`)"
+                    ));
+                }
+                let next = if a.retry.retries(&e) {
+                    delays.next()
+                } else {
+                    None
+                };
                 if let Some(delay) = next {
                     let retry_in_ms = Some(delay.as_millis() as u64);
                     let ev = if a.compensation {

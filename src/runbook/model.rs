@@ -205,7 +205,17 @@ pub struct Retry {
     /// Randomize each delay to spread retries of parallel steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<bool>,
+    /// `shell` steps: the exit statuses that mean "try again" (a lock held, a server not up
+    /// yet); any other non-zero status fails the step at once. Without it, every status but
+    /// 126 and 127 (cannot run) is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exit_codes: Option<Vec<ExitCode>>,
 }
+
+/// A process's exit status that is not success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ExitCode(#[schemars(range(min = 1, max = 255))] pub u8);
 
 /// One step of the DAG.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -230,6 +230,13 @@ impl Checker {
         if let Some(j) = r.jitter {
             p.jitter = j;
         }
+        if let Some(codes) = &r.on_exit_codes {
+            let mut set = crate::runbook::validated::ExitCodes::default();
+            for c in codes {
+                set.insert(c.0);
+            }
+            p.on_exit_codes = Some(set);
+        }
         if p.max_delay < p.delay && (r.delay.is_some() || r.max_delay.is_some()) {
             self.out.push(
                 Diagnostic::new(
@@ -241,6 +248,22 @@ impl Checker {
             );
         }
         p
+    }
+
+    /// `retry.on_exit_codes` on a step whose action has no exit status would never apply: an
+    /// author who wrote it expects something that cannot happen. (In `defaults.retry` it is
+    /// for the `shell` steps.)
+    fn exit_codes_only_for_shell(&mut self, r: Option<&model::Retry>, action: &str, pointer: &str) {
+        if r.is_some_and(|r| r.on_exit_codes.is_some()) && action != "shell" {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidRetry,
+                    At::node(ptr(pointer, "on_exit_codes")),
+                    format!("`{action}` runs no process: it has no exit status to retry on"),
+                )
+                .help("`on_exit_codes` is for `shell` steps; other actions say themselves which of their errors are transient"),
+            );
+        }
     }
 
     fn runbook(&mut self, rb: &Runbook) -> Option<ValidRunbook> {
@@ -500,6 +523,7 @@ impl Checker {
                 .duration(s.timeout.as_ref(), &ptr(&at, "timeout"))
                 .unwrap_or(default_timeout);
             let retry = self.retry(s.retry.as_ref(), default_retry, &ptr(&at, "retry"));
+            self.exit_codes_only_for_shell(s.retry.as_ref(), &s.action, &ptr(&at, "retry"));
             let own_outputs = outputs_of(&s.action).map(|o| (s.action.as_str(), o));
 
             let upstream_here = acyclic.then_some(templates::Upstream {
@@ -568,6 +592,7 @@ impl Checker {
                 templates::check_value(&self.env, &c.with, &ptr(&cat, "with"), &cscope, &mut self.out);
                 let ctimeout = self.duration(c.timeout.as_ref(), &ptr(&cat, "timeout")).unwrap_or(timeout);
                 let cretry = self.retry(c.retry.as_ref(), default_retry, &ptr(&cat, "retry"));
+                self.exit_codes_only_for_shell(c.retry.as_ref(), &c.action, &ptr(&cat, "retry"));
                 Some(ValidCompensation { action: caction?, with: c.with.clone(), timeout: ctimeout, retry: cretry })
             });
 

@@ -100,6 +100,31 @@ pub struct RetryPolicy {
     #[serde(with = "duration_text")]
     pub max_delay: Duration,
     pub jitter: bool,
+    /// `retry.on_exit_codes`: the exit statuses of a `shell` step that are retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_exit_codes: Option<ExitCodes>,
+}
+
+/// A set of exit statuses (1-255), small enough to keep the policy `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitCodes([u64; 4]);
+
+impl ExitCodes {
+    pub fn insert(&mut self, code: u8) {
+        self.0[usize::from(code / 64)] |= 1 << (code % 64);
+    }
+    pub fn contains(&self, code: i32) -> bool {
+        u8::try_from(code).is_ok_and(|c| self.0[usize::from(c / 64)] & (1 << (c % 64)) != 0)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+        (1..=255u8).filter(|&c| self.contains(i32::from(c)))
+    }
+}
+
+impl serde::Serialize for ExitCodes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
 }
 
 impl RetryPolicy {
@@ -111,7 +136,17 @@ impl RetryPolicy {
         factor: 2.0,
         max_delay: Duration::from_secs(60),
         jitter: true,
+        on_exit_codes: None,
     };
+
+    /// Whether another attempt may help after `e`: the exit statuses `on_exit_codes` names, when
+    /// it is given and the failure has one; otherwise what the action said.
+    pub fn retries(&self, e: &crate::actions::ActionError) -> bool {
+        match (&self.on_exit_codes, e.exit_code) {
+            (Some(codes), Some(code)) => codes.contains(code),
+            _ => e.transient,
+        }
+    }
 
     /// The longest total the delays between attempts can add. Jitter adds up to the delay
     /// itself (backon's rule), and no delay exceeds `max_delay`.
@@ -166,5 +201,40 @@ mod duration_text {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&crate::runbook::duration::format(*d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_decide_a_shell_failure_and_nothing_else() {
+        let mut codes = ExitCodes::default();
+        codes.insert(75);
+        codes.insert(255);
+        assert_eq!(codes.iter().collect::<Vec<_>>(), [75, 255]);
+        let p = RetryPolicy {
+            on_exit_codes: Some(codes),
+            ..RetryPolicy::DEFAULT
+        };
+        let exited = |code: i32| crate::actions::ActionError {
+            exit_code: Some(code),
+            ..crate::actions::ActionError::transient("exited")
+        };
+        assert!(p.retries(&exited(75)));
+        assert!(!p.retries(&exited(1)));
+        assert!(!p.retries(&exited(-1)));
+        // Not a process's status (killed by a signal, a refused connection): the action decides.
+        assert!(p.retries(&crate::actions::ActionError::transient(
+            "killed by signal 9"
+        )));
+        assert!(!p.retries(&crate::actions::ActionError::permanent("no such file")));
+        // Without `on_exit_codes`, what `shell` said: 127 (not found) is permanent.
+        let not_found = crate::actions::ActionError {
+            exit_code: Some(127),
+            ..crate::actions::ActionError::permanent("not found")
+        };
+        assert!(!RetryPolicy::DEFAULT.retries(&not_found));
     }
 }

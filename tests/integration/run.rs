@@ -119,6 +119,46 @@ steps:
     );
 }
 
+/// `retry.on_exit_codes` says which exit statuses of a `shell` step are worth another attempt
+/// (75, EX_TEMPFAIL, here): those are retried, and any other fails the step at once, saying why.
+#[test]
+fn only_the_exit_codes_a_shell_step_names_are_retried() {
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "codes",
+            r#"
+steps:
+  - id: busy
+    action: shell
+    # Exits 75 twice (the lock is held), then succeeds.
+    with: {script: "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; [ $n -ge 3 ] || exit 75"}
+    retry: {attempts: 5, delay: 10ms, on_exit_codes: [75]}
+  - id: broken
+    action: shell
+    needs: [busy]
+    with: {script: "exit 2"}
+    retry: {attempts: 5, delay: 10ms, on_exit_codes: [75, 111]}
+"#,
+        ),
+    );
+    let r = sb.lifeboat(&["run", "r.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let id = r.run_id();
+    let trace = sb.trace(&id);
+    let count = |t: &str| trace.iter().filter(|x| *x == t).count();
+    assert_eq!(count("step_attempt_failed:busy"), 2, "{trace:?}");
+    assert_eq!(count("step_succeeded:busy"), 1, "{trace:?}");
+    assert_eq!(count("step_started:broken"), 1, "{trace:?}");
+    let f = sb.failure(&id);
+    assert!(
+        f.contains("exited with status 2")
+            && f.contains("not retried: exit status 2 is not in `retry.on_exit_codes`"),
+        "{f}"
+    );
+}
+
 #[test]
 fn a_timeout_kills_the_whole_process_group() {
     let sb = Sandbox::new();

@@ -217,11 +217,13 @@ async fn run(w: &Shell, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError>
                 format!(": {tail}")
             };
             let msg = format!("`{program}` exited with status {code}{why}");
-            Err(if NOT_RUNNABLE.contains(&code) {
+            let mut e = if NOT_RUNNABLE.contains(&code) {
                 ActionError::permanent(msg)
             } else {
                 ActionError::transient(msg)
-            })
+            };
+            e.exit_code = Some(code);
+            Err(e)
         }
         None => {
             use std::os::unix::process::ExitStatusExt;

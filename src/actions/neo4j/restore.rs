@@ -428,7 +428,7 @@ async fn logical(w: &Neo4jRestore, cx: &Exec<'_>) -> Result<Value, ActionError> 
             };
             return Err(ActionError {
                 message: format!("{}; {tail}", e.message),
-                transient: e.transient,
+                ..e
             });
         }
         (cx.note)("loaded", json!(true)).await?;

@@ -276,7 +276,11 @@ pub fn explain(said: &str) -> ActionError {
     ]
     .iter()
     .any(|s| has(s));
-    ActionError { message, transient }
+    ActionError {
+        message,
+        transient,
+        exit_code: None,
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
