@@ -43,6 +43,13 @@ struct Shared {
     stale: std::sync::Mutex<HashSet<usize>>,
 }
 
+impl Shared {
+    /// This process's deadline for the run: `--timeout`, else the runbook's `timeout`.
+    fn run_timeout(&self) -> Option<Duration> {
+        self.opts.timeout.or(self.rb.timeout)
+    }
+}
+
 /// Whether a step is done with for this process: its dependents may be decided.
 fn settled(s: &StepState) -> bool {
     matches!(
@@ -170,7 +177,7 @@ impl Engine {
         let mut asking: HashMap<usize, AbortHandle> = HashMap::new();
         let mut stop: Option<Stop> = None;
         let mut failure: Option<String> = None;
-        let deadline = sh.opts.timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = sh.run_timeout().map(|t| tokio::time::Instant::now() + t);
         let mut grace_end: Option<tokio::time::Instant> = None;
 
         loop {
@@ -229,7 +236,7 @@ impl Engine {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && stop != Some(Stop::Timeout) => {
-                    let t = crate::runbook::duration::format(sh.opts.timeout.unwrap_or_default());
+                    let t = crate::runbook::duration::format(sh.run_timeout().unwrap_or_default());
                     stop = Some(Stop::Timeout);
                     failure = Some(format!("the run's timeout of {t} passed"));
                     self.cancel(&mut tasks, &mut running, &mut asking, &format!("the run's timeout of {t} passed")).await?;

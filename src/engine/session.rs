@@ -167,7 +167,11 @@ impl<'s> Session<'s> {
             lifeboat: env!("CARGO_PKG_VERSION").into(),
             locks: rb.locks.clone(),
             max_parallel: self.opts.max_parallel,
-            timeout_ms: self.opts.timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: self
+                .opts
+                .timeout
+                .or(rb.timeout)
+                .map(|t| t.as_millis() as u64),
             yes: self.opts.yes,
             drill: new.drill.clone(),
         };

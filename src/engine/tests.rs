@@ -450,6 +450,27 @@ async fn the_runs_own_timeout_cancels_running_steps_and_rolls_back() {
     );
 }
 
+/// The runbook's `timeout` is the run's deadline when `--timeout` gives none, and `--timeout`
+/// wins over it.
+#[tokio::test(start_paused = true)]
+async fn the_runbooks_timeout_is_the_deadline_unless_the_flag_gives_one() {
+    let steps = r#"timeout: 2m
+steps:
+  - {id: hang, action: shell, with: {argv: [x]}, timeout: 1h}
+"#;
+    for (flag, passed) in [(None, "2m"), (Some(Duration::from_secs(60)), "1m")] {
+        let mut h = harness(Script::default().with("hang", &[Act::Hang]));
+        h.timeout = flag;
+        let end = h.start(steps).await;
+        assert_eq!(end.status, RunStatus::Failed);
+        let summary = h.state(&end.run_id).summary.unwrap();
+        assert!(
+            summary.starts_with(&format!("the run's timeout of {passed} passed")),
+            "{summary}"
+        );
+    }
+}
+
 /// Rollback runs the compensations of what completed, newest first; a failed compensation is
 /// reported and the others still run.
 #[tokio::test(start_paused = true)]

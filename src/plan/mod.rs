@@ -35,6 +35,9 @@ pub struct Plan {
     pub params: IndexMap<String, Value>,
     pub objectives: Objectives,
     pub locks: Vec<String>,
+    /// The runbook's `timeout`: each run's or resume's deadline unless `--timeout` gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
     /// Step ids by wave: every step of a wave can run once all earlier waves are done.
     pub waves: Vec<Vec<String>>,
     pub critical_path: CriticalPath,
@@ -363,6 +366,7 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
             rpo: rb.objectives.rpo.map(duration::format),
         },
         locks: rb.locks.clone(),
+        timeout: rb.timeout.map(duration::format),
         scenarios: rb
             .drill
             .iter()

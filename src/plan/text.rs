@@ -45,6 +45,12 @@ pub fn render(plan: &Plan) -> String {
     if !plan.locks.is_empty() {
         let _ = writeln!(o, "Locks:      {}", plan.locks.join(", "));
     }
+    if let Some(t) = &plan.timeout {
+        let _ = writeln!(
+            o,
+            "Timeout:    {t} for each run or resume, then running steps are cancelled and the run rolls back"
+        );
+    }
     let destructive = plan
         .steps
         .iter()

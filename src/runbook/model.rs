@@ -34,6 +34,10 @@ pub struct Runbook {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(regex(pattern = r"^[a-z0-9][a-z0-9._-]*$")))]
     pub locks: Vec<String>,
+    /// A deadline for each `run`, `resume` or `drill` of this runbook (`45m`): when it passes,
+    /// running steps are cancelled and the run rolls back. `--timeout` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
     /// Timeout and retry policy for steps that do not set their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<Defaults>,

@@ -366,6 +366,7 @@ impl Checker {
             }
         }
 
+        let run_timeout = self.duration(rb.timeout.as_ref(), "/timeout");
         let default_timeout = rb
             .defaults
             .as_ref()
@@ -410,6 +411,7 @@ impl Checker {
             secrets,
             connections,
             locks: rb.locks.clone(),
+            timeout: run_timeout,
             steps,
             drill,
             warnings: Vec::new(),

@@ -19,6 +19,8 @@ pub struct ValidRunbook {
     pub secrets: IndexMap<String, SecretSource>,
     pub connections: IndexMap<String, ValidConnection>,
     pub locks: Vec<String>,
+    /// `timeout`: the deadline of each run or resume unless `--timeout` gives one.
+    pub timeout: Option<Duration>,
     /// In file order; `needs` are indices into this list, and the graph is acyclic.
     pub steps: Vec<ValidStep>,
     pub drill: Option<ValidDrill>,

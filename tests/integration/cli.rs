@@ -115,6 +115,30 @@ fn plan_param_errors_point_at_the_declaration() {
     assert!(stderr.contains("name=value"));
 }
 
+/// The runbook's own `timeout` is in the plan, in text and in JSON.
+#[test]
+fn plan_shows_the_runbooks_timeout() {
+    let sb = common::sandbox::Sandbox::new();
+    sb.write(
+        "t.yaml",
+        &common::sandbox::runbook(
+            "timed",
+            "timeout: 45m\nsteps:\n  - {id: a, action: wait, with: {for: 1s}}\n",
+        ),
+    );
+    let text = sb.lifeboat(&["plan", "t.yaml"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout
+            .contains("Timeout:    45m for each run or resume, then running steps are cancelled"),
+        "{}",
+        text.stdout
+    );
+    let json = sb.lifeboat(&["plan", "t.yaml", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(plan["timeout"], "45m");
+}
+
 #[test]
 fn schema_actions_explain() {
     let (code, stdout, _) = lifeboat(&["schema"]);
