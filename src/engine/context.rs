@@ -1,4 +1,5 @@
-//! What templates see at run time: `params`, `secrets`, `env`, `steps.<id>.outputs`, `run`.
+//! What templates see at run time: `params`, `secrets`, `env`, `steps.<id>.outputs` (and
+//! `.status`, `.error`), `run`.
 //! Built once per run; `steps` grows as steps finish, without copying earlier outputs, so making
 //! a context for a step costs the same in the 1,000th step as in the first.
 
@@ -16,10 +17,24 @@ pub struct StepOutputs {
 }
 
 impl StepOutputs {
+    /// A step that succeeded: `steps.<id>.outputs`, and `status` `succeeded`.
     pub fn set(&self, step: &str, outputs: &serde_json::Value) {
-        let entry = J::from(minijinja::value::Serde(
-            serde_json::json!({ "outputs": outputs }),
-        ));
+        self.insert(
+            step,
+            serde_json::json!({ "outputs": outputs, "status": "succeeded" }),
+        );
+    }
+    /// A step that settled otherwise: `failed` (with `on_failure: continue`, so the steps after
+    /// it run and may take another path) with its `error`, or `skipped`. Its `outputs` are
+    /// empty.
+    pub fn set_settled(&self, step: &str, status: &str, error: Option<&str>) {
+        self.insert(
+            step,
+            serde_json::json!({ "outputs": {}, "status": status, "error": error }),
+        );
+    }
+    fn insert(&self, step: &str, entry: serde_json::Value) {
+        let entry = J::from(minijinja::value::Serde(entry));
         self.map
             .write()
             .expect("outputs lock")

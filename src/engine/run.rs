@@ -155,13 +155,8 @@ impl Engine {
     pub(super) async fn drive(&self, signals: &mut dyn Signals) -> Result<RunStatus, EngineError> {
         let sh = &self.shared;
         // Outputs of steps that finished before this process (resume) are visible to templates.
-        {
-            let st = sh.emitter.state();
-            for (id, rec) in &st.steps {
-                if let (StepState::Succeeded { .. }, Some(o)) = (&rec.state, &rec.outputs) {
-                    sh.scope.steps.set(id, o);
-                }
-            }
+        for i in 0..sh.rb.steps.len() {
+            publish(sh, i);
         }
         *sh.stale.lock().expect("stale lock") = upstream_undone(&sh.rb, &sh.emitter.state());
         if sh.emitter.state().rollback == Some(false) {
@@ -416,6 +411,7 @@ impl Engine {
                         reason: format!("needs `{need}`, which was skipped"),
                         need: Some(need),
                     })?;
+                    self.publish(i);
                     changed = true;
                     continue;
                 }
@@ -432,6 +428,7 @@ impl Engine {
                                 reason: format!("`when: {when}` is false"),
                                 need: None,
                             })?;
+                            self.publish(i);
                             changed = true;
                             continue;
                         }
@@ -444,6 +441,7 @@ impl Engine {
                                 elapsed_ms: 0,
                                 continued: step.on_failure == OnFailure::Continue,
                             })?;
+                            self.publish(i);
                             changed = true;
                             if step.on_failure == OnFailure::Abort {
                                 return Ok(Some(format!("step `{}` failed: {error}", step.id)));
@@ -526,7 +524,7 @@ impl Engine {
                 let shared = sh.clone();
                 let h = tasks.spawn(async move {
                     let r = step_attempts(&shared, i, attempts + 1).await;
-                    if let Ok(Outcome::Succeeded) = r {
+                    if r.is_ok() {
                         publish(&shared, i);
                     }
                     Done::Step(i, r)
@@ -699,11 +697,22 @@ impl Engine {
     }
 }
 
-/// Makes a finished step's outputs visible to the templates of the steps after it.
+/// Makes a settled step visible to the templates of the steps after it: its outputs and
+/// `status` once it succeeded; its `status` (and `error`) once it failed with `on_failure:
+/// continue` or was skipped, so a fallback path can follow it.
 fn publish(sh: &Shared, i: usize) {
     let st = sh.emitter.state();
-    if let Some(o) = &st.steps[i].outputs {
-        sh.scope.steps.set(&sh.rb.steps[i].id, o);
+    let rec = &st.steps[i];
+    let id = &sh.rb.steps[i].id;
+    match (&rec.state, &rec.outputs) {
+        (StepState::Succeeded { .. }, Some(o)) => sh.scope.steps.set(id, o),
+        (StepState::Failed { continued: true }, _) => {
+            sh.scope
+                .steps
+                .set_settled(id, "failed", rec.last_error.as_deref())
+        }
+        (StepState::Skipped { .. }, _) => sh.scope.steps.set_settled(id, "skipped", None),
+        _ => {}
     }
 }
 

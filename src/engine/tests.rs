@@ -553,6 +553,43 @@ async fn on_failure_continue_and_skipped_needs() {
     );
 }
 
+/// A fallback path reads how an upstream step settled: `steps.<id>.status` (`failed` for a step
+/// with `on_failure: continue`, `skipped`, `succeeded`) and `steps.<id>.error`; after a resume
+/// too, where the statuses come back from the log.
+#[tokio::test(start_paused = true)]
+async fn a_fallback_path_reads_how_the_steps_before_it_settled() {
+    let h = harness(Script::default().with("primary", &[Act::Permanent("replica lag 9m")]));
+    let end = h
+        .start(
+            r#"steps:
+  - {id: primary, action: shell, with: {argv: [x]}, on_failure: continue}
+  - {id: normal, action: shell, needs: [primary], with: {argv: [x]}, when: "steps.primary.status == 'succeeded'"}
+  - {id: gate, action: approval, needs: [primary], with: {message: "fall back?"}}
+  - id: fallback
+    action: shell
+    needs: [gate]
+    when: "steps.primary.status == 'failed' and 'replica lag' in steps.primary.error"
+    with: {argv: [x]}
+  - id: report
+    action: shell
+    needs: [normal, fallback]
+    on_skipped_needs: run
+    when: "steps.normal.status == 'skipped' and steps.fallback.status == 'succeeded'"
+    with: {argv: [x]}
+"#,
+        )
+        .await;
+    assert_eq!(end.status, RunStatus::WaitingForApproval);
+    session::approve(&h.store, h.sink.clone(), &end.run_id, "gate")
+        .await
+        .unwrap();
+    let again = h.resume(&end.run_id).await.unwrap().unwrap();
+    assert_eq!(again.status, RunStatus::Succeeded, "{:?}", h.sink.trace());
+    assert_eq!(h.script.attempts_of("normal"), 0);
+    assert_eq!(h.script.attempts_of("fallback"), 1);
+    assert_eq!(h.script.attempts_of("report"), 1);
+}
+
 /// A gate nobody answers stops the run (locks paused); `approve` records who approved through
 /// the emitter, and `resume` goes on from the gate.
 #[tokio::test(start_paused = true)]

@@ -557,9 +557,14 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
                     Diagnostic::new(
                         Code::NotUpstream,
                         at(1),
-                        format!(
-                            "{place} reads the outputs of step `{id}`, which does not run before it"
-                        ),
+                        match segs.get(2) {
+                            Some(&"status") | Some(&"error") => format!(
+                                "{place} reads how step `{id}` settled, and it does not run before it"
+                            ),
+                            _ => format!(
+                                "{place} reads the outputs of step `{id}`, which does not run before it"
+                            ),
+                        },
                     )
                     .label("not in this step's `needs`, directly or through other steps")
                     .help(format!("add `{id}` to this step's `needs`")),
@@ -567,12 +572,17 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
             }
             match segs.get(2) {
                 Some(&"outputs") => {}
+                // How it settled (`succeeded`, `failed` with `on_failure: continue`, `skipped`)
+                // and the error it failed with: a fallback path reads them.
+                Some(&"status") | Some(&"error") => return None,
                 _ => {
                     return Some(
                         Diagnostic::new(
                             Code::UnknownName,
                             at(2),
-                            format!("use `steps.{id}.outputs.<name>`"),
+                            format!(
+                                "use `steps.{id}.outputs.<name>`, `steps.{id}.status` or `steps.{id}.error`"
+                            ),
                         )
                         .help(format!("outputs of `{id}`: {}", names(outputs))),
                     );
