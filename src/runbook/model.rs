@@ -136,10 +136,13 @@ pub const NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 pub struct Param {
     #[serde(rename = "type")]
     pub ty: ParamType,
+    /// The type of each item of an `array` param (`string`, `integer`, `number`, `boolean`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ParamType>,
     /// Value used when the param is not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<serde_json::Value>,
-    /// The only values allowed.
+    /// The only values allowed (for an `array`, the only items).
     #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
     pub one_of: Option<Vec<serde_json::Value>>,
     /// Whether the param must be given. Defaults to true when there is no default.
@@ -156,6 +159,8 @@ pub enum ParamType {
     Integer,
     Number,
     Boolean,
+    /// A list of `items`: `-p dbs=orders,users` or `-p 'dbs=["orders", "users"]'`.
+    Array,
 }
 
 impl ParamType {
@@ -165,6 +170,7 @@ impl ParamType {
             ParamType::Integer => "integer",
             ParamType::Number => "number",
             ParamType::Boolean => "boolean",
+            ParamType::Array => "array",
         }
     }
 }

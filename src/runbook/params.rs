@@ -12,12 +12,70 @@ pub fn fits(ty: ParamType, v: &Value) -> bool {
         ParamType::Integer => v.is_i64() || v.is_u64(),
         ParamType::Number => v.is_number(),
         ParamType::Boolean => v.is_boolean(),
+        ParamType::Array => v.is_array(),
     }
 }
 
-/// Reads a command-line value as the param's type.
+/// Whether a value fits a param: its type, and for an `array` each item's.
+pub fn fits_param(p: &Param, v: &Value) -> bool {
+    match (p.ty, v) {
+        (ParamType::Array, Value::Array(items)) => {
+            let item = p.items.unwrap_or(ParamType::String);
+            items.iter().all(|i| fits(item, i))
+        }
+        (ty, v) => fits(ty, v),
+    }
+}
+
+/// The values `enum` is about: the value itself, or an array's items.
+fn checked_values(p: &Param, v: &Value) -> Vec<Value> {
+    match (p.ty, v) {
+        (ParamType::Array, Value::Array(items)) => items.clone(),
+        _ => vec![v.clone()],
+    }
+}
+
+/// `array of string`, `integer`: for messages.
+pub fn type_words(p: &Param) -> String {
+    match (p.ty, p.items) {
+        (ParamType::Array, Some(item)) => format!("array of {}", item.as_str()),
+        (ParamType::Array, None) => "array of string".into(),
+        (ty, _) => ty.as_str().into(),
+    }
+}
+
+/// Reads a command-line value as the param's type; an `array` as JSON (`["a", "b"]`) or as
+/// comma-separated items (`a,b`, each trimmed; nothing at all is the empty list).
+pub fn parse_param(p: &Param, text: &str) -> Result<Value, String> {
+    if p.ty != ParamType::Array {
+        return parse_value(p.ty, text);
+    }
+    let item = p.items.unwrap_or(ParamType::String);
+    if text.trim_start().starts_with('[') {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| format!("`{text}` is not a JSON array: {e}"))?;
+        let Value::Array(items) = &v else {
+            return Err(format!("`{text}` is not a JSON array"));
+        };
+        if let Some(bad) = items.iter().find(|i| !fits(item, i)) {
+            return Err(format!("the item {bad} is not {}", item.as_str()));
+        }
+        return Ok(v);
+    }
+    if text.trim().is_empty() {
+        return Ok(Value::Array(Vec::new()));
+    }
+    text.split(',')
+        .map(|piece| parse_value(item, piece.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+/// Reads a command-line value as a scalar type.
 pub fn parse_value(ty: ParamType, text: &str) -> Result<Value, String> {
     match ty {
+        // Declarations with array items are refused; a command line has no syntax for them.
+        ParamType::Array => Err(format!("`{text}`: an array's items cannot be arrays")),
         ParamType::String => Ok(Value::String(text.to_string())),
         ParamType::Integer => text
             .trim()
@@ -44,20 +102,47 @@ pub fn parse_value(ty: ParamType, text: &str) -> Result<Value, String> {
 pub fn check_declaration(name: &str, p: &Param, out: &mut Vec<Diagnostic>) {
     let at = ptr("/params", name);
     let ty = match p.ty {
-        ParamType::Integer => "an integer",
-        ParamType::String => "a string",
-        ParamType::Number => "a number",
-        ParamType::Boolean => "a boolean",
+        ParamType::Integer => "an integer".to_string(),
+        ParamType::String => "a string".into(),
+        ParamType::Number => "a number".into(),
+        ParamType::Boolean => "a boolean".into(),
+        ParamType::Array => format!("an {}", type_words(p)),
+    };
+    match (p.ty, p.items) {
+        (ParamType::Array, Some(ParamType::Array)) => out.push(Diagnostic::new(
+            Code::ParamDefinition,
+            At::node(ptr(&at, "items")),
+            format!("the items of `{name}` cannot be arrays: a command line could not give them"),
+        )),
+        (ParamType::Array, None) => out.push(
+            Diagnostic::new(
+                Code::ParamDefinition,
+                At::key(at.clone()),
+                format!("`{name}` is an array: say what its items are"),
+            )
+            .help("add `items: string` (or integer, number, boolean)"),
+        ),
+        (ParamType::Array, Some(_)) | (_, None) => {}
+        (_, Some(_)) => out.push(Diagnostic::new(
+            Code::ParamDefinition,
+            At::key(ptr(&at, "items")),
+            format!("`items` is for `type: array`; `{name}` is {ty}"),
+        )),
+    }
+    // What `enum` holds: values, or an array's items.
+    let allowed_type = match p.ty {
+        ParamType::Array => p.items.unwrap_or(ParamType::String),
+        ty => ty,
     };
     if let Some(d) = &p.default {
-        if !fits(p.ty, d) {
+        if !fits_param(p, d) {
             out.push(Diagnostic::new(
                 Code::ParamDefinition,
                 At::node(ptr(&at, "default")),
                 format!("the default of `{name}` is not {ty}"),
             ));
         } else if let Some(allowed) = &p.one_of
-            && !allowed.contains(d)
+            && !checked_values(p, d).iter().all(|v| allowed.contains(v))
         {
             out.push(Diagnostic::new(
                 Code::ParamDefinition,
@@ -75,7 +160,7 @@ pub fn check_declaration(name: &str, p: &Param, out: &mut Vec<Diagnostic>) {
             ));
         }
         for (i, v) in allowed.iter().enumerate() {
-            if !fits(p.ty, v) {
+            if !fits(allowed_type, v) {
                 out.push(Diagnostic::new(
                     Code::ParamDefinition,
                     At::node(ptr(&ptr(&at, "enum"), i)),
@@ -138,23 +223,27 @@ pub fn resolve(
             continue;
         };
         let at = At::key(ptr("/params", name));
-        match parse_value(p.ty, text) {
+        match parse_param(p, text) {
             Ok(v) => match &p.one_of {
-                Some(allowed) if !allowed.contains(&v) => {
-                    let list: Vec<String> = allowed
-                        .iter()
-                        .map(|a| a.as_str().map_or_else(|| a.to_string(), String::from))
-                        .collect();
+                Some(allowed) if !checked_values(p, &v).iter().all(|x| allowed.contains(x)) => {
+                    let words = |a: &Value| a.as_str().map_or_else(|| a.to_string(), String::from);
+                    let list: Vec<String> = allowed.iter().map(words).collect();
+                    // An array's first item that is not allowed, or the value itself.
+                    let bad = checked_values(p, &v)
+                        .into_iter()
+                        .find(|x| !allowed.contains(x))
+                        .map(|x| words(&x))
+                        .unwrap_or_else(|| text.clone());
                     out.push(
                         Diagnostic::new(
                             Code::BadParamValue,
                             at,
                             format!(
-                                "-p {name}={text}: `{text}` is not one of {}",
+                                "-p {name}={text}: `{bad}` is not one of {}",
                                 list.join(", ")
                             ),
                         )
-                        .help_opt(did_you_mean(text, list.iter().map(String::as_str))),
+                        .help_opt(did_you_mean(&bad, list.iter().map(String::as_str))),
                     );
                 }
                 _ => {
@@ -163,7 +252,7 @@ pub fn resolve(
             },
             Err(why) => out.push(
                 Diagnostic::new(Code::BadParamValue, at, format!("-p {name}={text}: {why}"))
-                    .label(format!("declared as {}", p.ty.as_str())),
+                    .label(format!("declared as {}", type_words(p))),
             ),
         }
     }
@@ -183,7 +272,7 @@ pub fn resolve(
                             At::key(ptr("/params", name)),
                             format!("param `{name}` is required"),
                         )
-                        .help(format!("give it with `-p {name}=<{}>`", p.ty.as_str())),
+                        .help(format!("give it with `-p {name}=<{}>`", type_words(p))),
                     );
                 }
             }
@@ -223,5 +312,47 @@ mod tests {
         );
         assert_eq!(split_assignment("a=b=c"), Ok(("a".into(), "b=c".into())));
         assert!(split_assignment("=b").is_err());
+    }
+
+    fn array(items: ParamType) -> Param {
+        Param {
+            ty: ParamType::Array,
+            items: Some(items),
+            default: None,
+            one_of: None,
+            required: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn an_array_is_given_as_json_or_comma_separated() {
+        let dbs = array(ParamType::String);
+        assert_eq!(
+            parse_param(&dbs, "orders, users").unwrap(),
+            serde_json::json!(["orders", "users"])
+        );
+        assert_eq!(
+            parse_param(&dbs, r#"["a,b", "c"]"#).unwrap(),
+            serde_json::json!(["a,b", "c"])
+        );
+        assert_eq!(parse_param(&dbs, "").unwrap(), serde_json::json!([]));
+        let ports = array(ParamType::Integer);
+        assert_eq!(
+            parse_param(&ports, "5432,5433").unwrap(),
+            serde_json::json!([5432, 5433])
+        );
+        assert_eq!(
+            parse_param(&ports, "5432,x").unwrap_err(),
+            "`x` is not an integer"
+        );
+        assert!(
+            parse_param(&ports, r#"["5432"]"#)
+                .unwrap_err()
+                .contains("is not integer")
+        );
+        assert!(fits_param(&ports, &serde_json::json!([1, 2])));
+        assert!(!fits_param(&ports, &serde_json::json!([1, "2"])));
+        assert_eq!(type_words(&ports), "array of integer");
     }
 }

@@ -139,6 +139,43 @@ fn plan_shows_the_runbooks_timeout() {
     assert_eq!(plan["timeout"], "45m");
 }
 
+/// A list param is given comma-separated or as JSON, checked item by item, and seen by
+/// templates as a list.
+#[test]
+fn list_params_from_the_command_line() {
+    let sb = common::sandbox::Sandbox::new();
+    sb.write(
+        "l.yaml",
+        &common::sandbox::runbook(
+            "lists",
+            "params:\n  dbs: {type: array, items: string, enum: [orders, users, \"a,b\"]}\n  ports: {type: array, items: integer, default: []}\nsteps:\n  - {id: a, action: shell, with: {argv: [echo, \"{{ params.dbs | join('|') }} {{ params.ports | sum }}\"]}}\n",
+        ),
+    );
+    let r = sb.lifeboat(&[
+        "run",
+        "l.yaml",
+        "-p",
+        "dbs=orders, users",
+        "-p",
+        "ports=1,2",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sb.outputs(&r.run_id(), "a")["stdout"], "orders|users 3\n");
+    let r = sb.lifeboat(&["run", "l.yaml", "-p", r#"dbs=["a,b"]"#]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sb.outputs(&r.run_id(), "a")["stdout"], "a,b 0\n");
+    let bad = sb.lifeboat(&["run", "l.yaml", "-p", "dbs=orders,userz", "-p", "ports=1,x"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .contains("`userz` is not one of orders, users, a,b")
+            && bad.stderr.contains("did you mean `users`?")
+            && bad.stderr.contains("-p ports=1,x: `x` is not an integer"),
+        "{}",
+        bad.stderr
+    );
+}
+
 #[test]
 fn schema_actions_explain() {
     let (code, stdout, _) = lifeboat(&["schema"]);
