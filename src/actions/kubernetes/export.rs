@@ -291,6 +291,8 @@ async fn export(w: &KubernetesExport, cx: &Exec<'_>) -> Result<Value, ActionErro
     };
     let (found, sealed) = match (found, uploaded) {
         (Ok(f), Ok(s)) => (f, s),
+        // The listing stopped because the upload did: the upload's error is the cause.
+        (Err(e), Err(u)) if e.message == "the upload stopped" => return Err(nothing(u)),
         (Err(e), uploaded) => {
             if uploaded.is_ok() {
                 // The stream ended early but whole-looking to S3: it must not pass for a backup.

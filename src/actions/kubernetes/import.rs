@@ -524,12 +524,28 @@ fn params(w: &KubernetesImport) -> PatchParams {
 }
 
 /// What an error on one object says, a Secret's values masked.
-fn failure(k: &Kube, obj: &Value, doing: &str, e: &kube::Error) -> String {
-    let mut m = super::classify(e, &format!("{doing} {}", objects::label(obj)), &k.server).message;
-    if m.contains("conflict") && matches!(e, kube::Error::Api(s) if s.code == 409) {
-        m.push_str(" (another field manager owns these fields; `force: true` takes them over)");
+fn failure(k: &Kube, obj: &Value, doing: &str, e: &kube::Error) -> ActionError {
+    let mut c = super::classify(e, &format!("{doing} {}", objects::label(obj)), &k.server);
+    if c.message.contains("conflict") && matches!(e, kube::Error::Api(s) if s.code == 409) {
+        c.message
+            .push_str(" (another field manager owns these fields; `force: true` takes them over)");
     }
-    objects::scrub(&m, obj)
+    c.message = objects::scrub(&c.message, obj);
+    c
+}
+
+/// Many objects' failures as one error: the first ten, and how many. Transient only when every
+/// one is (an API server that was briefly away), so the step's `retry` decides; one object the
+/// server refuses for good makes it permanent.
+fn failures(mut each: Vec<ActionError>, head: impl Fn(usize) -> String, tail: &str) -> ActionError {
+    let transient = each.iter().all(|e| e.transient);
+    each.sort_by(|a, b| a.message.cmp(&b.message));
+    let shown: Vec<&str> = each.iter().take(10).map(|e| e.message.as_str()).collect();
+    ActionError {
+        message: format!("{}: {}{tail}", head(each.len()), shown.join("; ")),
+        transient,
+        exit_code: None,
+    }
 }
 
 async fn prepare(w: &KubernetesImport, cx: &Exec<'_>) -> Result<Prepared, ActionError> {
@@ -720,14 +736,14 @@ async fn dry_run(
                     (change, fields)
                 }
             };
-            Ok::<_, String>(Verdict {
+            Ok::<_, ActionError>(Verdict {
                 index: i,
                 change: verdict.0,
                 fields: verdict.1,
             })
         });
     }
-    let results: Vec<Result<Verdict, String>> = futures_util::stream::iter(calls)
+    let results: Vec<Result<Verdict, ActionError>> = futures_util::stream::iter(calls)
         .buffer_unordered(n)
         .collect()
         .await;
@@ -742,13 +758,11 @@ async fn dry_run(
         }
     }
     if !refused.is_empty() {
-        refused.sort();
-        let n = refused.len();
-        refused.truncate(10);
-        return Err(ActionError::permanent(format!(
-            "the API server's dry run refused {n} object(s): {}; nothing was changed",
-            refused.join("; ")
-        )));
+        return Err(failures(
+            refused,
+            |n| format!("the API server's dry run refused {n} object(s)"),
+            "; nothing was changed",
+        ));
     }
     Ok(())
 }
@@ -778,7 +792,7 @@ async fn apply(
         r.api(k, None)
             .patch(name, &pp, &Patch::Apply(&p.obj))
             .await
-            .map_err(|e| ActionError::permanent(failure(k, &p.obj, "applying", &e)))?;
+            .map_err(|e| failure(k, &p.obj, "applying", &e))?;
         if p.is_crd() && p.change == Change::Create {
             crds_created.push(name.to_string());
         }
@@ -817,11 +831,12 @@ async fn apply(
     if plan.objects.iter().any(|p| !p.checked) {
         dry_run(w, k, &mut plan.objects, |p| !p.checked)
             .await
-            .map_err(|e| {
-                ActionError::permanent(e.message.replace(
+            .map_err(|e| ActionError {
+                message: e.message.replace(
                     "nothing was changed",
                     "only the backup's CRDs and Namespaces were applied",
-                ))
+                ),
+                ..e
             })?;
     }
     let todo: Vec<&Planned> = plan
@@ -858,13 +873,11 @@ async fn apply(
     }
     drop(results);
     if !failed.is_empty() {
-        failed.sort();
-        let n = failed.len();
-        failed.truncate(10);
-        return Err(ActionError::permanent(format!(
-            "{n} of {total} object(s) were not applied: {}; the others were. Applying is idempotent: a retry or `resume` finishes the import",
-            failed.join("; ")
-        )));
+        return Err(failures(
+            failed,
+            |n| format!("{n} of {total} object(s) were not applied"),
+            "; the others were. Applying is idempotent: a retry or `resume` finishes the import",
+        ));
     }
     let counts = check_present(k, &plan.objects).await?;
     Ok(plan.outputs(Some((counts, crds_created))))
@@ -990,6 +1003,29 @@ mod tests {
         );
         let w = import(json!({"include_kinds": ["Widget.example.com"]}));
         assert_eq!(select(&w, backup()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn many_failures_are_retried_only_when_every_one_may_pass_next_time() {
+        let away = || ActionError::transient("applying ConfigMap a/x: cannot reach the API server");
+        let e = failures(vec![away(), away()], |n| format!("{n} failed"), "; done");
+        assert!(e.transient);
+        assert!(
+            e.message.starts_with("2 failed: applying ConfigMap"),
+            "{}",
+            e.message
+        );
+        let invalid =
+            ActionError::permanent("applying Secret a/s: the API server refused (422 Invalid)");
+        let e = failures(
+            (0..12).map(|_| away()).chain([invalid]).collect(),
+            |n| format!("{n} failed"),
+            "",
+        );
+        assert!(!e.transient);
+        assert!(e.message.starts_with("13 failed: "), "{}", e.message);
+        // Ten are named, so the message stays readable.
+        assert_eq!(e.message.matches("applying").count(), 10);
     }
 
     #[test]
