@@ -40,6 +40,10 @@ impl StepOutputs {
             .expect("outputs lock")
             .insert(step.to_string(), entry);
     }
+    /// What `steps.<step>` is, once the step settled.
+    pub fn get(&self, step: &str) -> Option<J> {
+        self.map.read().expect("outputs lock").get(step).cloned()
+    }
     pub fn remove(&self, step: &str) {
         self.map.write().expect("outputs lock").remove(step);
     }
@@ -211,6 +215,22 @@ impl RunScope {
         outputs: Option<&serde_json::Value>,
         touched: Option<&Arc<AtomicBool>>,
     ) -> J {
+        self.context_with(attempt_key, outputs, touched, None)
+    }
+
+    /// The context of a drill's steady-state check's `assert`: `before` too, what the same
+    /// check returned before the fault.
+    pub fn assert_context(&self, outputs: &serde_json::Value, before: Option<J>) -> J {
+        self.context_with(None, Some(outputs), None, before)
+    }
+
+    fn context_with(
+        &self,
+        attempt_key: Option<&str>,
+        outputs: Option<&serde_json::Value>,
+        touched: Option<&Arc<AtomicBool>>,
+        before: Option<J>,
+    ) -> J {
         let mut run = self.run.clone();
         if let Some(k) = attempt_key {
             run.insert("attempt_key".into(), k.into());
@@ -244,6 +264,9 @@ impl RunScope {
         ];
         if let Some(o) = outputs {
             ctx.push(("outputs", J::from(minijinja::value::Serde(o))));
+        }
+        if let Some(b) = before {
+            ctx.push(("before", b));
         }
         ctx.into_iter()
             .collect::<std::collections::BTreeMap<_, _>>()

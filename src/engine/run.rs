@@ -716,6 +716,30 @@ fn publish(sh: &Shared, i: usize) {
     }
 }
 
+/// A step's `assert`, over its outputs. A drill's steady-state check also sees `before`: in its
+/// second pass (`after.<id>`) what it returned in the first (`before.<id>`); in the first, its
+/// own outputs, so a comparison with `before` holds there and measures in the second.
+fn eval_assert(sh: &Shared, id: &str, expr: &str, outputs: &Value) -> Result<bool, String> {
+    // Step ids have no `.`: only the two passes of a drill's checks are named so.
+    let before = if id.starts_with("before.") {
+        Some(minijinja::Value::from(minijinja::value::Serde(
+            serde_json::json!({ "outputs": outputs }),
+        )))
+    } else {
+        id.strip_prefix("after.")
+            .and_then(|check| sh.scope.steps.get(&format!("before.{check}")))
+    };
+    let ctx = sh.scope.assert_context(outputs, before);
+    sh.env
+        .compile_expression(expr)
+        .and_then(|e| e.eval(&ctx))
+        .map(|v| v.is_true())
+        .map_err(|e| {
+            e.detail()
+                .map_or_else(|| e.kind().to_string(), String::from)
+        })
+}
+
 /// A connection's fields, rendered now (they may read `env`, which a resumed run sees anew).
 fn eval(sh: &Shared, expr: &str, outputs: Option<&Value>) -> Result<bool, String> {
     let ctx = sh.scope.context(None, outputs, None);
@@ -934,7 +958,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 }
             };
             if let Some(expr) = a.assert {
-                match eval(expr, &outputs) {
+                match eval_assert(sh, a.id, expr, &outputs) {
                     Ok(true) => {}
                     Ok(false) => {
                         let shown: String = outputs.to_string().chars().take(300).collect();

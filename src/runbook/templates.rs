@@ -168,6 +168,9 @@ pub struct Scope<'a> {
     pub upstream: Option<Upstream<'a>>,
     /// The current step's own outputs, where `outputs` may be used (`assert`, `compensate`).
     pub outputs: Option<(&'a str, &'static [Output])>,
+    /// A steady-state check's `assert`: `before.outputs` is what the same check returned before
+    /// the fault.
+    pub before: bool,
     pub run: bool,
 }
 
@@ -601,6 +604,31 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
                 .help(format!("its outputs are: {}", names(outputs))),
             )
         }
+        "before" if scope.before => {
+            let (action, outputs) = scope.outputs?;
+            if segs.get(1) != Some(&"outputs") {
+                return Some(
+                    Diagnostic::new(
+                        Code::UnknownName,
+                        at(1),
+                        "use `before.outputs.<name>`: what this check returned before the fault",
+                    )
+                    .help(format!("its outputs are: {}", names(outputs))),
+                );
+            }
+            let o = *segs.get(2)?;
+            if outputs.iter().any(|x| x.name == o) {
+                return None;
+            }
+            Some(
+                Diagnostic::new(
+                    Code::UnknownOutput,
+                    at(2),
+                    format!("`{action}` has no output `{o}`"),
+                )
+                .help(format!("its outputs are: {}", names(outputs))),
+            )
+        }
         "outputs" if scope.outputs.is_some() => {
             let (action, outputs) = scope.outputs?;
             let o = *segs.get(1)?;
@@ -630,6 +658,9 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
             }
             if scope.outputs.is_some() {
                 roots.push("outputs");
+            }
+            if scope.before {
+                roots.push("before");
             }
             let help = did_you_mean(root, roots.iter().copied())
                 .unwrap_or_else(|| format!("{place} can use: {}", roots.join(", ")));

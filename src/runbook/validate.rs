@@ -352,6 +352,7 @@ impl Checker {
                 steps: None,
                 upstream: None,
                 outputs: None,
+                before: false,
                 run: false,
             };
             templates::check_value(&self.env, &fields, &at, &scope, &mut self.out);
@@ -544,6 +545,7 @@ impl Checker {
                 steps: steps_here,
                 upstream: upstream_here,
                 outputs: None,
+                before: false,
                 run: true,
             };
             templates::check_value(&self.env, &s.with, &ptr(&at, "with"), &scope, &mut self.out);
@@ -555,6 +557,7 @@ impl Checker {
             if let Some(a) = &s.assert {
                 scope.place = "`assert`";
                 scope.outputs = own_outputs;
+                scope.before = phase == Phase::SteadyState;
                 templates::check_expression(
                     &self.env,
                     a,
@@ -589,6 +592,7 @@ impl Checker {
                     steps: steps_here,
                     upstream: upstream_here.map(|u| templates::Upstream { itself: true, ..u }),
                     outputs: own_outputs,
+                    before: false,
                     run: true,
                 };
                 templates::check_value(&self.env, &c.with, &ptr(&cat, "with"), &cscope, &mut self.out);

@@ -590,3 +590,60 @@ drill:
         }
     }
 }
+
+/// A steady-state check compares after with before: `before.outputs` in its `assert` is what the
+/// same check returned before the fault (in that first pass, its own outputs). A recovery that
+/// brought back less than the fault took is caught; one that brought back enough passes.
+#[test]
+fn a_steady_state_check_compares_after_with_before() {
+    let drill = |restored: u32| {
+        format!(
+            r#"
+steps:
+  - {{id: restore, action: shell, with: {{script: "echo {restored} > rows"}}}}
+drill:
+  targets: []
+  scenarios:
+    lose-rows:
+      steady_state:
+        - id: rows
+          action: shell
+          with: {{script: "cat rows", changes: false}}
+          # After recovery at least what there was before, less the 2 rows the fault deleted.
+          assert: "outputs.stdout | trim | int >= (before.outputs.stdout | trim | int) - 2"
+      inject:
+        - {{id: delete_rows, action: shell, with: {{script: "echo 90 > rows"}}}}
+"#
+        )
+    };
+    for (restored, passes) in [(98, true), (95, false)] {
+        let sb = Sandbox::new();
+        sb.write("rows", "100\n");
+        sb.write("d.yaml", &runbook("rows", &drill(restored)));
+        let r = sb.lifeboat(&["drill", "d.yaml", "--scenario", "lose-rows", "--yes"]);
+        let run = r.run_id();
+        let after = sb
+            .events(&run)
+            .into_iter()
+            .filter(|e| e["step"] == "after.rows")
+            .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>();
+        if passes {
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            assert!(after.contains(&"step_succeeded".to_string()), "{after:?}");
+        } else {
+            assert_ne!(r.code, 0, "{}", r.stderr);
+            let failed = sb
+                .events(&run)
+                .into_iter()
+                .find(|e| e["step"] == "after.rows" && e["event"] == "step_failed")
+                .expect("the check after recovery failed");
+            assert!(
+                failed["error"].as_str().unwrap().contains(
+                    "assert `outputs.stdout | trim | int >= (before.outputs.stdout | trim | int) - 2` is false"
+                ),
+                "{failed}"
+            );
+        }
+    }
+}
