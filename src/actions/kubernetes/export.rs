@@ -15,7 +15,7 @@ use crate::actions::support::kube_objects::{self as objects, CLUSTER, Counts};
 use crate::actions::support::pipeline;
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output, When,
-    WithProblem, out,
+    WithProblem, out, support::the_connection,
 };
 use crate::runbook::ConnectionKind;
 
@@ -98,11 +98,7 @@ impl ActionSpec for KubernetesExport {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        let mut c = vec![ConnectionUse {
-            field: "/connection",
-            name: &self.connection,
-            kinds: &[ConnectionKind::Kubernetes],
-        }];
+        let mut c = the_connection(&self.connection, &[ConnectionKind::Kubernetes]);
         c.extend(self.to.connections("/to/connection"));
         c
     }

@@ -15,7 +15,7 @@ use crate::actions::support::kube_objects::{self as objects, Change, Counts};
 use crate::actions::support::pipeline::{Sink, open_from_s3};
 use crate::actions::{
     ActionError, ActionFuture, ActionSpec, ConnectionUse, DescribeContext, Exec, Output,
-    PreviewFuture, When, WithProblem, out,
+    PreviewFuture, When, WithProblem, out, support::the_connection,
 };
 use crate::runbook::{ConnectionKind, DurationText};
 
@@ -148,11 +148,7 @@ impl ActionSpec for KubernetesImport {
     }
 
     fn connections(&self) -> Vec<ConnectionUse<'_>> {
-        let mut c = vec![ConnectionUse {
-            field: "/connection",
-            name: &self.connection,
-            kinds: &[ConnectionKind::Kubernetes],
-        }];
+        let mut c = the_connection(&self.connection, &[ConnectionKind::Kubernetes]);
         c.extend(self.from.connections("/from/connection"));
         c
     }
@@ -563,23 +559,7 @@ async fn prepare(w: &KubernetesImport, cx: &Exec<'_>) -> Result<Prepared, Action
         if kinds.contains_key(&id) {
             continue;
         }
-        let (group, version) = id.0.split_once('/').unwrap_or(("", &id.0));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &id.1);
-        let found = match kube::discovery::pinned_kind(&k.client, &gvk).await {
-            Ok((ar, caps)) => Some(Resource {
-                ar,
-                namespaced: caps.scope == kube::discovery::Scope::Namespaced,
-            }),
-            Err(kube::Error::Api(s)) if s.code == 404 => None,
-            Err(kube::Error::Discovery(_)) => None,
-            Err(e) => {
-                return Err(super::classify(
-                    &e,
-                    &format!("looking up {} in {}", id.1, id.0),
-                    &k.server,
-                ));
-            }
-        };
+        let found = super::served(&k, &id.0, &id.1).await?;
         kinds.insert(id, found);
     }
     // Kinds not served: made by a CRD of the backup, or the import stops here.
@@ -805,21 +785,12 @@ async fn apply(
         wait_established(k, p, within).await?;
     }
     for (api_version, kind) in &plan.pending_kinds {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-        let (ar, caps) = kube::discovery::pinned_kind(&k.client, &gvk)
-            .await
-            .map_err(|e| {
-                super::classify(
-                    &e,
-                    &format!("looking up {kind} in {api_version} once its CRD was made"),
-                    &k.server,
-                )
-            })?;
-        let r = Resource {
-            ar,
-            namespaced: caps.scope == kube::discovery::Scope::Namespaced,
-        };
+        let r = super::served(k, api_version, kind).await?.ok_or_else(|| {
+            ActionError::permanent(format!(
+                "the API server at {} serves no kind {kind} in {api_version} even once its CRD is established; only the backup's CRDs and Namespaces were applied",
+                k.server
+            ))
+        })?;
         for p in plan.objects.iter_mut().filter(|p| {
             p.resource.is_none()
                 && p.obj["apiVersion"] == api_version.as_str()

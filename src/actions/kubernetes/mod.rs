@@ -345,34 +345,45 @@ pub async fn dynamic_api(
     kind: &str,
     namespace: Option<&str>,
 ) -> Result<(Api<kube::api::DynamicObject>, Option<String>), ActionError> {
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-    let (ar, caps) = kube::discovery::pinned_kind(&k.client, &gvk)
-        .await
-        .map_err(|e| match &e {
-            // An unknown group answers 404; a known group without the kind, a discovery error.
-            kube::Error::Api(s) if s.code == 404 => ActionError::permanent(format!(
-                "the API server at {} serves no kind {kind} in {api_version}",
-                k.server
-            )),
-            kube::Error::Discovery(_) => ActionError::permanent(format!(
-                "the API server at {} serves no kind {kind} in {api_version}",
-                k.server
-            )),
-            _ => classify(
-                &e,
-                &format!("looking up {kind} in {api_version}"),
-                &k.server,
-            ),
-        })?;
-    if caps.scope == kube::discovery::Scope::Namespaced {
+    let r = served(k, api_version, kind).await?.ok_or_else(|| {
+        ActionError::permanent(format!(
+            "the API server at {} serves no kind {kind} in {api_version}",
+            k.server
+        ))
+    })?;
+    if r.namespaced {
         let ns = namespace
             .filter(|n| !n.is_empty())
             .unwrap_or(&k.namespace)
             .to_string();
-        Ok((Api::namespaced_with(k.client.clone(), &ns, &ar), Some(ns)))
+        Ok((r.api(k, Some(&ns)), Some(ns)))
     } else {
-        Ok((Api::all_with(k.client.clone(), &ar), None))
+        Ok((r.api(k, None), None))
+    }
+}
+
+/// The kind of `api_version` the server serves, by asking about that group version (one
+/// request); `None` when it serves no such kind.
+pub async fn served(
+    k: &Kube,
+    api_version: &str,
+    kind: &str,
+) -> Result<Option<Resource>, ActionError> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    match kube::discovery::pinned_kind(&k.client, &gvk).await {
+        Ok((ar, caps)) => Ok(Some(Resource {
+            ar,
+            namespaced: caps.scope == kube::discovery::Scope::Namespaced,
+        })),
+        // An unknown group answers 404; a known group without the kind, a discovery error.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(e) => Err(classify(
+            &e,
+            &format!("looking up {kind} in {api_version}"),
+            &k.server,
+        )),
     }
 }
 
