@@ -729,23 +729,19 @@ fn eval_assert(sh: &Shared, id: &str, expr: &str, outputs: &Value) -> Result<boo
         id.strip_prefix("after.")
             .and_then(|check| sh.scope.steps.get(&format!("before.{check}")))
     };
-    let ctx = sh.scope.assert_context(outputs, before);
-    sh.env
-        .compile_expression(expr)
-        .and_then(|e| e.eval(&ctx))
-        .map(|v| v.is_true())
-        .map_err(|e| {
-            e.detail()
-                .map_or_else(|| e.kind().to_string(), String::from)
-        })
+    truth(sh, expr, &sh.scope.assert_context(outputs, before))
 }
 
-/// A connection's fields, rendered now (they may read `env`, which a resumed run sees anew).
+/// Whether an expression (`when`, an action's `until`) holds over the run's context and `outputs`.
 fn eval(sh: &Shared, expr: &str, outputs: Option<&Value>) -> Result<bool, String> {
-    let ctx = sh.scope.context(None, outputs, None);
+    truth(sh, expr, &sh.scope.context(None, outputs, None))
+}
+
+/// Whether an expression holds in `ctx`; its error in words when it cannot be evaluated.
+fn truth(sh: &Shared, expr: &str, ctx: &minijinja::Value) -> Result<bool, String> {
     sh.env
         .compile_expression(expr)
-        .and_then(|e| e.eval(&ctx))
+        .and_then(|e| e.eval(ctx))
         .map(|v| v.is_true())
         .map_err(|e| {
             e.detail()
