@@ -112,31 +112,15 @@ impl KubeServer {
     }
 
     pub fn read(&self, namespace: &str, kind: &str, name: &str) -> serde_json::Value {
-        self.with_client(async |c| {
-            let (group, version, k) = match kind {
-                "Deployment" => ("apps", "v1", "Deployment"),
-                "StatefulSet" => ("apps", "v1", "StatefulSet"),
-                "Job" => ("batch", "v1", "Job"),
-                "Namespace" => ("", "v1", "Namespace"),
-                other => panic!("read: unknown kind {other}"),
-            };
-            let (ar, caps) = kube::discovery::pinned_kind(
-                &c,
-                &kube::api::GroupVersionKind::gvk(group, version, k),
-            )
-            .await
-            .unwrap();
-            let api: Api<kube::api::DynamicObject> =
-                if caps.scope == kube::discovery::Scope::Namespaced {
-                    Api::namespaced_with(c, namespace, &ar)
-                } else {
-                    Api::all_with(c, &ar)
-                };
-            match api.get_opt(name).await.unwrap() {
-                Some(o) => serde_json::to_value(o).unwrap(),
-                None => serde_json::Value::Null,
-            }
-        })
+        let api_version = match kind {
+            "Deployment" | "StatefulSet" => "apps/v1",
+            "Job" => "batch/v1",
+            "Namespace" => "v1",
+            other => panic!("read: unknown kind {other}"),
+        };
+        // A cluster-scoped kind ignores the namespace.
+        let ns = (kind != "Namespace").then_some(namespace);
+        self.get(api_version, kind, ns, name)
     }
 
     /// The `widgets.example.com` CustomResourceDefinition (namespaced, `v1`, with a status
