@@ -148,6 +148,9 @@ pub fn describe(e: &Event) -> String {
                 failed.len()
             )
         }
+        Event::HandlersStarted { status, steps, .. } => {
+            format!("⚑ run {}; running {}", status.as_str(), steps.join(", "))
+        }
         Event::RunFinished {
             status, summary, ..
         } => format!("run {}: {summary}", status.as_str()),

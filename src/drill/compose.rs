@@ -36,8 +36,18 @@ pub fn compose(rb: &ValidRunbook, name: &str) -> Result<Composed, String> {
     let mut steps: Vec<ValidStep> = Vec::new();
     let (steady_before, before_sinks) = append(&mut steps, &sc.steady_state, "before.", &[]);
     let (inject, inject_sinks) = append(&mut steps, &sc.inject, "", &before_sinks);
-    let (recovery, recovery_sinks) = append(&mut steps, &rb.steps, "", &inject_sinks);
+    let main = rb.main_len();
+    let (recovery, recovery_sinks) = append(&mut steps, &rb.steps[..main], "", &inject_sinks);
     let (steady_after, _) = append(&mut steps, &sc.steady_state, "after.", &recovery_sinks);
+    // `on_failure` and `finally` stay what they are: lists the engine runs once the drill ended.
+    let offset = steps.len();
+    for s in &rb.steps[main..] {
+        let mut s = s.clone();
+        for n in &mut s.needs {
+            *n = *n - main + offset;
+        }
+        steps.push(s);
+    }
     // Breaking a service that was not healthy to begin with proves nothing and hurts: a failed
     // check before the fault always stops the drill, whatever its `on_failure` says.
     for s in &mut steps[..steady_before.len()] {

@@ -180,6 +180,9 @@ pub struct RunScope {
     known: Arc<Known>,
     pub steps: Arc<StepOutputs>,
     pub run: serde_json::Map<String, serde_json::Value>,
+    /// How the run ended (`status`, `failed_step`, `error`), once it did: for `on_failure` and
+    /// `finally` steps, which validation alone lets read it.
+    ending: Arc<RwLock<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl RunScope {
@@ -204,7 +207,20 @@ impl RunScope {
             }),
             steps: Arc::default(),
             run,
+            ending: Arc::default(),
         }
+    }
+
+    /// Records how the run ended, for the templates of the steps that run after.
+    pub fn set_ending(&self, status: &str, failed_step: Option<&str>, error: Option<&str>) {
+        *self.ending.write().expect("ending lock") = serde_json::json!({
+            "status": status,
+            "failed_step": failed_step,
+            "error": error,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     }
 
     /// A context; `attempt_key` fills `run.attempt_key`, `outputs` the bare `outputs` of
@@ -232,6 +248,7 @@ impl RunScope {
         before: Option<J>,
     ) -> J {
         let mut run = self.run.clone();
+        run.extend(self.ending.read().expect("ending lock").clone());
         if let Some(k) = attempt_key {
             run.insert("attempt_key".into(), k.into());
         }

@@ -165,6 +165,18 @@ pub enum Event {
         compensated: Vec<String>,
         failed: Vec<String>,
     },
+    /// The run ended (`status`, in `summary`'s words): its `on_failure` steps (when it failed)
+    /// and `finally` steps start, `steps` of them, afresh. `run_finished` follows them.
+    HandlersStarted {
+        status: RunStatus,
+        summary: String,
+        /// The step whose failure ended the run, and its error: `run.failed_step`, `run.error`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_step: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        steps: Vec<String>,
+    },
     RunFinished {
         status: RunStatus,
         /// In words, for people: why it failed, what it waits for.
@@ -257,6 +269,7 @@ pub const STRUCTURE: &[&str] = &[
     "status",
     "waiting",
     "via",
+    "failed_step",
 ];
 
 /// The fields that carry text or data a secret can reach (rendered inputs, outputs, error
@@ -298,6 +311,7 @@ impl Event {
             | Event::LockTakenOver { .. }
             | Event::RollbackStarted { .. }
             | Event::RollbackFinished { .. }
+            | Event::HandlersStarted { .. }
             | Event::RunFinished { .. } => None,
         }
     }
@@ -410,6 +424,10 @@ mod tests {
             ),
             ev(json!({"event": "rollback_finished", "compensated": ["s"], "failed": []})),
             ev(
+                json!({"event": "handlers_started", "status": "failed", "summary": "s",
+                "failed_step": "s", "error": "e", "steps": ["h"]}),
+            ),
+            ev(
                 json!({"event": "run_finished", "status": "failed", "summary": "s", "waiting": ["w"]}),
             ),
         ]
@@ -438,7 +456,8 @@ mod tests {
             Event::CompensationSucceeded { .. } => 17,
             Event::CompensationFailed { .. } => 18,
             Event::RollbackFinished { .. } => 19,
-            Event::RunFinished { .. } => 20,
+            Event::HandlersStarted { .. } => 20,
+            Event::RunFinished { .. } => 21,
         }
     }
 

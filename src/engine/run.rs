@@ -15,7 +15,7 @@ use super::signals::Signals;
 use super::state::{CompensationRecord, StepState};
 use super::{Emitter, EngineError, Masker, Options, Prompter, Question, Runner};
 use crate::actions::{Action, ActionError, Exec};
-use crate::runbook::{OnFailure, OnSkippedNeeds, RetryPolicy, ValidRunbook};
+use crate::runbook::{OnFailure, OnSkippedNeeds, RetryPolicy, StepPhase, ValidRunbook};
 
 /// One run, driven by this process.
 pub(super) struct Engine {
@@ -130,7 +130,7 @@ pub(super) struct Setup {
 
 impl Engine {
     pub(super) fn new(s: Setup) -> Engine {
-        let n = s.rb.steps.len();
+        let n = s.rb.main_len();
         Engine {
             shared: Arc::new(Shared {
                 rb: s.rb,
@@ -155,16 +155,27 @@ impl Engine {
     pub(super) async fn drive(&self, signals: &mut dyn Signals) -> Result<RunStatus, EngineError> {
         let sh = &self.shared;
         // Outputs of steps that finished before this process (resume) are visible to templates.
-        for i in 0..sh.rb.steps.len() {
+        for i in 0..sh.rb.main_len() {
             publish(sh, i);
+        }
+        if sh
+            .emitter
+            .state()
+            .handlers
+            .as_ref()
+            .is_some_and(|h| !h.done)
+        {
+            // The run had ended, and its `on_failure`/`finally` steps were cut short.
+            return self.handle(signals).await;
         }
         *sh.stale.lock().expect("stale lock") = upstream_undone(&sh.rb, &sh.emitter.state());
         if sh.emitter.state().rollback == Some(false) {
             // A rollback was cut short: finish it, and the run stays failed.
-            let summary = self
-                .rollback("continuing the rollback cut short by a crash")
-                .await?;
-            return self.finish(RunStatus::Failed, summary, vec![]).await;
+            let why = "continuing the rollback cut short by a crash";
+            let rolled = self.rollback(why).await?;
+            return self
+                .end(RunStatus::Failed, format!("{why}{rolled}"), why, signals)
+                .await;
         }
 
         let mut tasks: JoinSet<Done> = JoinSet::new();
@@ -250,7 +261,7 @@ impl Engine {
             Some(Stop::Failure) | Some(Stop::Timeout) => {
                 let why = failure.unwrap_or_else(|| "a step failed".into());
                 let rolled = self.rollback(&why).await?;
-                self.finish(RunStatus::Failed, format!("{why}{rolled}"), vec![])
+                self.end(RunStatus::Failed, format!("{why}{rolled}"), &why, signals)
                     .await
             }
             None => {
@@ -270,12 +281,14 @@ impl Engine {
                         })
                         .map(|(_, (id, _))| id.clone())
                         .collect();
+                    let main = sh.rb.main_len();
                     let failed = st
                         .steps
                         .values()
+                        .take(main)
                         .filter(|r| matches!(r.state, StepState::Failed { continued: true }))
                         .count();
-                    (waiting, failed, st.steps.len())
+                    (waiting, failed, main)
                 };
                 if !waiting.is_empty() {
                     let how: Vec<String> = waiting
@@ -302,7 +315,186 @@ impl Engine {
                     } else {
                         format!("{total} steps done")
                     };
-                    self.finish(RunStatus::Succeeded, summary, vec![]).await
+                    self.end(RunStatus::Succeeded, summary, "", signals).await
+                }
+            }
+        }
+    }
+
+    /// The run ended as `status`: records that, runs its `on_failure` steps (when it failed)
+    /// and `finally` steps, and finishes it. `why` is the failure in words, for `run.error` when
+    /// no step's failure ended the run (a timeout, say).
+    async fn end(
+        &self,
+        status: RunStatus,
+        summary: String,
+        why: &str,
+        signals: &mut dyn Signals,
+    ) -> Result<RunStatus, EngineError> {
+        let sh = &self.shared;
+        let steps: Vec<String> = sh.rb.steps[sh.rb.main_len()..]
+            .iter()
+            .filter(|s| status == RunStatus::Failed || s.phase == StepPhase::Finally)
+            .map(|s| s.id.clone())
+            .collect();
+        if steps.is_empty() {
+            return self.finish(status, summary, vec![]).await;
+        }
+        let (failed_step, error) = if status == RunStatus::Failed {
+            let st = sh.emitter.state();
+            match first_failure(&sh.rb, &st) {
+                Some((id, e)) => (Some(id), Some(e)),
+                None => (None, Some(why.to_string())),
+            }
+        } else {
+            (None, None)
+        };
+        sh.emitter
+            .emit_durable(Event::HandlersStarted {
+                status,
+                summary,
+                failed_step,
+                error,
+                steps,
+            })
+            .await?;
+        self.handle(signals).await
+    }
+
+    /// Runs the `on_failure` and `finally` steps `handlers_started` named, those of
+    /// `on_failure` first, and finishes the run. A failure among them is reported beside the
+    /// run's own, never instead of it, and does not stop the others (only what needs it).
+    async fn handle(&self, signals: &mut dyn Signals) -> Result<RunStatus, EngineError> {
+        let sh = &self.shared;
+        let Some(h) = sh.emitter.state().handlers.clone() else {
+            return Err(EngineError::Log("no `handlers_started` to continue".into()));
+        };
+        sh.scope.set_ending(
+            h.status.as_str(),
+            h.failed_step.as_deref(),
+            h.error.as_deref(),
+        );
+        let main = sh.rb.main_len();
+        for i in 0..main {
+            publish_ending(sh, i);
+        }
+        let indices: Vec<usize> = h
+            .steps
+            .iter()
+            .filter_map(|id| sh.rb.step_index(id))
+            .collect();
+        for &i in &indices {
+            sh.scope.steps.remove(&sh.rb.steps[i].id);
+            publish(sh, i);
+        }
+        for phase in [StepPhase::OnFailure, StepPhase::Finally] {
+            let list: Vec<usize> = indices
+                .iter()
+                .copied()
+                .filter(|&i| sh.rb.steps[i].phase == phase)
+                .collect();
+            if self.run_list(list, signals).await? {
+                let summary = format!(
+                    "{}; interrupted while running its `on_failure`/`finally` steps; `lifeboat resume {}` finishes them",
+                    h.summary, sh.run_id
+                );
+                return self.finish(RunStatus::Interrupted, summary, vec![]).await;
+            }
+        }
+        let (waiting, failed) = {
+            let st = sh.emitter.state();
+            let unanswered = sh.unanswered.lock().expect("unanswered lock");
+            let waiting: Vec<String> = indices
+                .iter()
+                .filter(|i| unanswered.contains(i))
+                .map(|&i| sh.rb.steps[i].id.clone())
+                .collect();
+            let failed: Vec<String> = indices
+                .iter()
+                .filter_map(|&i| {
+                    let rec = &st.steps[i];
+                    matches!(rec.state, StepState::Failed { .. }).then(|| {
+                        format!(
+                            "`{}` failed: {}",
+                            sh.rb.steps[i].id,
+                            rec.last_error.as_deref().unwrap_or_default()
+                        )
+                    })
+                })
+                .collect();
+            (waiting, failed)
+        };
+        if !waiting.is_empty() {
+            let summary = format!(
+                "{}; its `on_failure`/`finally` step {} was cut short earlier and waits for `lifeboat approve {} {}` before it runs again",
+                h.summary,
+                waiting.join(", "),
+                sh.run_id,
+                waiting[0]
+            );
+            return self
+                .finish(RunStatus::WaitingForApproval, summary, waiting)
+                .await;
+        }
+        if failed.is_empty() {
+            return self.finish(h.status, h.summary, vec![]).await;
+        }
+        let summary = format!("{}; after it, {}", h.summary, failed.join("; "));
+        self.finish(RunStatus::Failed, summary, vec![]).await
+    }
+
+    /// Runs one ending list to its end. Returns whether a signal stopped it.
+    async fn run_list(
+        &self,
+        list: Vec<usize>,
+        signals: &mut dyn Signals,
+    ) -> Result<bool, EngineError> {
+        let sh = &self.shared;
+        *sh.open.lock().expect("open lock") = list;
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut running: HashMap<usize, AbortHandle> = HashMap::new();
+        let mut asking: HashMap<usize, AbortHandle> = HashMap::new();
+        let mut stopping = false;
+        let mut grace_end: Option<tokio::time::Instant> = None;
+        loop {
+            // A step whose `when` failed to evaluate is recorded failed; the others go on.
+            while !stopping
+                && self
+                    .start_ready(&mut tasks, &mut running, &mut asking)
+                    .await?
+                    .is_some()
+            {}
+            if running.is_empty() && (asking.is_empty() || stopping) {
+                return Ok(stopping);
+            }
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    Some(Ok(Done::Step(i, result))) => {
+                        running.remove(&i);
+                        result?;
+                    }
+                    Some(Ok(Done::Answer(i, answer))) => {
+                        asking.remove(&i);
+                        self.answered(i, answer)?;
+                    }
+                    Some(Err(e)) if e.is_cancelled() => {}
+                    Some(Err(e)) => return Err(EngineError::Log(format!("a step task crashed: {e}"))),
+                    None => {}
+                },
+                sig = signals.recv() => {
+                    if stopping {
+                        self.cancel(&mut tasks, &mut running, &mut asking, &format!("cancelled by a second {sig}")).await?;
+                    } else {
+                        stopping = true;
+                        grace_end = Some(tokio::time::Instant::now() + sh.opts.grace);
+                        for (_, h) in asking.drain() {
+                            h.abort();
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(grace_end.unwrap_or(far)), if grace_end.is_some() && !running.is_empty() => {
+                    self.cancel(&mut tasks, &mut running, &mut asking, "still running when the grace period after the interrupt ended").await?;
                 }
             }
         }
@@ -380,7 +572,7 @@ impl Engine {
                 }
                 // Needs: all done, or a reason to skip.
                 let mut blocked = false;
-                let mut skip_for: Option<String> = None;
+                let mut skip_for: Option<(String, &str)> = None;
                 {
                     let st = sh.emitter.state();
                     for &n in &step.needs {
@@ -396,7 +588,16 @@ impl Engine {
                             StepState::Skipped { .. }
                                 if step.on_skipped_needs == OnSkippedNeeds::Run => {}
                             StepState::Skipped { .. } => {
-                                skip_for.get_or_insert_with(|| sh.rb.steps[n].id.clone());
+                                skip_for
+                                    .get_or_insert_with(|| (sh.rb.steps[n].id.clone(), "skipped"));
+                            }
+                            // Only an ending step meets a need that failed: the run goes on
+                            // after it, without what needed it.
+                            StepState::Failed { continued: false }
+                                if step.phase != StepPhase::Main =>
+                            {
+                                skip_for
+                                    .get_or_insert_with(|| (sh.rb.steps[n].id.clone(), "failed"));
                             }
                             _ => blocked = true,
                         }
@@ -405,10 +606,10 @@ impl Engine {
                 if blocked {
                     continue;
                 }
-                if let Some(need) = skip_for {
+                if let Some((need, how)) = skip_for {
                     sh.emitter.emit(Event::StepSkipped {
                         step: step.id.clone(),
-                        reason: format!("needs `{need}`, which was skipped"),
+                        reason: format!("needs `{need}`, which {how}"),
                         need: Some(need),
                     })?;
                     self.publish(i);
@@ -716,6 +917,32 @@ fn publish(sh: &Shared, i: usize) {
     }
 }
 
+/// Makes a step of `steps` visible to the `on_failure` and `finally` steps however it ended:
+/// `compensated` (rolled back) and `not_run` too, so that they can say what happened.
+fn publish_ending(sh: &Shared, i: usize) {
+    let st = sh.emitter.state();
+    let id = &sh.rb.steps[i].id;
+    match &st.steps[i].state {
+        StepState::Compensated => sh.scope.steps.set_settled(id, "compensated", None),
+        s if !settled(s) => sh.scope.steps.set_settled(id, "not_run", None),
+        _ => {
+            drop(st);
+            publish(sh, i);
+        }
+    }
+}
+
+/// The step of `steps` whose failure ended the run, and its error: the first to fail, in the
+/// order they finished.
+fn first_failure(rb: &ValidRunbook, st: &super::RunState) -> Option<(String, String)> {
+    st.steps
+        .iter()
+        .take(rb.main_len())
+        .filter(|(_, r)| r.state == (StepState::Failed { continued: false }))
+        .min_by(|a, b| a.1.finished.cmp(&b.1.finished))
+        .map(|(id, r)| (id.clone(), r.last_error.clone().unwrap_or_default()))
+}
+
 /// A step's `assert`, over its outputs. A drill's steady-state check also sees `before`: in its
 /// second pass (`after.<id>`) what it returned in the first (`before.<id>`); in the first, its
 /// own outputs, so a comparison with `before` holds there and measures in the second.
@@ -759,6 +986,8 @@ struct Attempted<'a> {
     retry: RetryPolicy,
     compensation: bool,
     continued: bool,
+    /// A step of `on_failure` or `finally`: it runs after the failure that halted the run.
+    ending: bool,
     /// What `outputs` is in the templates: the compensated step's outputs.
     outputs: Option<Value>,
 }
@@ -776,6 +1005,7 @@ async fn step_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome
             retry: s.retry,
             compensation: false,
             continued: s.on_failure == OnFailure::Continue,
+            ending: s.phase != StepPhase::Main,
             outputs: None,
         },
         first,
@@ -806,6 +1036,7 @@ async fn compensation_attempts(
             retry: c.retry,
             compensation: true,
             continued: false,
+            ending: false,
             outputs,
         },
         first,
@@ -886,7 +1117,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             // The record of the attempt is on disk before the attempt touches anything. A
             // step's first attempt here starts only while no other step has failed: the run
             // loop may have decided to start it before it heard of that failure.
-            let fresh = !a.compensation && attempt == first;
+            let fresh = !a.compensation && !a.ending && attempt == first;
             let allowed = sh
                 .emitter
                 .emit_durable_if(started, |st| !(fresh && st.halted))

@@ -73,6 +73,18 @@ pub enum CompensationRecord {
     Failed { error: String },
 }
 
+/// How the run ended, as its `on_failure` and `finally` steps see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Handlers {
+    pub status: RunStatus,
+    pub summary: String,
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+    pub steps: Vec<String>,
+    /// `run_finished` recorded the end after them; until then a resume finishes them.
+    pub done: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunState {
     pub run: String,
@@ -97,6 +109,8 @@ pub struct RunState {
     /// may start. Decided here, under the log's lock, so no step can start after a failure is
     /// recorded, whichever task records it first.
     pub halted: bool,
+    /// The run ended and its `on_failure`/`finally` steps were started (`handlers_started`).
+    pub handlers: Option<Handlers>,
     pub last_seq: u64,
     completions: u64,
 }
@@ -143,6 +157,7 @@ impl RunState {
             rollback: None,
             rollback_steps: Vec::new(),
             halted: false,
+            handlers: None,
             last_seq: 0,
             completions: 0,
         }
@@ -187,6 +202,18 @@ impl RunState {
                 self.summary = None;
                 self.yes = *yes;
                 self.halted = false;
+                // A run whose ending steps were cut short finishes them, and nothing else.
+                if let Some(h) = self.handlers.as_ref().filter(|h| !h.done) {
+                    for id in &h.steps {
+                        if let Some(s) = self.steps.get_mut(id)
+                            && matches!(s.state, StepState::Retrying { .. })
+                        {
+                            s.state = StepState::Pending;
+                        }
+                    }
+                    return;
+                }
+                self.handlers = None;
                 // A resumed run continues a cut-short rollback; otherwise it tries again what did
                 // not succeed, and what was undone.
                 if self.rollback != Some(false) {
@@ -336,9 +363,39 @@ impl RunState {
             Event::RollbackFinished { .. } => {
                 self.rollback = Some(true);
             }
+            Event::HandlersStarted {
+                status,
+                summary,
+                failed_step,
+                error,
+                steps,
+            } => {
+                self.halted = false;
+                for id in steps {
+                    if let Some(s) = self.steps.get_mut(id) {
+                        s.state = StepState::Pending;
+                        s.outputs = None;
+                        s.last_error = None;
+                        s.completed_order = None;
+                    }
+                }
+                self.handlers = Some(Handlers {
+                    status: *status,
+                    summary: summary.clone(),
+                    failed_step: failed_step.clone(),
+                    error: error.clone(),
+                    steps: steps.clone(),
+                    done: false,
+                });
+            }
             Event::RunFinished {
                 status, summary, ..
             } => {
+                if let Some(h) = &mut self.handlers
+                    && matches!(status, RunStatus::Succeeded | RunStatus::Failed)
+                {
+                    h.done = true;
+                }
                 self.status = *status;
                 self.summary = Some(summary.clone());
                 self.finished_at = Some(ts.to_string());

@@ -1260,3 +1260,139 @@ async fn resume_refuses_a_log_changed_after_its_run_stopped() {
         assert_eq!(h.script.attempts_of("once"), 2, "{what}: nothing ran again");
     }
 }
+
+const ENDING: &str = r#"steps:
+  - {id: stop, action: shell, with: {argv: [x]}, compensate: {action: shell, with: {argv: [undo]}}}
+  - {id: copy, action: shell, needs: [stop], with: {argv: [x]}}
+  - {id: check, action: shell, needs: [copy], with: {argv: [x]}}
+on_failure:
+  - {id: page, action: shell, with: {argv: [page, "{{ run.failed_step }}", "{{ run.error }}", "{{ steps.stop.status }}", "{{ steps.check.status }}"]}}
+  - {id: ticket, action: shell, with: {argv: [x]}}
+  - {id: escalate, action: shell, needs: [ticket], with: {argv: [x]}}
+finally:
+  - {id: tidy, action: shell, with: {argv: [tidy, "{{ run.status }}"]}}
+"#;
+
+fn argv_of(h: &Harness, step: &str) -> Value {
+    let events = h.sink.events.lock().unwrap();
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepStarted {
+                step: s, inputs, ..
+            } if s == step => Some(inputs["argv"].clone()),
+            _ => None,
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// `on_failure` runs after the rollback and sees how the run ended; a failure among the
+/// ending steps skips only what needs it, and is reported beside the run's own failure.
+#[tokio::test(start_paused = true)]
+async fn on_failure_and_finally_run_after_the_rollback_and_never_hide_the_failure() {
+    let h = harness(
+        Script::default()
+            .with("copy", &[Act::Permanent("disk full")])
+            .with("ticket", &[Act::Permanent("tracker down")]),
+    );
+    let end = h.start(ENDING).await;
+    assert_eq!(end.status, RunStatus::Failed);
+    let trace = h.sink.trace();
+    let at = |t: &str| {
+        trace
+            .iter()
+            .position(|x| x == t)
+            .unwrap_or_else(|| panic!("{t} in {trace:?}"))
+    };
+    assert!(at("compensation_succeeded:stop") < at("handlers_started"));
+    assert!(at("step_succeeded:page") < at("step_started:tidy"));
+    assert!(at("step_failed:ticket") < at("step_started:tidy"));
+    assert_eq!(
+        argv_of(&h, "page"),
+        json!(["page", "copy", "disk full", "compensated", "not_run"])
+    );
+    assert_eq!(argv_of(&h, "tidy"), json!(["tidy", "failed"]));
+    assert_eq!(h.script.attempts_of("escalate"), 0);
+    let st = h.state(&end.run_id);
+    assert!(matches!(
+        &st.steps["escalate"].state,
+        StepState::Skipped { reason, .. } if reason == "needs `ticket`, which failed"
+    ));
+    let summary = st.summary.unwrap();
+    assert!(
+        summary.starts_with("step `copy` failed: disk full; rolled back"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("after it, `ticket` failed: tracker down"),
+        "{summary}"
+    );
+}
+
+/// After a success only `finally` runs, and its failure fails the run.
+#[tokio::test(start_paused = true)]
+async fn finally_runs_after_a_success_and_its_failure_fails_the_run() {
+    let h = harness(Script::default());
+    let end = h.start(ENDING).await;
+    assert_eq!(end.status, RunStatus::Succeeded);
+    assert_eq!(h.script.attempts_of("page"), 0);
+    assert_eq!(argv_of(&h, "tidy"), json!(["tidy", "succeeded"]));
+
+    let h = harness(Script::default().with("tidy", &[Act::Permanent("no space")]));
+    let end = h.start(ENDING).await;
+    assert_eq!(end.status, RunStatus::Failed);
+    let summary = h.state(&end.run_id).summary.unwrap();
+    assert_eq!(summary, "3 steps done; after it, `tidy` failed: no space");
+}
+
+/// A crash at any line of a failing run's log, the ending steps included: resume finishes
+/// the run failed, with every ending step settled, and never runs `steps` again once the run
+/// had ended.
+#[tokio::test(start_paused = true)]
+async fn a_crash_while_the_ending_steps_run_is_finished_by_resume() {
+    let script = || Script::default().with("copy", &[Act::Permanent("disk full")]);
+    let h = harness(script());
+    let end = h.start(ENDING).await;
+    assert_eq!(end.status, RunStatus::Failed);
+    let full = h.log(&end.run_id);
+    let handlers_at = after(&full, "\"handlers_started\"");
+    let ends: Vec<usize> = full
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect();
+    let mut cuts: Vec<usize> = ends.clone();
+    cuts.extend(ends.windows(2).map(|w| (w[0] + w[1]) / 2));
+    for cut in cuts {
+        let (h, run) = crashed(script(), ENDING, &full, cut);
+        let ended = h
+            .resume(&run)
+            .await
+            .unwrap_or_else(|e| panic!("cut at byte {cut}: {e}"));
+        let st = h.state(&run);
+        assert_eq!(st.status, RunStatus::Failed, "cut at byte {cut}: {ended:?}");
+        for step in ["page", "ticket", "escalate", "tidy"] {
+            assert!(
+                matches!(st.steps[step].state, StepState::Succeeded { .. }),
+                "cut at byte {cut}: {step} is {:?}",
+                st.steps[step].state
+            );
+        }
+        if cut >= handlers_at && cut < full.len() {
+            // The run had ended and not finished: only its ending steps are left to do. (A
+            // finished failed run is resumed to try again, from its failed step.)
+            assert_eq!(h.script.attempts_of("copy"), 0, "cut at byte {cut}");
+            assert_eq!(h.script.attempts_of("stop/compensate"), 0);
+            assert!(
+                st.summary
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("step `copy` failed: disk full"),
+                "cut at byte {cut}: {:?}",
+                st.summary
+            );
+        }
+        assert!(h.verified(&run).intact(), "cut at byte {cut}");
+    }
+}

@@ -22,7 +22,7 @@ pub fn render(plan: &Plan) -> String {
     for s in &plan.steps {
         let mut attrs = vec![format!(
             "label={}",
-            quote(&format!("{}\\n{}", s.id, s.action))
+            quote(&format!("{}\\n{}{}", s.id, s.action, s.phase.suffix()))
         )];
         if s.destructive {
             attrs.push("color=red, penwidth=2".into());

@@ -19,7 +19,12 @@ fn label(s: &str) -> String {
 pub fn render(plan: &Plan) -> String {
     let mut out = String::from("flowchart TD\n");
     for s in &plan.steps {
-        let mut text = format!("{}<br/><small>{}</small>", label(&s.id), label(&s.action));
+        let mut text = format!(
+            "{}<br/><small>{}{}</small>",
+            label(&s.id),
+            label(&s.action),
+            s.phase.suffix()
+        );
         if s.destructive {
             text.push_str("<br/>⚠ destructive");
         }

@@ -115,6 +115,14 @@ pub struct PlannedStep {
     pub on_failure: OnFailure,
     pub worst_case: String,
     pub compensate: Option<PlannedCompensation>,
+    /// `on_failure` or `finally` for the steps that run once the run ended; absent for `steps`.
+    /// Their `wave` counts within their own list.
+    #[serde(skip_serializing_if = "is_main")]
+    pub phase: crate::runbook::StepPhase,
+}
+
+fn is_main(p: &crate::runbook::StepPhase) -> bool {
+    *p == crate::runbook::StepPhase::Main
 }
 
 #[derive(Debug, Serialize)]
@@ -248,7 +256,9 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
         dist[i] = best.map_or(Duration::ZERO, |d| dist[d]) + own;
         via[i] = best;
     }
-    let end = (0..rb.steps.len()).max_by_key(|&i| (dist[i], std::cmp::Reverse(i)));
+    // `on_failure` and `finally` run after the run ended: they are not on its path.
+    let main = rb.main_len();
+    let end = (0..main).max_by_key(|&i| (dist[i], std::cmp::Reverse(i)));
     let mut path = Vec::new();
     let mut cur = end;
     while let Some(i) = cur {
@@ -311,17 +321,17 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
             on_failure: s.on_failure,
             worst_case: duration::format(s.worst_case()),
             compensate,
+            phase: s.phase,
         });
     }
     if !errors.is_empty() {
         return Err(errors);
     }
 
-    let max_wave = wave.iter().copied().max().unwrap_or(0);
-    let mut by_wave: Vec<Vec<usize>> =
-        vec![Vec::new(); if rb.steps.is_empty() { 0 } else { max_wave + 1 }];
+    let max_wave = wave[..main].iter().copied().max().unwrap_or(0);
+    let mut by_wave: Vec<Vec<usize>> = vec![Vec::new(); if main == 0 { 0 } else { max_wave + 1 }];
     // Indices ascend here, so each wave lists its steps in file order.
-    for (i, &w) in wave.iter().enumerate() {
+    for (i, &w) in wave[..main].iter().enumerate() {
         by_wave[w].push(i);
     }
     let waves: Vec<Vec<String>> = by_wave

@@ -61,11 +61,18 @@ pub fn render(plan: &Plan) -> String {
         .iter()
         .filter(|s| s.status == StepStatus::Skipped)
         .count();
+    let main = |s: &&super::PlannedStep| s.phase == crate::runbook::StepPhase::Main;
+    let ending = plan.steps.len() - plan.steps.iter().filter(main).count();
     let _ = writeln!(
         o,
-        "Steps:      {} in {} wave(s); {destructive} destructive; {skipped} skipped",
-        plan.steps.len(),
-        plan.waves.len()
+        "Steps:      {} in {} wave(s); {destructive} destructive; {skipped} skipped{}",
+        plan.steps.len() - ending,
+        plan.waves.len(),
+        if ending > 0 {
+            format!("; {ending} in on_failure/finally")
+        } else {
+            String::new()
+        }
     );
 
     let by_id: std::collections::HashMap<&str, &super::PlannedStep> =
@@ -76,58 +83,27 @@ pub fn render(plan: &Plan) -> String {
             let Some(s) = by_id.get(id.as_str()) else {
                 continue;
             };
-            let mut tags = Vec::new();
-            if s.destructive {
-                tags.push("DESTRUCTIVE".to_string());
-            }
-            if s.effect == crate::actions::Effect::Irreversible {
-                tags.push("NOT REVERSIBLE".to_string());
-            }
-            match s.status {
-                StepStatus::Skipped => tags.push("SKIPPED".into()),
-                StepStatus::Conditional => tags.push("CONDITIONAL".into()),
-                StepStatus::Runs => {}
-            }
-            let tags = if tags.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", tags.join(", "))
-            };
-            let _ = writeln!(o, "  {} ({}){tags}", s.id, s.action);
-            if let Some(d) = &s.description {
-                let _ = writeln!(o, "      {d}");
-            }
-            let _ = writeln!(o, "      does:    {}", s.does);
-            if !s.needs.is_empty() {
-                let _ = writeln!(o, "      needs:   {}", s.needs.join(", "));
-            }
-            if let Some(reason) = &s.skip_reason {
-                let _ = writeln!(o, "      skipped: {reason}");
-            } else if let Some(w) = &s.when {
-                let _ = writeln!(o, "      when:    {w}");
-            }
-            if let Some(a) = &s.assert {
-                let _ = writeln!(o, "      assert:  {a}");
-            }
-            let attempts = if s.retry.attempts == 1 {
-                "1 attempt".to_string()
-            } else {
-                format!("{} attempts", s.retry.attempts)
-            };
-            let on_failure = match s.on_failure {
-                crate::runbook::OnFailure::Abort => "",
-                crate::runbook::OnFailure::Continue => ", continue on failure",
-            };
-            let _ = writeln!(
-                o,
-                "      limits:  timeout {}, {attempts}{on_failure} (worst case {})",
-                s.timeout, s.worst_case
-            );
-            // A destructive step is shown whole: a reviewer reads every line of what it runs.
-            write_inputs(&mut o, "with", &s.inputs, s.destructive);
-            if let Some(c) = &s.compensate {
-                let _ = writeln!(o, "      undo:    {} ({})", c.does, c.action);
-            }
+            write_step(&mut o, s);
+        }
+    }
+    for (phase, heading) in [
+        (
+            crate::runbook::StepPhase::OnFailure,
+            "On failure (only when the run failed, after its rollback)",
+        ),
+        (
+            crate::runbook::StepPhase::Finally,
+            "Finally (at the end of every run that ended, after `on_failure`)",
+        ),
+    ] {
+        let list: Vec<&super::PlannedStep> =
+            plan.steps.iter().filter(|s| s.phase == phase).collect();
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\n{heading}");
+        for s in list {
+            write_step(&mut o, s);
         }
     }
 
@@ -196,5 +172,61 @@ fn scalar(v: &Value) -> String {
         }
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// One step: what it does, its limits, its inputs.
+fn write_step(o: &mut String, s: &super::PlannedStep) {
+    let mut tags = Vec::new();
+    if s.destructive {
+        tags.push("DESTRUCTIVE".to_string());
+    }
+    if s.effect == crate::actions::Effect::Irreversible {
+        tags.push("NOT REVERSIBLE".to_string());
+    }
+    match s.status {
+        StepStatus::Skipped => tags.push("SKIPPED".into()),
+        StepStatus::Conditional => tags.push("CONDITIONAL".into()),
+        StepStatus::Runs => {}
+    }
+    let tags = if tags.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", tags.join(", "))
+    };
+    let _ = writeln!(o, "  {} ({}){tags}", s.id, s.action);
+    if let Some(d) = &s.description {
+        let _ = writeln!(o, "      {d}");
+    }
+    let _ = writeln!(o, "      does:    {}", s.does);
+    if !s.needs.is_empty() {
+        let _ = writeln!(o, "      needs:   {}", s.needs.join(", "));
+    }
+    if let Some(reason) = &s.skip_reason {
+        let _ = writeln!(o, "      skipped: {reason}");
+    } else if let Some(w) = &s.when {
+        let _ = writeln!(o, "      when:    {w}");
+    }
+    if let Some(a) = &s.assert {
+        let _ = writeln!(o, "      assert:  {a}");
+    }
+    let attempts = if s.retry.attempts == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{} attempts", s.retry.attempts)
+    };
+    let on_failure = match s.on_failure {
+        crate::runbook::OnFailure::Abort => "",
+        crate::runbook::OnFailure::Continue => ", continue on failure",
+    };
+    let _ = writeln!(
+        o,
+        "      limits:  timeout {}, {attempts}{on_failure} (worst case {})",
+        s.timeout, s.worst_case
+    );
+    // A destructive step is shown whole: a reviewer reads every line of what it runs.
+    write_inputs(o, "with", &s.inputs, s.destructive);
+    if let Some(c) = &s.compensate {
+        let _ = writeln!(o, "      undo:    {} ({})", c.does, c.action);
     }
 }

@@ -54,7 +54,8 @@ fn safe(hole: &str, lang: Language, params: &IndexMap<String, Param>) -> bool {
         hole.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
             .any(|w| w == root || w.starts_with(&format!("{root}.")))
     };
-    !["params", "steps", "outputs", "env", "secrets"]
+    // A failure's message is whatever a server or a process said.
+    !["params", "steps", "outputs", "env", "secrets", "run.error"]
         .iter()
         .any(|r| reads(r))
 }
@@ -95,6 +96,7 @@ mod tests {
         assert!(shell("pg_dump {{ params.db | shell_quote }}").is_empty());
         assert!(shell("sleep {{ params.n }}; deploy {{ params.env }}").is_empty());
         assert!(shell("echo {{ run.id }} {{ 'literal' }} {{ 3 * 4 }}").is_empty());
+        assert_eq!(shell("echo {{ run.error }}"), ["run.error"]);
         let sql = |t| unquoted(t, Language::Sql, &p);
         assert_eq!(
             sql("select * from t where name = '{{ params.db }}'"),

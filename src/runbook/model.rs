@@ -44,6 +44,14 @@ pub struct Runbook {
     /// The steps. Order does not matter to execution: `needs` does.
     #[schemars(length(min = 1))]
     pub steps: Vec<Step>,
+    /// Steps that run only when the run failed, after its rollback: page someone, post the failed
+    /// step and its error (`run.failed_step`, `run.error`). `needs` names steps of this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<Step>,
+    /// Steps that run at the end of every run that ended, succeeded or failed (after
+    /// `on_failure`); `run.status` says which. `needs` names steps of this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finally: Vec<Step>,
     /// Game-day drills of this procedure: faults to inject on purpose, and the checks that say the
     /// service is healthy. Run with `lifeboat drill FILE --scenario NAME`; `run` ignores this.
     #[serde(default, skip_serializing_if = "Option::is_none")]

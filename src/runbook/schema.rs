@@ -253,7 +253,8 @@ fn enum_error(pointer: &str, instance: &Value, options: &Value, place: &str) -> 
         .map_or_else(|| instance.to_string(), String::from);
     let hint = did_you_mean(&got, opts.iter().map(String::as_str));
     let segs: Vec<&str> = pointer.split('/').collect();
-    let is_action = segs.last() == Some(&"action") && segs.get(1) == Some(&"steps");
+    let is_action = segs.last() == Some(&"action")
+        && matches!(segs.get(1), Some(&("steps" | "on_failure" | "finally")));
     if is_action {
         return Diagnostic::new(
             Code::UnknownAction,
@@ -298,7 +299,7 @@ fn pattern_error(pointer: &str, instance: &Value, pattern: &str) -> Diagnostic {
     }
     let segs: Vec<&str> = pointer.split('/').collect();
     let message = match segs.as_slice() {
-        ["", "steps", _, "id"]
+        ["", "steps" | "on_failure" | "finally", _, "id"]
         | [
             "",
             "drill",
@@ -326,7 +327,7 @@ fn describe_place(pointer: &str, doc: &Value) -> String {
     let segs: Vec<&str> = pointer.split('/').skip(1).collect();
     match segs.as_slice() {
         [] => "at the top level".into(),
-        ["steps", _, rest @ ..]
+        ["steps" | "on_failure" | "finally", _, rest @ ..]
         | [
             "drill",
             "scenarios",

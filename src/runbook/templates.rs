@@ -19,6 +19,9 @@ pub const RUN_FIELDS: &[&str] = &[
     "version",
 ];
 
+/// Fields of `run` that only the steps of `on_failure` and `finally` may read: how the run ended.
+pub const ENDING_FIELDS: &[&str] = &["status", "failed_step", "error"];
+
 /// The environment every template is compiled and rendered in. Undefined names are errors, never
 /// empty strings: a restore that silently targets "" is the failure this tool exists to prevent.
 /// Fuel bounds the work a template can do (no runaway loops in a review bot).
@@ -145,11 +148,16 @@ pub struct Upstream<'a> {
     pub reach: &'a Reach<'a>,
     pub of: usize,
     pub itself: bool,
+    /// Indices from here on are steps of an earlier list (the runbook's `steps`, seen from
+    /// `finally`), all settled before this list starts.
+    pub earlier_from: usize,
 }
 
 impl Upstream<'_> {
     pub fn contains(&self, step: usize) -> bool {
-        (self.itself && step == self.of) || self.reach.needs(self.of, step)
+        step >= self.earlier_from
+            || (self.itself && step == self.of)
+            || self.reach.needs(self.of, step)
     }
 }
 
@@ -172,6 +180,8 @@ pub struct Scope<'a> {
     /// the fault.
     pub before: bool,
     pub run: bool,
+    /// A step of `on_failure` or `finally`: `run.status`, `run.failed_step` and `run.error`.
+    pub ending: bool,
 }
 
 /// Checks every template string inside `value` (at `pointer`).
@@ -522,8 +532,18 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
         }
         "run" if scope.run => {
             let f = *segs.get(1)?;
-            if RUN_FIELDS.contains(&f) {
+            if RUN_FIELDS.contains(&f) || (scope.ending && ENDING_FIELDS.contains(&f)) {
                 return None;
+            }
+            if ENDING_FIELDS.contains(&f) {
+                return Some(
+                    Diagnostic::new(
+                        Code::UnknownName,
+                        at(1),
+                        format!("`run.{f}` is known only once the run ended: in the steps of `on_failure` and `finally`"),
+                    )
+                    .help("a step of `steps` runs while the run is still running; to follow a failed step, read `steps.<id>.status` after `on_failure: continue`"),
+                );
             }
             Some(
                 Diagnostic::new(

@@ -9,8 +9,9 @@ use serde_json::Value;
 use super::model::{self, Runbook};
 use super::templates::{self, Scope};
 use super::{
-    ConnectionKind, DEFAULT_TIMEOUT, RetryPolicy, SecretSource, ValidCompensation, ValidConnection,
-    ValidDrill, ValidObjectives, ValidRunbook, ValidScenario, ValidStep, duration, params, schema,
+    ConnectionKind, DEFAULT_TIMEOUT, RetryPolicy, SecretSource, StepPhase, ValidCompensation,
+    ValidConnection, ValidDrill, ValidObjectives, ValidRunbook, ValidScenario, ValidStep, duration,
+    params, schema,
 };
 use crate::actions::{Action, Effect, Output, outputs_of};
 use crate::diagnostics::{At, Code, Diagnostic, did_you_mean, ptr};
@@ -83,10 +84,13 @@ struct Shared<'a> {
     env_secrets: &'a [(&'a str, &'a str)],
 }
 
-/// Which list a step is in: the recovery (`steps`) or a drill scenario's part.
+/// Which list a step is in: the recovery (`steps`), its ending handlers, or a drill scenario's
+/// part.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Recovery,
+    OnFailure,
+    Finally,
     SteadyState,
     Inject,
 }
@@ -94,7 +98,7 @@ enum Phase {
 impl Phase {
     fn with_place(self) -> &'static str {
         match self {
-            Phase::Recovery => "`with`",
+            Phase::Recovery | Phase::OnFailure | Phase::Finally => "`with`",
             Phase::SteadyState => "`with` of a steady-state check",
             Phase::Inject => "`with` of an inject step",
         }
@@ -102,6 +106,8 @@ impl Phase {
     fn among(self) -> &'static str {
         match self {
             Phase::Recovery => "",
+            Phase::OnFailure => " of `on_failure`",
+            Phase::Finally => " of `finally`",
             Phase::SteadyState => " among this scenario's `steady_state` checks",
             Phase::Inject => " among this scenario's `inject` steps",
         }
@@ -109,12 +115,25 @@ impl Phase {
     fn needs_help(self) -> Option<&'static str> {
         match self {
             Phase::Recovery => None,
+            Phase::OnFailure | Phase::Finally => Some(
+                "`on_failure` and `finally` start after every step of `steps` settled: `needs` names steps of the same list, and `steps.<id>` reads any step of `steps`",
+            ),
             Phase::SteadyState | Phase::Inject => Some(
                 "a drill orders its parts itself (steady state, inject, the runbook's steps, steady state again): `needs` names steps of the same part",
             ),
         }
     }
+    fn ending(self) -> Option<StepPhase> {
+        match self {
+            Phase::OnFailure => Some(StepPhase::OnFailure),
+            Phase::Finally => Some(StepPhase::Finally),
+            _ => None,
+        }
+    }
 }
+
+/// The steps of `steps`, as the lists after them (`on_failure`, `finally`) may read them.
+type Earlier<'a> = HashMap<&'a str, (usize, &'static [Output])>;
 
 struct Checker {
     out: Vec<Diagnostic>,
@@ -354,6 +373,7 @@ impl Checker {
                 outputs: None,
                 before: false,
                 run: false,
+                ending: false,
             };
             templates::check_value(&self.env, &fields, &at, &scope, &mut self.out);
             if let [kind] = kinds[..] {
@@ -388,7 +408,9 @@ impl Checker {
             secrets: &secret_names,
             env_secrets: &env_secrets,
         };
-        let steps = self.steps(&rb.steps, "/steps", Phase::Recovery, &shared);
+        let none = Earlier::new();
+        let steps = self.steps(&rb.steps, "/steps", Phase::Recovery, &shared, &none);
+        let handlers = self.handlers(rb, &shared);
         let drill = rb
             .drill
             .as_ref()
@@ -397,7 +419,8 @@ impl Checker {
         if !self.out.is_empty() {
             return None;
         }
-        let steps = steps?;
+        let mut steps = steps?;
+        steps.extend(handlers?);
         let drill = match rb.drill {
             Some(_) => Some(drill?),
             None => None,
@@ -427,6 +450,7 @@ impl Checker {
         base: &str,
         phase: Phase,
         shared: &Shared<'_>,
+        earlier: &Earlier<'_>,
     ) -> Option<Vec<ValidStep>> {
         let Shared {
             connections,
@@ -489,7 +513,11 @@ impl Checker {
         let acyclic = self.cycles(&graph, group, base);
         let reach = templates::Reach::new(&needs);
 
-        let mut step_outputs: HashMap<&str, (usize, &'static [Output])> = HashMap::new();
+        // An earlier list's steps are numbered after this list's, so `Upstream` can tell them.
+        let mut step_outputs: HashMap<&str, (usize, &'static [Output])> = earlier
+            .iter()
+            .map(|(&id, &(i, o))| (id, (group.len() + i, o)))
+            .collect();
         for (id, &i) in &index {
             if let Some(o) = outputs_of(&group[i].action) {
                 step_outputs.insert(id, (i, o));
@@ -533,6 +561,7 @@ impl Checker {
                 reach: &reach,
                 of: i,
                 itself: false,
+                earlier_from: group.len(),
             });
             // Steady-state checks run twice under other ids (`before.x`, `after.x`), so one
             // cannot name another's outputs.
@@ -547,6 +576,7 @@ impl Checker {
                 outputs: None,
                 before: false,
                 run: true,
+                ending: phase.ending().is_some(),
             };
             templates::check_value(&self.env, &s.with, &ptr(&at, "with"), &scope, &mut self.out);
             scope.secrets = None;
@@ -594,6 +624,7 @@ impl Checker {
                     outputs: own_outputs,
                     before: false,
                     run: true,
+                    ending: false,
                 };
                 templates::check_value(&self.env, &c.with, &ptr(&cat, "with"), &cscope, &mut self.out);
                 let ctimeout = self.duration(c.timeout.as_ref(), &ptr(&cat, "timeout")).unwrap_or(timeout);
@@ -617,11 +648,96 @@ impl Checker {
                     on_failure: s.on_failure.unwrap_or_default(),
                     on_skipped_needs: s.on_skipped_needs.unwrap_or_default(),
                     compensate,
+                    phase: phase.ending().unwrap_or(StepPhase::Main),
                 });
             }
         }
 
         (steps.len() == group.len()).then_some(steps)
+    }
+
+    /// `on_failure` and `finally`: lists of their own that run once the run ended. Their ids
+    /// are unique in the whole runbook (the run log names steps by id); nothing in them is
+    /// undone by a rollback or waits for an answer, since nobody may be there to give one.
+    fn handlers(&mut self, rb: &Runbook, shared: &Shared<'_>) -> Option<Vec<ValidStep>> {
+        let mut earlier = Earlier::new();
+        for (i, s) in rb.steps.iter().enumerate() {
+            if let Some(o) = outputs_of(&s.action) {
+                earlier.entry(s.id.as_str()).or_insert((i, o));
+            }
+        }
+        let mut seen: HashMap<&str, &str> = rb
+            .steps
+            .iter()
+            .map(|s| (s.id.as_str(), "a step of `steps`"))
+            .collect();
+        let mut all = Vec::new();
+        let mut complete = true;
+        for (list, base, phase, what) in [
+            (
+                &rb.on_failure,
+                "/on_failure",
+                Phase::OnFailure,
+                "a step of `on_failure`",
+            ),
+            (
+                &rb.finally,
+                "/finally",
+                Phase::Finally,
+                "a step of `finally`",
+            ),
+        ] {
+            for (i, s) in list.iter().enumerate() {
+                let at = format!("{base}/{i}");
+                match seen.get(s.id.as_str()) {
+                    Some(&other) if other != what => self.out.push(
+                        Diagnostic::new(
+                            Code::DuplicateStepId,
+                            At::node(ptr(&at, "id")),
+                            format!("duplicate step id `{}`", s.id),
+                        )
+                        .label(format!("also the id of {other}"))
+                        .help("step ids must be unique within a runbook, `on_failure` and `finally` included"),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        seen.insert(&s.id, what);
+                    }
+                }
+                let refused = if s.compensate.is_some() {
+                    Some(("compensate", "a step that runs after the rollback is never rolled back: remove `compensate`".to_string()))
+                } else if s.action == "approval" {
+                    Some((
+                        "action",
+                        format!(
+                            "an approval in {} would wait for someone after the run ended; page them with a step instead",
+                            phase.among().trim_start_matches(" of ")
+                        ),
+                    ))
+                } else {
+                    None
+                };
+                if let Some((field, why)) = refused {
+                    self.out.push(
+                        Diagnostic::new(Code::NotInHandler, At::key(ptr(&at, field)), why)
+                            .help("`on_failure` and `finally` run unattended once the run ended, and what they do stays done"),
+                    );
+                }
+            }
+            let offset = rb.steps.len() + all.len();
+            match self.steps(list, base, phase, shared, &earlier) {
+                Some(mut steps) => {
+                    for s in &mut steps {
+                        for n in &mut s.needs {
+                            *n += offset;
+                        }
+                    }
+                    all.extend(steps);
+                }
+                None => complete = false,
+            }
+        }
+        complete.then_some(all)
     }
 
     /// Checks `drill`: its targets name connections, each scenario's parts are valid step lists,
@@ -674,8 +790,15 @@ impl Checker {
             };
             let steady_at = ptr(&at, "steady_state");
             let inject_at = ptr(&at, "inject");
-            let steady = self.steps(&sc.steady_state, &steady_at, Phase::SteadyState, shared);
-            let inject = self.steps(&sc.inject, &inject_at, Phase::Inject, shared);
+            let none = Earlier::new();
+            let steady = self.steps(
+                &sc.steady_state,
+                &steady_at,
+                Phase::SteadyState,
+                shared,
+                &none,
+            );
+            let inject = self.steps(&sc.inject, &inject_at, Phase::Inject, shared, &none);
             // Every id of the composed run must be unique; steady-state checks become
             // `before.x`/`after.x` there, but one name per thing keeps the report readable.
             let mut seen: HashMap<&str, String> = rb

@@ -21,7 +21,8 @@ pub struct ValidRunbook {
     pub locks: Vec<String>,
     /// `timeout`: the deadline of each run or resume unless `--timeout` gives one.
     pub timeout: Option<Duration>,
-    /// In file order; `needs` are indices into this list, and the graph is acyclic.
+    /// In file order, `steps` then `on_failure` then `finally` (see [`StepPhase`]); `needs` are
+    /// indices into this list, each within its own part, and the graph is acyclic.
     pub steps: Vec<ValidStep>,
     pub drill: Option<ValidDrill>,
     /// What validation warns about: the runbook is valid, and runs.
@@ -83,6 +84,29 @@ pub struct ValidStep {
     pub on_failure: OnFailure,
     pub on_skipped_needs: OnSkippedNeeds,
     pub compensate: Option<ValidCompensation>,
+    pub phase: StepPhase,
+}
+
+/// Which list of the runbook a step is in. `ValidRunbook::steps` holds `steps`, then
+/// `on_failure`, then `finally`; the engine runs the last two only once the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepPhase {
+    #[default]
+    Main,
+    OnFailure,
+    Finally,
+}
+
+impl StepPhase {
+    /// What a diagram adds to a step's action: which ending list it is in.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            StepPhase::Main => "",
+            StepPhase::OnFailure => " (on_failure)",
+            StepPhase::Finally => " (finally)",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +216,14 @@ impl ValidStep {
 }
 
 impl ValidRunbook {
+    /// How many of `steps` are the runbook's `steps`: the rest run once the run ended.
+    pub fn main_len(&self) -> usize {
+        self.steps
+            .iter()
+            .position(|s| s.phase != StepPhase::Main)
+            .unwrap_or(self.steps.len())
+    }
+
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.id == id)
     }

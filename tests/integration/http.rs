@@ -278,3 +278,55 @@ steps:
     assert_eq!(done["outputs"]["polls"], 3, "{done}");
     assert_eq!(done["outputs"]["outputs"]["json"]["hits"], 3);
 }
+
+/// The shipped runbooks/postgres-backup.yaml with `alert_url`: a backup that cannot reach its
+/// database fails, and its `on_failure` step posts the failed step and the error to the webhook.
+#[test]
+fn the_shipped_backup_posts_its_failure_to_a_webhook() {
+    let srv = server();
+    let sb = Sandbox::new();
+    let file = common::root().join("runbooks/postgres-backup.yaml");
+    let alert = format!("alert_url=http://127.0.0.1:{}/hook", srv.port);
+    let r = sb.lifeboat_env(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "-p",
+            // Nothing listens on port 1: the dump fails after its retries.
+            "pg_url=postgres://lifeboat@127.0.0.1:1",
+            "-p",
+            "s3_endpoint=http://127.0.0.1:1",
+            "-p",
+            &alert,
+        ],
+        &[
+            ("PGPASSWORD", "Pg-pass-0f9a2c"),
+            ("LIFEBOAT_S3_SECRET_KEY", "S3-key-7d1e4b"),
+            ("LIFEBOAT_S3_ACCESS_KEY", "AKIDTEST"),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let seen = srv.seen.lock().unwrap();
+    let posts: Vec<&Seen> = seen.iter().filter(|s| s.path == "/hook").collect();
+    assert_eq!(posts.len(), 1, "{seen:?}");
+    let body: serde_json::Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(body["failed_step"], "dump", "{body}");
+    assert_eq!(body["run"], r.run_id().as_str(), "{body}");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Backup of orders failed at step dump: ")
+            && text.contains("Connection refused"),
+        "{text}"
+    );
+    assert!(!text.contains("Pg-pass-0f9a2c"), "{text}");
+    let events = sb.events(&r.run_id());
+    let finished = events.last().unwrap();
+    assert_eq!(finished["status"], "failed");
+    assert!(
+        finished["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("step `dump` failed"),
+        "{finished}"
+    );
+}
