@@ -1174,6 +1174,8 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             // Client libraries' diagnostics (`-v`) name the attempt they belong to.
             let span = tracing::info_span!("attempt", step = %a.id, n = attempt);
             let running = tracing::Instrument::instrument(sh.runner.execute(&typed, &exec), span);
+            // Every child process of the attempt carries its key: see `process::end_orphans`.
+            let running = crate::actions::support::process::ATTEMPT.scope(key.clone(), running);
             let outputs = match tokio::time::timeout(a.timeout, running).await {
                 Ok(r) => r?,
                 Err(_) => {

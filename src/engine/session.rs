@@ -226,11 +226,18 @@ impl<'s> Session<'s> {
             })
             .await?;
         record_takeovers(&emitter, &locks)?;
+        let ended = end_orphans(&emitter.state(), run_id, self.opts.grace).await;
         for (step, attempt) in cut_short {
+            let key = format!("{run_id}/{step}/{attempt}");
+            let mut reason =
+                String::from("the process running it stopped before recording how it ended");
+            if let Some(o) = ended.iter().find(|o| o.attempt_key == key) {
+                reason.push_str(&orphans_ended(o));
+            }
             emitter.emit(Event::StepInterrupted {
                 step,
                 attempt,
-                reason: "the process running it stopped before recording how it ended".into(),
+                reason,
             })?;
         }
         emitter.flush().await?;
@@ -599,4 +606,37 @@ fn run_map(
     m.insert("runbook".into(), rb.name.clone().into());
     m.insert("version".into(), rb.version.to_string().into());
     m
+}
+
+/// Ends the processes left of the attempts an earlier lifeboat left running or cut short (its
+/// own children, in their process groups, outlive a `kill -9`), before anything is decided
+/// about those attempts. The caller holds the run, so no live process runs them.
+pub(super) async fn end_orphans(
+    st: &RunState,
+    run_id: &str,
+    grace: std::time::Duration,
+) -> Vec<crate::actions::support::process::Orphans> {
+    let mut keys = Vec::new();
+    for (id, r) in &st.steps {
+        if let StepState::Running { attempt } | StepState::Interrupted { attempt } = r.state {
+            keys.push(format!("{run_id}/{id}/{attempt}"));
+        }
+        if let Some(super::state::CompensationRecord::Running { attempt }) = r.compensation {
+            keys.push(format!("{run_id}/{id}/compensate/{attempt}"));
+        }
+    }
+    let grace = grace.min(std::time::Duration::from_secs(10));
+    tokio::task::spawn_blocking(move || crate::actions::support::process::end_orphans(&keys, grace))
+        .await
+        .unwrap_or_default()
+}
+
+/// What `reason` adds about an attempt's processes that outlived their lifeboat.
+pub(super) fn orphans_ended(o: &crate::actions::support::process::Orphans) -> String {
+    let groups: Vec<String> = o.groups.iter().map(i32::to_string).collect();
+    format!(
+        "; {} of its processes were still running and were ended (process group {})",
+        o.processes,
+        groups.join(", ")
+    )
 }

@@ -239,3 +239,55 @@ fn a_run_waiting_for_approval_keeps_its_lock_when_the_lock_file_is_deleted() {
     let other = sb.lifeboat(&["run", "other.yaml"]);
     assert_eq!(other.code, 0, "{}", other.stderr);
 }
+
+/// lifeboat itself killed with -9 cannot end its step's process group, which runs on as an
+/// orphan; `resume` ends it before it decides anything about the step.
+#[test]
+fn resume_ends_the_processes_a_killed_lifeboat_left_running() {
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "orphans",
+            r#"
+steps:
+  - id: long
+    action: shell
+    with: {script: "[ -f quick ] || { echo $$ > pgid; sleep 300 & echo started > started; wait; }", idempotent: true}
+"#,
+        ),
+    );
+    let mut child = sb
+        .command(&["run", "r.yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sb.wait_for("started", "started", 200);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        group_alive(&sb),
+        "the step's shell and its sleep outlive a killed lifeboat"
+    );
+    sb.write("quick", "");
+    let r = sb.lifeboat(&["resume", &id]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(group_gone(&sb), "resume left the orphaned group running");
+    let events = sb.events(&id);
+    let interrupted = events
+        .iter()
+        .find(|e| e["event"] == "step_interrupted")
+        .unwrap();
+    let reason = interrupted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("2 of its processes were still running and were ended"),
+        "{reason}"
+    );
+}

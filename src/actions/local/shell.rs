@@ -155,7 +155,10 @@ async fn run(w: &Shell, cx: &Exec<'_>) -> Result<serde_json::Value, ActionError>
     cmd.envs(&w.env)
         .env("LIFEBOAT_RUN_ID", cx.run_id)
         .env("LIFEBOAT_STEP", cx.step)
-        .env("LIFEBOAT_ATTEMPT_KEY", cx.attempt_key)
+        .env(
+            crate::actions::support::process::ATTEMPT_VAR,
+            cx.attempt_key,
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -8,12 +8,120 @@ use crate::actions::ActionError;
 /// A child process's command. Every child lifeboat starts is made here, so none inherits a
 /// secret: the variables of this process's secrets, and any holding a secret's value, are
 /// removed from its environment (a step passes one on only through its own `env:`, set after).
+/// It also carries the attempt it belongs to in [`ATTEMPT_VAR`], so that a later process can
+/// find what is left of an attempt whose lifeboat was killed ([`end_orphans`]).
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);
     for var in crate::engine::secrets::kept_from_children() {
         cmd.env_remove(var);
     }
+    if let Ok(key) = ATTEMPT.try_with(Clone::clone) {
+        cmd.env(ATTEMPT_VAR, key);
+    }
     cmd
+}
+
+tokio::task_local! {
+    /// The attempt key of the attempt this task runs, set by the engine around an action.
+    pub static ATTEMPT: String;
+}
+
+/// The environment variable every child process of an attempt carries: the attempt's key
+/// (`<run>/<step>/<n>`), which its own children inherit.
+pub const ATTEMPT_VAR: &str = "LIFEBOAT_ATTEMPT_KEY";
+
+/// What [`end_orphans`] found of one attempt and ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphans {
+    pub attempt_key: String,
+    /// Processes that carried the attempt's key.
+    pub processes: usize,
+    /// Their process groups, each ended whole.
+    pub groups: Vec<i32>,
+}
+
+/// Ends what is left of attempts whose lifeboat died without ending them (`kill -9`, a power
+/// cut spares nobody, but an OOM kill does): every process carrying one of `attempt_keys` in
+/// [`ATTEMPT_VAR`], by its whole process group; TERM, then KILL after `grace`. Called by a
+/// process that holds the run (so no live lifeboat is running those attempts), before it
+/// decides anything about them. Reads `/proc`: processes of other users are seen only by root.
+#[allow(unsafe_code)]
+pub fn end_orphans(attempt_keys: &[String], grace: std::time::Duration) -> Vec<Orphans> {
+    if attempt_keys.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id() as i32;
+    // SAFETY: getpgrp cannot fail.
+    let my_group = unsafe { libc::getpgrp() };
+    let mut found: Vec<Orphans> = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let key = environ.split(|&b| b == 0).find_map(|var| {
+            let value = var
+                .strip_prefix(ATTEMPT_VAR.as_bytes())?
+                .strip_prefix(b"=")?;
+            attempt_keys.iter().find(|k| k.as_bytes() == value)
+        });
+        let Some(key) = key else { continue };
+        let Some(pgid) = group_of(pid) else { continue };
+        if pgid == my_group || pgid <= 1 {
+            continue;
+        }
+        match found.iter_mut().find(|o| &o.attempt_key == key) {
+            Some(o) => {
+                o.processes += 1;
+                if !o.groups.contains(&pgid) {
+                    o.groups.push(pgid);
+                }
+            }
+            None => found.push(Orphans {
+                attempt_key: key.clone(),
+                processes: 1,
+                groups: vec![pgid],
+            }),
+        }
+    }
+    let groups: Vec<i32> = found.iter().flat_map(|o| o.groups.clone()).collect();
+    for &g in &groups {
+        // SAFETY: killpg only sends a signal; a group already gone fails with ESRCH.
+        unsafe { libc::killpg(g, libc::SIGTERM) };
+    }
+    let alive = |g: &i32| {
+        // SAFETY: signal 0 only checks whether the group still exists.
+        unsafe { libc::killpg(*g, 0) == 0 }
+    };
+    let until = std::time::Instant::now() + grace;
+    while groups.iter().any(alive) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for g in groups.iter().filter(|g| alive(g)) {
+        // SAFETY: as above.
+        unsafe { libc::killpg(*g, libc::SIGKILL) };
+    }
+    found
+}
+
+/// A process's group, from `/proc/<pid>/stat` (the fifth field, after the parenthesised name,
+/// which may itself hold spaces and parentheses).
+fn group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Ends the command's whole process group when the attempt is dropped: on timeout, on cancel,
@@ -157,8 +265,15 @@ pub fn command_as(
             } else {
                 let mut c = command("sudo");
                 c.arg("-n");
+                // The attempt's key too, so that its orphans can be found (`end_orphans`). Only
+                // beside variables the step needs: asking to keep any needs sudoers' leave.
                 if !keep_env.is_empty() {
-                    c.arg(format!("--preserve-env={}", keep_env.join(",")));
+                    let keep: Vec<&str> = keep_env
+                        .iter()
+                        .map(String::as_str)
+                        .chain([ATTEMPT_VAR])
+                        .collect();
+                    c.arg(format!("--preserve-env={}", keep.join(",")));
                 }
                 c.args(["-u", user, "--"]).arg(program);
                 c
