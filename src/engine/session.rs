@@ -226,7 +226,8 @@ impl<'s> Session<'s> {
             })
             .await?;
         record_takeovers(&emitter, &locks)?;
-        let ended = end_orphans(&emitter.state(), run_id, self.opts.grace).await;
+        let keys = attempts_left_running(&emitter.state(), run_id);
+        let ended = end_orphans(keys, self.opts.grace).await;
         for (step, attempt) in cut_short {
             let key = format!("{run_id}/{step}/{attempt}");
             let mut reason =
@@ -612,10 +613,17 @@ fn run_map(
 /// own children, in their process groups, outlive a `kill -9`), before anything is decided
 /// about those attempts. The caller holds the run, so no live process runs them.
 pub(super) async fn end_orphans(
-    st: &RunState,
-    run_id: &str,
+    keys: Vec<String>,
     grace: std::time::Duration,
 ) -> Vec<crate::actions::support::process::Orphans> {
+    let grace = grace.min(std::time::Duration::from_secs(10));
+    tokio::task::spawn_blocking(move || crate::actions::support::process::end_orphans(&keys, grace))
+        .await
+        .unwrap_or_default()
+}
+
+/// The keys of the attempts the log says were running or cut short, compensations included.
+pub(super) fn attempts_left_running(st: &RunState, run_id: &str) -> Vec<String> {
     let mut keys = Vec::new();
     for (id, r) in &st.steps {
         if let StepState::Running { attempt } | StepState::Interrupted { attempt } = r.state {
@@ -625,10 +633,7 @@ pub(super) async fn end_orphans(
             keys.push(format!("{run_id}/{id}/compensate/{attempt}"));
         }
     }
-    let grace = grace.min(std::time::Duration::from_secs(10));
-    tokio::task::spawn_blocking(move || crate::actions::support::process::end_orphans(&keys, grace))
-        .await
-        .unwrap_or_default()
+    keys
 }
 
 /// What `reason` adds about an attempt's processes that outlived their lifeboat.
