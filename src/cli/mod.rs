@@ -105,6 +105,20 @@ enum Command {
         #[command(flatten)]
         driving: run::Driving,
     },
+    /// End a paused, waiting, failed or crashed run for good: end what its steps left running,
+    /// roll it back when asked, release its locks, and record who ended it and why. A run
+    /// driven by another process on this host is asked to stop first, as Ctrl-C asks.
+    Abort {
+        run: String,
+        /// Run the `compensate` of every completed step first, newest first.
+        #[arg(long)]
+        rollback: bool,
+        /// Why, for the record (the run log, `show`, reports).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[command(flatten)]
+        driving: run::Driving,
+    },
     /// Approve a step a run is waiting on (an approval gate, or re-running an interrupted step),
     /// as the identity the state store vouches for: this OS account, or the database role of a
     /// `postgres://` store.
@@ -255,6 +269,12 @@ fn dispatch(command: Command) -> Result<Exit> {
         } => drill::drill_report(&state, &run, report.as_deref(), json),
         Command::Resume { run, driving } => run::resume(&run, &driving),
         Command::Approve { run, step, state } => run::approve(&run, &step, &state),
+        Command::Abort {
+            run,
+            rollback,
+            reason,
+            driving,
+        } => run::abort(&run, rollback, reason, &driving),
         Command::Runs { state, json } => history::runs(&state, json),
         Command::Metrics { state, out } => history::metrics(&state, out.as_deref()),
         Command::Show { run, state, json } => history::show(&state, &run, json),

@@ -148,6 +148,19 @@ pub fn describe(e: &Event) -> String {
                 failed.len()
             )
         }
+        Event::RunAborted {
+            by,
+            reason,
+            rollback,
+            ..
+        } => format!(
+            "■ aborted by {by}{}{}",
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default(),
+            if *rollback { "; rolling back" } else { "" }
+        ),
         Event::HandlersStarted { status, steps, .. } => {
             format!("⚑ run {}; running {}", status.as_str(), steps.join(", "))
         }

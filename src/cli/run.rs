@@ -233,6 +233,30 @@ pub(super) fn resume(run_id: &str, d: &Driving) -> Result<Exit> {
     })
 }
 
+pub(super) fn abort(
+    run_id: &str,
+    rollback: bool,
+    reason: Option<String>,
+    d: &Driving,
+) -> Result<Exit> {
+    if let Some(r) = &reason
+        && (r.trim().is_empty() || r.chars().any(|c| c.is_control()))
+    {
+        return Err(Error::Invalid(
+            "--reason is one line of text: no line breaks or control characters".into(),
+        ));
+    }
+    let abort = engine::session::Abort { rollback, reason };
+    in_session(d, async |session| {
+        match session.abort(run_id, abort).await? {
+            Resumed::AlreadySucceeded => Err(Error::Invalid(format!(
+                "run {run_id} succeeded; there is nothing to abort"
+            ))),
+            Resumed::Ready(ready) => Ok(finished(&ready.drive().await?)),
+        }
+    })
+}
+
 pub(super) fn approve(run_id: &str, step: &str, state: &str) -> Result<Exit> {
     runtime().block_on(async {
         let store = open_store(state).await?;

@@ -39,6 +39,16 @@ pub enum Event {
         #[serde(default)]
         yes: bool,
     },
+    /// `lifeboat abort`: `by` ended the run on purpose (`reason`), rolling it back when
+    /// `rollback`. `run_finished` with status `aborted` follows (after the rollback).
+    RunAborted {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        rollback: bool,
+        host: String,
+        pid: u32,
+    },
     /// A lock was taken from a run whose process is verifiably gone.
     LockTakenOver {
         lock: String,
@@ -206,6 +216,8 @@ pub enum RunStatus {
     Failed,
     WaitingForApproval,
     Interrupted,
+    /// Ended on purpose by `lifeboat abort`; it cannot be resumed.
+    Aborted,
 }
 
 impl RunStatus {
@@ -216,6 +228,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::WaitingForApproval => "waiting_for_approval",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Aborted => "aborted",
         }
     }
 
@@ -226,6 +239,8 @@ impl RunStatus {
             RunStatus::Failed | RunStatus::Running => Exit::Failed,
             RunStatus::WaitingForApproval => Exit::WaitingForApproval,
             RunStatus::Interrupted => Exit::Interrupted,
+            // `lifeboat abort` did what it was asked.
+            RunStatus::Aborted => Exit::Success,
         }
     }
 }
@@ -270,6 +285,7 @@ pub const STRUCTURE: &[&str] = &[
     "waiting",
     "via",
     "failed_step",
+    "rollback",
 ];
 
 /// The fields that carry text or data a secret can reach (rendered inputs, outputs, error
@@ -308,6 +324,7 @@ impl Event {
             | Event::CompensationFailed { step, .. } => Some(step),
             Event::RunStarted { .. }
             | Event::RunResumed { .. }
+            | Event::RunAborted { .. }
             | Event::LockTakenOver { .. }
             | Event::RollbackStarted { .. }
             | Event::RollbackFinished { .. }
@@ -379,6 +396,9 @@ mod tests {
             ev(
                 json!({"event": "run_resumed", "operator": "o", "host": "h", "pid": 1, "yes": true}),
             ),
+            ev(
+                json!({"event": "run_aborted", "by": "b", "reason": "r", "rollback": true, "host": "h", "pid": 1}),
+            ),
             ev(json!({"event": "lock_taken_over", "lock": "l", "from_run": "r", "from_pid": 1})),
             step(
                 "step_started",
@@ -438,26 +458,27 @@ mod tests {
         match e {
             Event::RunStarted { .. } => 0,
             Event::RunResumed { .. } => 1,
-            Event::LockTakenOver { .. } => 2,
-            Event::StepStarted { .. } => 3,
-            Event::StepAttemptFailed { .. } => 4,
-            Event::StepProgress { .. } => 5,
-            Event::StepNoted { .. } => 6,
-            Event::StepSucceeded { .. } => 7,
-            Event::StepFailed { .. } => 8,
-            Event::StepSkipped { .. } => 9,
-            Event::StepInterrupted { .. } => 10,
-            Event::ApprovalRequested { .. } => 11,
-            Event::ApprovalGranted { .. } => 12,
-            Event::ApprovalDenied { .. } => 13,
-            Event::RollbackStarted { .. } => 14,
-            Event::CompensationStarted { .. } => 15,
-            Event::CompensationAttemptFailed { .. } => 16,
-            Event::CompensationSucceeded { .. } => 17,
-            Event::CompensationFailed { .. } => 18,
-            Event::RollbackFinished { .. } => 19,
-            Event::HandlersStarted { .. } => 20,
-            Event::RunFinished { .. } => 21,
+            Event::RunAborted { .. } => 2,
+            Event::LockTakenOver { .. } => 3,
+            Event::StepStarted { .. } => 4,
+            Event::StepAttemptFailed { .. } => 5,
+            Event::StepProgress { .. } => 6,
+            Event::StepNoted { .. } => 7,
+            Event::StepSucceeded { .. } => 8,
+            Event::StepFailed { .. } => 9,
+            Event::StepSkipped { .. } => 10,
+            Event::StepInterrupted { .. } => 11,
+            Event::ApprovalRequested { .. } => 12,
+            Event::ApprovalGranted { .. } => 13,
+            Event::ApprovalDenied { .. } => 14,
+            Event::RollbackStarted { .. } => 15,
+            Event::CompensationStarted { .. } => 16,
+            Event::CompensationAttemptFailed { .. } => 17,
+            Event::CompensationSucceeded { .. } => 18,
+            Event::CompensationFailed { .. } => 19,
+            Event::RollbackFinished { .. } => 20,
+            Event::HandlersStarted { .. } => 21,
+            Event::RunFinished { .. } => 22,
         }
     }
 

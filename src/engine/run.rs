@@ -321,6 +321,25 @@ impl Engine {
         }
     }
 
+    /// Ends the run for good (`lifeboat abort`, after `run_aborted`): its rollback when asked,
+    /// then `run_finished` with status `aborted`.
+    pub(super) async fn abort(&self, a: &super::session::Abort) -> Result<RunStatus, EngineError> {
+        let sh = &self.shared;
+        let mut summary = format!("aborted by {}", sh.identity);
+        if let Some(r) = &a.reason {
+            summary.push_str(&format!(": {r}"));
+        }
+        if a.rollback {
+            let rolled = self.rollback(&summary).await?;
+            summary.push_str(if rolled.is_empty() {
+                "; nothing to roll back"
+            } else {
+                &rolled
+            });
+        }
+        self.finish(RunStatus::Aborted, summary, vec![]).await
+    }
+
     /// The run ended as `status`: records that, runs its `on_failure` steps (when it failed)
     /// and `finally` steps, and finishes it. `why` is the failure in words, for `run.error` when
     /// no step's failure ended the run (a timeout, say).

@@ -56,6 +56,8 @@ pub struct NewRun<'a> {
 /// A run that is recorded, holds its locks, and is ready to drive: its id can be shown, and
 /// `resume` can finish it from here whatever happens next.
 pub struct Ready<'s> {
+    /// Set by [`Session::abort`]: the run is ended, not continued.
+    abort: Option<Abort>,
     store: &'s Store,
     engine: Engine,
     emitter: Arc<Emitter>,
@@ -75,6 +77,13 @@ pub struct Ended {
     pub log_hash: String,
     /// Lines written and syncs made by this process.
     pub log: runlog::WriterStats,
+}
+
+/// `lifeboat abort`: whether to roll back, and why, in the operator's words.
+#[derive(Debug, Clone)]
+pub struct Abort {
+    pub rollback: bool,
+    pub reason: Option<String>,
 }
 
 /// What `resume` found.
@@ -186,18 +195,53 @@ impl<'s> Session<'s> {
 
     /// Continues a stopped, failed or crashed run from what its log says.
     pub async fn resume(self, run_id: &str) -> Result<Resumed<'s>> {
+        self.take_over(run_id, None).await
+    }
+
+    /// Ends a paused, waiting, failed or crashed run for good (`lifeboat abort`), its rollback
+    /// first when `rollback`. A run another process is driving on this host is asked to stop
+    /// first, as Ctrl-C asks, and waited for; one driven on another host is refused.
+    pub async fn abort(self, run_id: &str, abort: Abort) -> Result<Resumed<'s>> {
+        self.take_over(run_id, Some(abort)).await
+    }
+
+    async fn take_over(self, run_id: &str, abort: Option<Abort>) -> Result<Resumed<'s>> {
         let store = self.store;
         store.exists(run_id).await.map_err(Error::Invalid)?;
-        let driver = store.drive(run_id).await.map_err(Error::Held)?;
+        let driver = match (store.drive(run_id).await, &abort) {
+            (Ok(d), _) => d,
+            (Err(e), None) => return Err(Error::Held(e)),
+            (Err(_), Some(_)) => stop_driver(store, run_id, self.opts.grace).await?,
+        };
         let stored = read_run(store, run_id, self.wiring.sink.as_ref()).await?;
         let rb = stored.runbook;
         let state = RunState::replay(rb.steps.iter().map(|s| s.id.as_str()), &stored.events);
-        if state.status == RunStatus::Succeeded {
-            return Ok(Resumed::AlreadySucceeded);
+        match (state.status, &abort) {
+            (RunStatus::Succeeded, None) => return Ok(Resumed::AlreadySucceeded),
+            (RunStatus::Succeeded, Some(_)) => {
+                return Err(Error::Invalid(format!(
+                    "run {run_id} succeeded; there is nothing to abort"
+                )));
+            }
+            (RunStatus::Aborted, _) => {
+                return Err(Error::Invalid(format!(
+                    "run {run_id} was aborted ({}); an aborted run is not continued: start a new one",
+                    state.summary.as_deref().unwrap_or_default()
+                )));
+            }
+            _ => {}
         }
-        check_runnable(&rb)?;
+        let compensates = abort.as_ref().is_none_or(|a| a.rollback);
+        if compensates {
+            check_runnable(&rb)?;
+        }
         let values: IndexMap<String, Value> = state.params.clone().into_iter().collect();
-        let secrets = secrets::resolve(&rb).map_err(Error::Invalid)?;
+        // Ending a run without its rollback runs nothing, so it needs none of its secrets.
+        let secrets = match secrets::resolve(&rb) {
+            Ok(s) => s,
+            Err(_) if !compensates => secrets::Secrets::default(),
+            Err(e) => return Err(Error::Invalid(e)),
+        };
         let identity = store.identity().await.map_err(Error::Invalid)?;
         let locks = store.acquire(&rb.locks, &holder(run_id)).await?;
         let writer = open_for_appending(store, run_id, &stored.verdict).await?;
@@ -217,14 +261,22 @@ impl<'s> Session<'s> {
             state,
             self.wiring.sink.clone(),
         ));
-        emitter
-            .emit_durable(Event::RunResumed {
+        let taken = match &abort {
+            None => Event::RunResumed {
                 operator: self.opts.operator.clone(),
                 host: store::hostname(),
                 pid: std::process::id(),
                 yes: self.opts.yes,
-            })
-            .await?;
+            },
+            Some(a) => Event::RunAborted {
+                by: identity.clone(),
+                reason: a.reason.clone(),
+                rollback: a.rollback,
+                host: store::hostname(),
+                pid: std::process::id(),
+            },
+        };
+        emitter.emit_durable(taken).await?;
         record_takeovers(&emitter, &locks)?;
         let keys = attempts_left_running(&emitter.state(), run_id);
         let ended = end_orphans(keys, self.opts.grace).await;
@@ -247,7 +299,7 @@ impl<'s> Session<'s> {
             &secrets,
             run_map(run_id, &started_at, &self.opts.operator, &rb),
         );
-        Ok(Resumed::Ready(Box::new(self.ready(
+        let mut ready = self.ready(
             rb,
             emitter,
             scope,
@@ -256,7 +308,9 @@ impl<'s> Session<'s> {
             run_id.to_string(),
             driver,
             identity,
-        ))))
+        );
+        ready.abort = abort;
+        Ok(Resumed::Ready(Box::new(ready)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -284,6 +338,7 @@ impl<'s> Session<'s> {
             identity,
         });
         Ready {
+            abort: None,
             store: self.store,
             engine,
             emitter,
@@ -308,7 +363,10 @@ impl Ready<'_> {
             locks: &mut self.locks,
             lost: false,
         };
-        let result = self.engine.drive(&mut watched).await;
+        let result = match &self.abort {
+            None => self.engine.drive(&mut watched).await,
+            Some(a) => self.engine.abort(a).await,
+        };
         // Anchor the end of the log outside it, closed: a rewritten last line shows, and so do
         // lines added after this. Only what is on disk is anchored.
         let flushed = self.emitter.flush().await;
@@ -644,4 +702,45 @@ pub(super) fn orphans_ended(o: &crate::actions::support::process::Orphans) -> St
         o.processes,
         groups.join(", ")
     )
+}
+
+/// Asks the process driving `run_id` on this host to stop, as Ctrl-C does (it finishes or
+/// cancels what runs, records the run as interrupted and pauses its locks), and waits until it
+/// has let go of the run. A run driven on another host is that host's to stop.
+#[allow(unsafe_code)]
+async fn stop_driver(store: &Store, run_id: &str, grace: std::time::Duration) -> Result<Driver> {
+    let text = store.read_log(run_id).await.map_err(Error::Failed)?;
+    let events = parse_log(&String::from_utf8_lossy(&text)).unwrap_or_default();
+    let driver = events.iter().rev().find_map(|r| match &r.event {
+        Event::RunStarted { host, pid, .. }
+        | Event::RunResumed { host, pid, .. }
+        | Event::RunAborted { host, pid, .. } => Some((host.clone(), *pid)),
+        _ => None,
+    });
+    let Some((host, pid)) = driver else {
+        return Err(Error::Held(format!(
+            "run {run_id} is being driven by another process"
+        )));
+    };
+    if host != store::hostname() {
+        return Err(Error::Held(format!(
+            "run {run_id} is being driven on host {host} (pid {pid}); stop it there, then abort it"
+        )));
+    }
+    // SAFETY: SIGINT asks the process to stop; the pid is the one the run's log names as its
+    // driver, and the store's lock says a process still drives it.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    // Its grace period, the KILL after it, and a moment to write its last lines.
+    let until = tokio::time::Instant::now() + grace + std::time::Duration::from_secs(15);
+    loop {
+        match store.drive(run_id).await {
+            Ok(d) => return Ok(d),
+            Err(e) if tokio::time::Instant::now() >= until => {
+                return Err(Error::Held(format!(
+                    "{e}; it was asked to stop (SIGINT to pid {pid}) and has not yet"
+                )));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
 }

@@ -235,6 +235,8 @@ impl RunState {
                     }
                 }
             }
+            // Nothing new starts; the rollback, when asked for, and `run_finished` follow.
+            Event::RunAborted { .. } => self.halted = true,
             Event::LockTakenOver { .. } | Event::StepProgress { .. } => {}
             Event::StepStarted { step, attempt, .. } => {
                 if let Some(s) = self.step(step) {

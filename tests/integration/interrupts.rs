@@ -291,3 +291,118 @@ steps:
         "{reason}"
     );
 }
+
+/// `lifeboat abort`: a run waiting at a gate is ended for good, rolled back when asked, its
+/// lock released, and who and why recorded; it cannot be resumed afterwards.
+#[test]
+fn abort_ends_a_waiting_run_rolls_it_back_and_releases_its_lock() {
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "abortable",
+            r#"
+locks: [orders-db]
+steps:
+  - id: stop_writers
+    action: shell
+    with: {script: "echo stopped >> side.txt"}
+    compensate: {action: shell, with: {script: "echo restarted >> side.txt"}}
+  - id: gate
+    action: approval
+    needs: [stop_writers]
+    with: {message: "restore?"}
+  - id: restore
+    action: shell
+    needs: [gate]
+    with: {script: "echo restored >> side.txt"}
+"#,
+        ),
+    );
+    let r = sb.lifeboat(&["run", "r.yaml", "--non-interactive"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let id = r.run_id();
+    let second = sb.lifeboat(&["run", "r.yaml", "--non-interactive"]);
+    assert_eq!(
+        second.code, 4,
+        "the waiting run holds its lock: {}",
+        second.stderr
+    );
+
+    let bad = sb.lifeboat(&["abort", &id, "--reason", "two\nlines"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    let a = sb.lifeboat(&[
+        "abort",
+        &id,
+        "--rollback",
+        "--reason",
+        "the primary came back",
+    ]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert_eq!(sb.read("side.txt"), "stopped\nrestarted\n");
+    let events = sb.events(&id);
+    let aborted = events.iter().find(|e| e["event"] == "run_aborted").unwrap();
+    assert_eq!(aborted["reason"], "the primary came back");
+    assert_eq!(aborted["rollback"], true);
+    assert!(!aborted["by"].as_str().unwrap().is_empty(), "{aborted}");
+    let last = events.last().unwrap();
+    assert_eq!(last["status"], "aborted");
+    assert!(
+        last["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with(": the primary came back; rolled back (1 compensated)"),
+        "{last}"
+    );
+    assert_eq!(sb.lifeboat(&["verify", &id]).code, 0);
+
+    let again = sb.lifeboat(&["resume", &id]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("was aborted"), "{}", again.stderr);
+    let twice = sb.lifeboat(&["abort", &id]);
+    assert_eq!(twice.code, 2, "{}", twice.stderr);
+    // The lock went with the run.
+    sb.write(
+        "r2.yaml",
+        &runbook(
+            "next",
+            "locks: [orders-db]\nsteps:\n  - {id: a, action: shell, with: {script: 'true'}}\n",
+        ),
+    );
+    assert_eq!(sb.lifeboat(&["run", "r2.yaml"]).code, 0);
+}
+
+/// A running run is not cut: `abort` asks its process to stop as Ctrl-C does, waits for it,
+/// then ends it.
+#[test]
+fn abort_asks_a_running_run_to_stop_before_ending_it() {
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &runbook("running", STUBBORN));
+    let child = sb
+        .command(&["run", "r.yaml", "--grace", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sb.wait_for("started", "started", 200);
+    let runs: serde_json::Value =
+        serde_json::from_str(&sb.lifeboat(&["runs", "--json"]).stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let a = sb.lifeboat(&["abort", &id, "--reason", "wrong region"]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let out: Ran = child.wait_with_output().unwrap().into();
+    assert_eq!(
+        out.code, 130,
+        "the driver stopped as on Ctrl-C: {}",
+        out.stderr
+    );
+    assert!(group_gone(&sb), "the step's processes outlived the abort");
+    let events = sb.events(&id);
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "run_finished")
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["interrupted", "aborted"]);
+    assert_eq!(sb.read("side.txt"), "", "nothing new started");
+}
