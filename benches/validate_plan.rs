@@ -68,14 +68,33 @@ fn generate(shape: Shape, n: usize, seed: u64) -> String {
     s
 }
 
+/// A runbook of three steps whose middle one is a `for_each` over a list param of `n` items,
+/// given on the command line: what a platform backup of many databases looks like.
+fn generate_for_each() -> String {
+    String::from(
+        "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: bench, version: 1.0.0}\n\
+         params:\n  databases: {type: array, items: string, default: []}\n\
+         connections:\n  db: {postgres: {url: \"postgres://app@127.0.0.1/postgres\"}}\nsteps:\n\
+         - {id: stop, action: postgres.query, with: {connection: db, sql: select 1}}\n\
+         - id: count\n    action: postgres.query\n    needs: [stop]\n    for_each: \"{{ params.databases }}\"\n    max_parallel: 4\n\
+         \x20   with: {connection: db, sql: \"select count(*) from {{ item | sql_ident }} where {{ steps.stop.outputs.row_count }} > 0\"}\n\
+         \x20   assert: \"outputs.row_count >= 0\"\n\
+         - {id: done, action: postgres.query, needs: [count], with: {connection: db, sql: select 1}}\n",
+    )
+}
+
 fn measure(text: &str) -> (Duration, Duration) {
+    measure_with(text, &[])
+}
+
+fn measure_with(text: &str, given: &[(String, String)]) -> (Duration, Duration) {
     let t0 = Instant::now();
     let loaded = lifeboat::runbook::load_str("bench.yaml", text);
     let rb = loaded
         .result
         .unwrap_or_else(|d| panic!("generated runbook is invalid: {d:?}"));
     let t1 = Instant::now();
-    let params = lifeboat::runbook::params::resolve(&rb, &[], true).unwrap();
+    let params = lifeboat::runbook::params::resolve(&rb, given, true).unwrap();
     let plan = lifeboat::plan::build(&rb, &params).unwrap();
     std::hint::black_box(lifeboat::plan::render_json(&plan));
     (t1 - t0, t1.elapsed())
@@ -147,6 +166,27 @@ fn main() {
                 total.as_secs_f64() * 1e6 / n as f64
             );
         }
+    }
+    // `for_each`: validate is one step's; expanding into n steps is part of the plan.
+    let text = generate_for_each();
+    for n in [100, 1_000, 10_000] {
+        let items: Vec<String> = (0..n).map(|i| format!("db{i}")).collect();
+        let given = [("databases".to_string(), items.join(","))];
+        let runs = if n >= 10_000 { 5 } else { 15 };
+        let mut samples: Vec<(Duration, Duration)> =
+            (0..runs).map(|_| measure_with(&text, &given)).collect();
+        samples.sort_by_key(|(v, p)| *v + *p);
+        let (v, p) = samples[runs / 2];
+        let total = v + p;
+        println!(
+            "{:<8} {n:>7} {:>10.0} {:>12.1} {:>12.1} {:>12.1} {:>12.1}",
+            "for_each",
+            text.len() as f64 / 1024.0,
+            v.as_secs_f64() * 1e3,
+            p.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e6 / n as f64
+        );
     }
     phases(&generate(Shape::Random, 10_000, 42));
 }

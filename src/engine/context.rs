@@ -33,6 +33,13 @@ impl StepOutputs {
             serde_json::json!({ "outputs": {}, "status": status, "error": error }),
         );
     }
+    /// A `for_each` group: the outputs of its steps, a list in item order, and how it settled.
+    pub fn set_group(&self, group: &str, outputs: Vec<serde_json::Value>, status: &str) {
+        self.insert(
+            group,
+            serde_json::json!({ "outputs": outputs, "status": status }),
+        );
+    }
     fn insert(&self, step: &str, entry: serde_json::Value) {
         let entry = J::from(minijinja::value::Serde(entry));
         self.map
@@ -231,13 +238,29 @@ impl RunScope {
         outputs: Option<&serde_json::Value>,
         touched: Option<&Arc<AtomicBool>>,
     ) -> J {
-        self.context_with(attempt_key, outputs, touched, None)
+        self.context_with(attempt_key, outputs, touched, None, None)
+    }
+
+    /// A context for a step a `for_each` made: `item` too.
+    pub fn step_context(
+        &self,
+        attempt_key: Option<&str>,
+        outputs: Option<&serde_json::Value>,
+        touched: Option<&Arc<AtomicBool>>,
+        item: Option<&serde_json::Value>,
+    ) -> J {
+        self.context_with(attempt_key, outputs, touched, None, item)
     }
 
     /// The context of a drill's steady-state check's `assert`: `before` too, what the same
     /// check returned before the fault.
-    pub fn assert_context(&self, outputs: &serde_json::Value, before: Option<J>) -> J {
-        self.context_with(None, Some(outputs), None, before)
+    pub fn assert_context(
+        &self,
+        outputs: &serde_json::Value,
+        before: Option<J>,
+        item: Option<&serde_json::Value>,
+    ) -> J {
+        self.context_with(None, Some(outputs), None, before, item)
     }
 
     fn context_with(
@@ -246,6 +269,7 @@ impl RunScope {
         outputs: Option<&serde_json::Value>,
         touched: Option<&Arc<AtomicBool>>,
         before: Option<J>,
+        item: Option<&serde_json::Value>,
     ) -> J {
         let mut run = self.run.clone();
         run.extend(self.ending.read().expect("ending lock").clone());
@@ -284,6 +308,9 @@ impl RunScope {
         }
         if let Some(b) = before {
             ctx.push(("before", b));
+        }
+        if let Some(i) = item {
+            ctx.push(("item", J::from(minijinja::value::Serde(i))));
         }
         ctx.into_iter()
             .collect::<std::collections::BTreeMap<_, _>>()

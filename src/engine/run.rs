@@ -41,6 +41,8 @@ struct Shared {
     open: std::sync::Mutex<Vec<usize>>,
     /// Settled steps with a need, at some depth, that is not: see [`upstream_undone`].
     stale: std::sync::Mutex<HashSet<usize>>,
+    /// The settled steps of each `for_each` group, to publish the group once all are.
+    group_settled: std::sync::Mutex<HashMap<String, HashSet<usize>>>,
 }
 
 impl Shared {
@@ -147,6 +149,7 @@ impl Engine {
                 unanswered: Default::default(),
                 open: std::sync::Mutex::new((0..n).collect()),
                 stale: Default::default(),
+                group_settled: Default::default(),
             }),
         }
     }
@@ -397,6 +400,9 @@ impl Engine {
         for i in 0..main {
             publish_ending(sh, i);
         }
+        for group in sh.rb.groups.keys() {
+            publish_group(sh, group);
+        }
         let indices: Vec<usize> = h
             .steps
             .iter()
@@ -640,7 +646,7 @@ impl Engine {
                     && attempts == 0
                     && let Some(when) = &step.when
                 {
-                    match self.eval(when, None) {
+                    match self.eval(when, step.member.as_ref().map(|m| &m.item)) {
                         Ok(true) => {}
                         Ok(false) => {
                             sh.emitter.emit(Event::StepSkipped {
@@ -737,6 +743,20 @@ impl Engine {
                     self.publish(i);
                     changed = true;
                     continue;
+                }
+                if let (Some(m), Some(limit)) = (&step.member, step.max_parallel) {
+                    let busy = running
+                        .keys()
+                        .filter(|&&j| {
+                            sh.rb.steps[j]
+                                .member
+                                .as_ref()
+                                .is_some_and(|o| o.group == m.group)
+                        })
+                        .count();
+                    if busy >= limit as usize {
+                        continue;
+                    }
                 }
                 if running.len() >= sh.opts.max_parallel {
                     return Ok(None);
@@ -892,7 +912,8 @@ impl Engine {
     fn gate_message(&self, i: usize) -> Option<String> {
         let sh = &self.shared;
         let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ctx = sh.scope.context(None, None, Some(&touched));
+        let item = sh.rb.steps[i].member.as_ref().map(|m| &m.item);
+        let ctx = sh.scope.step_context(None, None, Some(&touched), item);
         let rendered =
             inputs::render(&sh.env, &sh.rb.steps[i].with, &ctx, &touched, &sh.masker).ok()?;
         rendered.real.get("message")?.as_str().map(String::from)
@@ -912,8 +933,8 @@ impl Engine {
         publish(&self.shared, i);
     }
 
-    fn eval(&self, expr: &str, outputs: Option<&Value>) -> Result<bool, String> {
-        eval(&self.shared, expr, outputs)
+    fn eval(&self, expr: &str, item: Option<&Value>) -> Result<bool, String> {
+        eval(&self.shared, expr, None, item)
     }
 }
 
@@ -921,19 +942,64 @@ impl Engine {
 /// `status` once it succeeded; its `status` (and `error`) once it failed with `on_failure:
 /// continue` or was skipped, so a fallback path can follow it.
 fn publish(sh: &Shared, i: usize) {
-    let st = sh.emitter.state();
-    let rec = &st.steps[i];
-    let id = &sh.rb.steps[i].id;
-    match (&rec.state, &rec.outputs) {
-        (StepState::Succeeded { .. }, Some(o)) => sh.scope.steps.set(id, o),
-        (StepState::Failed { continued: true }, _) => {
-            sh.scope
-                .steps
-                .set_settled(id, "failed", rec.last_error.as_deref())
+    let is_settled = {
+        let st = sh.emitter.state();
+        let rec = &st.steps[i];
+        let id = &sh.rb.steps[i].id;
+        match (&rec.state, &rec.outputs) {
+            (StepState::Succeeded { .. }, Some(o)) => sh.scope.steps.set(id, o),
+            (StepState::Failed { continued: true }, _) => {
+                sh.scope
+                    .steps
+                    .set_settled(id, "failed", rec.last_error.as_deref())
+            }
+            (StepState::Skipped { .. }, _) => sh.scope.steps.set_settled(id, "skipped", None),
+            _ => {}
         }
-        (StepState::Skipped { .. }, _) => sh.scope.steps.set_settled(id, "skipped", None),
-        _ => {}
+        settled(&rec.state)
+    };
+    if let Some(m) = &sh.rb.steps[i].member
+        && is_settled
+    {
+        let all = {
+            let mut g = sh.group_settled.lock().expect("group lock");
+            let done = g.entry(m.group.clone()).or_default();
+            done.insert(i);
+            done.len() == sh.rb.groups.get(&m.group).map_or(0, Vec::len)
+        };
+        if all {
+            publish_group(sh, &m.group);
+        }
     }
+}
+
+/// `steps.<group>`: the outputs of a `for_each`'s steps as a list in item order (`none` for one
+/// that did not succeed), and how the group settled: `failed` if any step failed, `skipped` if
+/// all were, `not_run` while any has not settled, else `succeeded`.
+fn publish_group(sh: &Shared, group: &str) {
+    let Some(members) = sh.rb.groups.get(group) else {
+        return;
+    };
+    let st = sh.emitter.state();
+    let states: Vec<&StepState> = members.iter().map(|&j| &st.steps[j].state).collect();
+    let status = if states.iter().any(|s| matches!(s, StepState::Failed { .. })) {
+        "failed"
+    } else if !states.is_empty()
+        && states
+            .iter()
+            .all(|s| matches!(s, StepState::Skipped { .. }))
+    {
+        "skipped"
+    } else if states.iter().any(|s| !settled(s)) {
+        "not_run"
+    } else {
+        "succeeded"
+    };
+    let outputs = members
+        .iter()
+        .map(|&j| st.steps[j].outputs.clone().unwrap_or(Value::Null))
+        .collect();
+    sh.scope.steps.set_group(group, outputs, status);
 }
 
 /// Makes a step of `steps` visible to the `on_failure` and `finally` steps however it ended:
@@ -965,7 +1031,13 @@ fn first_failure(rb: &ValidRunbook, st: &super::RunState) -> Option<(String, Str
 /// A step's `assert`, over its outputs. A drill's steady-state check also sees `before`: in its
 /// second pass (`after.<id>`) what it returned in the first (`before.<id>`); in the first, its
 /// own outputs, so a comparison with `before` holds there and measures in the second.
-fn eval_assert(sh: &Shared, id: &str, expr: &str, outputs: &Value) -> Result<bool, String> {
+fn eval_assert(
+    sh: &Shared,
+    id: &str,
+    expr: &str,
+    outputs: &Value,
+    item: Option<&Value>,
+) -> Result<bool, String> {
     // Step ids have no `.`: only the two passes of a drill's checks are named so.
     let before = if id.starts_with("before.") {
         Some(minijinja::Value::from(minijinja::value::Serde(
@@ -975,12 +1047,18 @@ fn eval_assert(sh: &Shared, id: &str, expr: &str, outputs: &Value) -> Result<boo
         id.strip_prefix("after.")
             .and_then(|check| sh.scope.steps.get(&format!("before.{check}")))
     };
-    truth(sh, expr, &sh.scope.assert_context(outputs, before))
+    truth(sh, expr, &sh.scope.assert_context(outputs, before, item))
 }
 
-/// Whether an expression (`when`, an action's `until`) holds over the run's context and `outputs`.
-fn eval(sh: &Shared, expr: &str, outputs: Option<&Value>) -> Result<bool, String> {
-    truth(sh, expr, &sh.scope.context(None, outputs, None))
+/// Whether an expression (`when`, an action's `until`) holds over the run's context, `outputs`
+/// and, in a step a `for_each` made, `item`.
+fn eval(
+    sh: &Shared,
+    expr: &str,
+    outputs: Option<&Value>,
+    item: Option<&Value>,
+) -> Result<bool, String> {
+    truth(sh, expr, &sh.scope.step_context(None, outputs, None, item))
 }
 
 /// Whether an expression holds in `ctx`; its error in words when it cannot be evaluated.
@@ -1007,6 +1085,8 @@ struct Attempted<'a> {
     continued: bool,
     /// A step of `on_failure` or `finally`: it runs after the failure that halted the run.
     ending: bool,
+    /// The item of a step a `for_each` made.
+    item: Option<&'a Value>,
     /// What `outputs` is in the templates: the compensated step's outputs.
     outputs: Option<Value>,
 }
@@ -1025,6 +1105,7 @@ async fn step_attempts(sh: &Arc<Shared>, i: usize, first: u32) -> Result<Outcome
             compensation: false,
             continued: s.on_failure == OnFailure::Continue,
             ending: s.phase != StepPhase::Main,
+            item: s.member.as_ref().map(|m| &m.item),
             outputs: None,
         },
         first,
@@ -1056,6 +1137,7 @@ async fn compensation_attempts(
             compensation: true,
             continued: false,
             ending: false,
+            item: s.member.as_ref().map(|m| &m.item),
             outputs,
         },
         first,
@@ -1079,7 +1161,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let ctx = sh
                 .scope
-                .context(Some(&key), a.outputs.as_ref(), Some(&touched));
+                .step_context(Some(&key), a.outputs.as_ref(), Some(&touched), a.item);
             // Off the async workers: a render is bounded (fuel, a memory budget) but may take a
             // while, and signals must be heard meanwhile; a cancelled attempt stops waiting.
             let rendered = {
@@ -1145,7 +1227,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             if allowed.is_none() {
                 return Err(AttemptError::Halted);
             }
-            let eval = |expr: &str, outputs: &Value| eval(sh, expr, Some(outputs));
+            let eval = |expr: &str, outputs: &Value| eval(sh, expr, Some(outputs), a.item);
             let connection =
                 |name: &str| inputs::connection(&sh.rb, &sh.scope, &sh.env, &sh.masker, name);
             let progress = |message: &str| {
@@ -1206,7 +1288,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 }
             };
             if let Some(expr) = a.assert {
-                match eval_assert(sh, a.id, expr, &outputs) {
+                match eval_assert(sh, a.id, expr, &outputs, a.item) {
                     Ok(true) => {}
                     Ok(false) => {
                         let shown: String = outputs.to_string().chars().take(300).collect();

@@ -102,7 +102,16 @@ pub struct Approved {
 impl<'s> Session<'s> {
     /// Records a new run of `new.runbook` and takes its locks. Nothing has run yet.
     pub async fn start(self, new: NewRun<'_>) -> Result<Ready<'s>> {
-        let rb = new.runbook;
+        // `for_each` made into steps, as `resume` will make them from the same params.
+        let expanded = crate::runbook::expand(new.runbook, new.params).map_err(|d| {
+            Error::Invalid(
+                d.iter()
+                    .map(|d| d.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let rb = &expanded;
         check_runnable(rb)?;
         let secrets = secrets::resolve(rb).map_err(Error::Invalid)?;
         let store = self.store;
@@ -110,7 +119,7 @@ impl<'s> Session<'s> {
         let run_id = store::new_run_id();
         let locks = store.acquire(&rb.locks, &holder(&run_id)).await?;
         let masker = Masker::new(&secrets);
-        let recorded = self.record(&new, &run_id, &masker, &locks).await;
+        let recorded = self.record(&new, rb, &run_id, &masker, &locks).await;
         let (emitter, driver) = match recorded {
             Ok(r) => r,
             Err(e) => {
@@ -143,11 +152,12 @@ impl<'s> Session<'s> {
     async fn record(
         &self,
         new: &NewRun<'_>,
+        rb: &ValidRunbook,
         run_id: &str,
         masker: &Arc<Masker>,
         locks: &LockSet,
     ) -> Result<(Arc<Emitter>, Driver)> {
-        let (rb, store) = (new.runbook, self.store);
+        let store = self.store;
         let writer = store
             .create_run(run_id, new.text)
             .await
@@ -538,6 +548,7 @@ async fn read_run(store: &Store, run_id: &str, sink: &dyn Sink) -> Result<Stored
         file_sha256,
         file,
         drill,
+        params,
         ..
     } = &first.event
     else {
@@ -552,8 +563,11 @@ async fn read_run(store: &Store, run_id: &str, sink: &dyn Sink) -> Result<Stored
         )));
     }
     let loaded = crate::runbook::load_str(file, &String::from_utf8_lossy(&bytes));
+    // The same steps as the run began with: its `for_each` over the params it recorded.
+    let params: IndexMap<String, Value> = params.clone().into_iter().collect();
     let rb = loaded
         .result
+        .and_then(|rb| crate::runbook::expand(&rb, &params))
         .map_err(|diags| Error::runbook(loaded.source, diags))?;
     // A drill ran its scenario's steps too: continue the same composition.
     let runbook = match drill {

@@ -1396,3 +1396,75 @@ async fn a_crash_while_the_ending_steps_run_is_finished_by_resume() {
         assert!(h.verified(&run).intact(), "cut at byte {cut}");
     }
 }
+
+const EACH: &str = r#"steps:
+  - {id: stop, action: shell, with: {argv: [x]}}
+  - id: backup
+    action: shell
+    needs: [stop]
+    for_each: [orders, users, billing]
+    max_parallel: 1
+    with: {argv: [dump, "{{ item }}"]}
+  - {id: report, action: shell, needs: [backup], with: {argv: [report, "{{ steps.backup.outputs | map(attribute='db') | join(',') }}", "{{ steps.backup.status }}"]}}
+"#;
+
+fn each_script() -> Script {
+    Script::default()
+        .with("backup[orders]", &[Act::Ok(json!({"db": "orders"}))])
+        .with("backup[users]", &[Act::Ok(json!({"db": "users"}))])
+        .with("backup[billing]", &[Act::Ok(json!({"db": "billing"}))])
+}
+
+/// A `for_each` step is one step per item, each with its own attempt and checkpoint, at most
+/// `max_parallel` at a time; a `needs` on the group waits for all, and reads their outputs as a
+/// list.
+#[tokio::test(start_paused = true)]
+async fn for_each_makes_a_step_per_item_and_the_group_is_read_as_a_list() {
+    let h = harness(each_script());
+    let end = h.start(EACH).await;
+    assert_eq!(end.status, RunStatus::Succeeded, "{:?}", h.sink.trace());
+    let trace = h.sink.trace();
+    let starts: Vec<&String> = trace
+        .iter()
+        .filter(|t| t.starts_with("step_started:backup["))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "step_started:backup[orders]",
+            "step_started:backup[users]",
+            "step_started:backup[billing]"
+        ]
+    );
+    // One at a time: each starts after the one before it succeeded.
+    let at = |t: &str| trace.iter().position(|x| x == t).unwrap();
+    assert!(at("step_succeeded:backup[orders]") < at("step_started:backup[users]"));
+    assert!(at("step_succeeded:backup[users]") < at("step_started:backup[billing]"));
+    assert_eq!(argv_of(&h, "backup[users]"), json!(["dump", "users"]));
+    assert_eq!(
+        argv_of(&h, "report"),
+        json!(["report", "orders,users,billing", "succeeded"])
+    );
+}
+
+/// A crash after some items finished: resume runs only the others, then what needs the group.
+#[tokio::test(start_paused = true)]
+async fn a_crash_in_the_middle_of_a_for_each_resumes_with_the_items_left() {
+    let h = harness(each_script());
+    let end = h.start(EACH).await;
+    let full = h.log(&end.run_id);
+    let cut = after(
+        &full,
+        "\"step\":\"backup[orders]\",\"attempt\":1,\"outputs\"",
+    );
+    let (h, run) = crashed(each_script(), EACH, &full, cut);
+    let again = h.resume(&run).await.unwrap().unwrap();
+    assert_eq!(again.status, RunStatus::Succeeded);
+    assert_eq!(h.script.attempts_of("backup[orders]"), 0);
+    assert_eq!(h.script.attempts_of("backup[users]"), 1);
+    assert_eq!(h.script.attempts_of("backup[billing]"), 1);
+    assert_eq!(
+        argv_of(&h, "report"),
+        json!(["report", "orders,users,billing", "succeeded"])
+    );
+}

@@ -177,6 +177,14 @@ impl DescribeContext for Describer<'_> {
 
 /// Builds the plan. Fails only when a template cannot be rendered with these params.
 pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan, Vec<Diagnostic>> {
+    // The steps a `for_each` makes with these params, each planned as the run will run it.
+    let expanded;
+    let rb = if rb.steps.iter().any(|s| s.for_each.is_some()) {
+        expanded = crate::runbook::expand(rb, params)?;
+        &expanded
+    } else {
+        rb
+    };
     let env = templates::environment();
     let ctx = placeholder::context(params);
     let shape = placeholder::shape;
@@ -271,22 +279,26 @@ pub fn build(rb: &ValidRunbook, params: &IndexMap<String, Value>) -> Result<Plan
     let mut steps = Vec::with_capacity(rb.steps.len());
     for (i, s) in rb.steps.iter().enumerate() {
         let at = s.at.clone();
-        let (inputs, does) = describe(
-            &env,
-            &ctx,
-            &s.action,
-            &s.with,
-            &ptr(&at, "with"),
-            &describer,
-        )
-        .unwrap_or_else(|d| {
-            errors.push(d);
-            (Value::Null, String::new())
-        });
+        let item_ctx;
+        let ctx = match &s.member {
+            Some(m) => {
+                item_ctx = minijinja::context! {
+                    item => minijinja::Value::from(minijinja::value::Serde(&m.item)),
+                    ..ctx.clone()
+                };
+                &item_ctx
+            }
+            None => &ctx,
+        };
+        let (inputs, does) = describe(&env, ctx, &s.action, &s.with, &ptr(&at, "with"), &describer)
+            .unwrap_or_else(|d| {
+                errors.push(d);
+                (Value::Null, String::new())
+            });
         let compensate = s.compensate.as_ref().map(|c| {
             let (inputs, does) = describe(
                 &env,
-                &ctx,
+                ctx,
                 &c.action,
                 &c.with,
                 &ptr(&ptr(&at, "compensate"), "with"),

@@ -5,6 +5,7 @@
 
 mod connections;
 pub mod duration;
+mod expand;
 mod injection;
 mod load;
 mod model;
@@ -18,6 +19,7 @@ mod validate;
 mod validated;
 
 pub use connections::*;
+pub use expand::{MAX_ITEMS, expand};
 pub use load::{Loaded, load_file, load_str};
 pub use model::*;
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, Source};

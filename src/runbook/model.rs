@@ -271,6 +271,25 @@ pub struct Step {
     /// Run when the run is rolled back after this step completed; undoes what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensate: Option<Compensation>,
+    /// One step per item: a list, or a template of params that yields one
+    /// (`"{{ params.databases }}"`). Each is `<id>[<item>]`, with `item` in its templates; a
+    /// `needs` on `<id>` waits for all of them, and `steps.<id>.outputs` is their outputs, a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEach>,
+    /// With `for_each`: how many of its steps run at the same time, at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_parallel: Option<u32>,
+}
+
+/// The items of a `for_each`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum ForEach {
+    /// The items, written out: strings, numbers, or objects.
+    Items(Vec<serde_json::Value>),
+    /// A template of params whose value is a list: `"{{ params.databases }}"`.
+    Template(String),
 }
 
 pub fn empty_object() -> serde_json::Value {

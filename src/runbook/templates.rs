@@ -182,6 +182,10 @@ pub struct Scope<'a> {
     pub run: bool,
     /// A step of `on_failure` or `finally`: `run.status`, `run.failed_step` and `run.error`.
     pub ending: bool,
+    /// A step with `for_each`: `item` is the item of each step it makes.
+    pub item: bool,
+    /// The ids of `for_each` steps: `steps.<group>.outputs` is a list of their outputs.
+    pub groups: Option<&'a HashSet<&'a str>>,
 }
 
 /// Checks every template string inside `value` (at `pointer`).
@@ -594,6 +598,8 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
                 );
             }
             match segs.get(2) {
+                // A group's outputs are a list, one entry per step it made.
+                Some(&"outputs") if scope.groups.is_some_and(|g| g.contains(id)) => return None,
                 Some(&"outputs") => {}
                 // How it settled (`succeeded`, `failed` with `on_failure: continue`, `skipped`)
                 // and the error it failed with: a fallback path reads them.
@@ -649,6 +655,7 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
                 .help(format!("its outputs are: {}", names(outputs))),
             )
         }
+        "item" if scope.item => None,
         "outputs" if scope.outputs.is_some() => {
             let (action, outputs) = scope.outputs?;
             let o = *segs.get(1)?;
@@ -675,6 +682,9 @@ fn check_name(name: &str, pointer: &str, scope: &Scope<'_>) -> Option<Diagnostic
             }
             if scope.run {
                 roots.push("run");
+            }
+            if scope.item {
+                roots.push("item");
             }
             if scope.outputs.is_some() {
                 roots.push("outputs");

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
 
@@ -374,6 +375,8 @@ impl Checker {
                 before: false,
                 run: false,
                 ending: false,
+                item: false,
+                groups: None,
             };
             templates::check_value(&self.env, &fields, &at, &scope, &mut self.out);
             if let [kind] = kinds[..] {
@@ -438,6 +441,7 @@ impl Checker {
             timeout: run_timeout,
             steps,
             drill,
+            groups: IndexMap::new(),
             warnings: Vec::new(),
         })
     }
@@ -524,9 +528,15 @@ impl Checker {
             }
         }
 
+        let groups: HashSet<&str> = group
+            .iter()
+            .filter(|s| s.for_each.is_some())
+            .map(|s| s.id.as_str())
+            .collect();
         let mut steps = Vec::new();
         for (i, s) in group.iter().enumerate() {
             let at = format!("{base}/{i}");
+            self.for_each(s, &at, shared);
             let action = self.action(&s.action, &s.with, &at, connections);
             if let Some(a) = &action {
                 self.pasted(a, &s.with, &at, shared.params_declared);
@@ -577,6 +587,8 @@ impl Checker {
                 before: false,
                 run: true,
                 ending: phase.ending().is_some(),
+                item: s.for_each.is_some(),
+                groups: Some(&groups),
             };
             templates::check_value(&self.env, &s.with, &ptr(&at, "with"), &scope, &mut self.out);
             scope.secrets = None;
@@ -625,6 +637,8 @@ impl Checker {
                     before: false,
                     run: true,
                     ending: false,
+                    item: s.for_each.is_some(),
+                    groups: Some(&groups),
                 };
                 templates::check_value(&self.env, &c.with, &ptr(&cat, "with"), &cscope, &mut self.out);
                 let ctimeout = self.duration(c.timeout.as_ref(), &ptr(&cat, "timeout")).unwrap_or(timeout);
@@ -649,11 +663,83 @@ impl Checker {
                     on_skipped_needs: s.on_skipped_needs.unwrap_or_default(),
                     compensate,
                     phase: phase.ending().unwrap_or(StepPhase::Main),
+                    for_each: s.for_each.clone(),
+                    max_parallel: s.max_parallel,
+                    member: None,
                 });
             }
         }
 
         (steps.len() == group.len()).then_some(steps)
+    }
+
+    /// `for_each` is a list, or one `{{ expression }}` of params (its items are known once
+    /// the params are: `expand`); `max_parallel` goes with it.
+    fn for_each(&mut self, s: &model::Step, at: &str, shared: &Shared<'_>) {
+        if s.max_parallel.is_some() && s.for_each.is_none() {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    At::key(ptr(at, "max_parallel")),
+                    "`max_parallel` limits the steps a `for_each` makes, and this step has none",
+                )
+                .help("limit the whole run with `--max-parallel`"),
+            );
+        }
+        let Some(model::ForEach::Template(t)) = &s.for_each else {
+            return;
+        };
+        let here = ptr(at, "for_each");
+        let whole = t.trim();
+        if !(whole.starts_with("{{") && whole.ends_with("}}") && whole.matches("{{").count() == 1) {
+            self.out.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    At::node(&here),
+                    "`for_each` is a list, or one `{{ expression }}` whose value is a list",
+                )
+                .help("write the items (`for_each: [orders, users]`) or name a list param (`for_each: \"{{ params.databases }}\"`)"),
+            );
+            return;
+        }
+        let inner = whole[2..whole.len() - 2].trim();
+        let mut others: Vec<String> = templates::expression_roots(&self.env, inner)
+            .into_iter()
+            .filter(|r| r != "params")
+            .collect();
+        others.sort();
+        if let Some(first) = others.first() {
+            self.out.push(
+                Diagnostic::new(
+                    Code::UnknownName,
+                    At::text(&here, first.clone()),
+                    format!("`for_each` reads `{first}`, and its items come from the params alone"),
+                )
+                .help("the items are known before anything runs, so the plan a reviewer reads is the run: use a list param (`type: array`)"),
+            );
+            return;
+        }
+        let scope = Scope {
+            place: "`for_each`",
+            params: shared.params,
+            secrets: None,
+            env_secrets: shared.env_secrets,
+            steps: None,
+            upstream: None,
+            outputs: None,
+            before: false,
+            run: false,
+            ending: false,
+            item: false,
+            groups: None,
+        };
+        templates::check_value(
+            &self.env,
+            &Value::String(t.clone()),
+            &here,
+            &scope,
+            &mut self.out,
+        );
     }
 
     /// `on_failure` and `finally`: lists of their own that run once the run ended. Their ids

@@ -25,6 +25,9 @@ pub struct ValidRunbook {
     /// indices into this list, each within its own part, and the graph is acyclic.
     pub steps: Vec<ValidStep>,
     pub drill: Option<ValidDrill>,
+    /// Set by [`super::expand`]: each `for_each` step's id and the indices of the steps it
+    /// made, in item order (none, for an empty list).
+    pub groups: IndexMap<String, Vec<usize>>,
     /// What validation warns about: the runbook is valid, and runs.
     pub warnings: Vec<crate::diagnostics::Diagnostic>,
 }
@@ -85,6 +88,18 @@ pub struct ValidStep {
     pub on_skipped_needs: OnSkippedNeeds,
     pub compensate: Option<ValidCompensation>,
     pub phase: StepPhase,
+    /// `for_each` as written: validation keeps it, [`super::expand`] makes the steps of it.
+    pub for_each: Option<super::ForEach>,
+    pub max_parallel: Option<u32>,
+    /// Set by expansion: one of the steps a `for_each` made.
+    pub member: Option<Member>,
+}
+
+/// A step made by a `for_each`: `backup[orders]` of group `backup`.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub group: String,
+    pub item: serde_json::Value,
 }
 
 /// Which list of the runbook a step is in. `ValidRunbook::steps` holds `steps`, then

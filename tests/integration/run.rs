@@ -1072,3 +1072,90 @@ fn metrics_give_each_runbooks_last_success_for_the_textfile_collector() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+const FOR_EACH: &str = r#"
+params:
+  databases: {type: array, items: string, default: [orders]}
+steps:
+  - id: backup
+    action: shell
+    for_each: "{{ params.databases }}"
+    max_parallel: 2
+    with: {script: "sleep 0.2; echo {{ item | shell_quote }} >> done.txt", idempotent: true}
+  - id: report
+    action: shell
+    needs: [backup]
+    with: {argv: [sh, -c, "echo \"$1\" > report.txt", report, "{{ steps.backup.outputs | length }} {{ steps.backup.status }}"]}
+"#;
+
+/// `for_each` over a list param given on the command line: `plan` shows one step per item with
+/// its own rendered inputs, and a run killed with -9 at a random moment is finished by resume,
+/// every item done.
+#[test]
+fn for_each_is_planned_per_item_and_a_run_killed_at_random_resumes_to_every_item() {
+    let sb = Sandbox::new();
+    sb.write("r.yaml", &runbook("each", FOR_EACH));
+    let dbs = "databases=orders,users,billing,audit,events";
+    let plan = sb.lifeboat(&["plan", "r.yaml", "-p", dbs]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains("backup[billing] (shell)"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("echo 'billing' >> done.txt"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(
+            "needs:   backup[orders], backup[users], backup[billing], backup[audit], backup[events]"
+        ),
+        "{}",
+        plan.stdout
+    );
+    // Kill at a moment between nothing done and almost all done.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let delay = std::time::Duration::from_millis(100 + u64::from(nanos % 500));
+    let mut child = sb
+        .command(&["run", "r.yaml", "-p", dbs])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(String::from);
+    let id = id.unwrap_or_else(|| {
+        // Killed before the run was recorded: nothing ran, and a new run is the way on.
+        let r = sb.lifeboat(&["run", "r.yaml", "-p", dbs]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.run_id()
+    });
+    let r = sb.lifeboat(&["resume", &id]);
+    assert!(r.code == 0, "killed after {delay:?}: {}", r.stderr);
+    let mut done: Vec<String> = sb.read("done.txt").lines().map(String::from).collect();
+    done.sort();
+    done.dedup();
+    assert_eq!(
+        done,
+        ["audit", "billing", "events", "orders", "users"],
+        "killed after {delay:?}"
+    );
+    assert_eq!(sb.read("report.txt"), "5 succeeded\n");
+    let started: Vec<String> = sb
+        .events(&id)
+        .iter()
+        .filter(|e| e["event"] == "step_succeeded")
+        .map(|e| e["step"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(started.len(), 6, "each step succeeded once: {started:?}");
+}
