@@ -91,6 +91,7 @@ fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
             timeout: None,
             grace: Duration::from_secs(1),
             operator: "bench".into(),
+            state: None,
         },
         wiring: Wiring {
             sink: Arc::new(Null),
@@ -110,6 +111,7 @@ fn run_once(dir: &std::path::Path, text: &str, max_parallel: usize) -> Result {
                 runbook: &rb,
                 params: &params,
                 drill: None,
+                parent: None,
             };
             session.start(new).await?.drive().await
         })

@@ -72,14 +72,24 @@ fn generate(shape: Shape, n: usize, seed: u64) -> String {
 /// given on the command line: what a platform backup of many databases looks like.
 fn generate_for_each() -> String {
     String::from(
-        "apiVersion: lifeboat/v1\nkind: Runbook\nmetadata: {name: bench, version: 1.0.0}\n\
-         params:\n  databases: {type: array, items: string, default: []}\n\
-         connections:\n  db: {postgres: {url: \"postgres://app@127.0.0.1/postgres\"}}\nsteps:\n\
-         - {id: stop, action: postgres.query, with: {connection: db, sql: select 1}}\n\
-         - id: count\n    action: postgres.query\n    needs: [stop]\n    for_each: \"{{ params.databases }}\"\n    max_parallel: 4\n\
-         \x20   with: {connection: db, sql: \"select count(*) from {{ item | sql_ident }} where {{ steps.stop.outputs.row_count }} > 0\"}\n\
-         \x20   assert: \"outputs.row_count >= 0\"\n\
-         - {id: done, action: postgres.query, needs: [count], with: {connection: db, sql: select 1}}\n",
+        r#"apiVersion: lifeboat/v1
+kind: Runbook
+metadata: {name: bench, version: 1.0.0}
+params:
+  databases: {type: array, items: string, default: []}
+connections:
+  db: {postgres: {url: "postgres://app@127.0.0.1/postgres"}}
+steps:
+  - {id: stop, action: postgres.query, with: {connection: db, sql: select 1}}
+  - id: count
+    action: postgres.query
+    needs: [stop]
+    for_each: "{{ params.databases }}"
+    max_parallel: 4
+    with: {connection: db, sql: "select count(*) from {{ item | sql_ident }} where {{ steps.stop.outputs.row_count }} > 0"}
+    assert: "outputs.row_count >= 0"
+  - {id: done, action: postgres.query, needs: [count], with: {connection: db, sql: select 1}}
+"#,
     )
 }
 

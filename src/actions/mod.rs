@@ -178,6 +178,21 @@ pub struct Exec<'a> {
     pub note: &'a (dyn Fn(&str, serde_json::Value) -> NoteFuture + Send + Sync),
     /// What an earlier attempt of this step (or of its compensation) noted under a key.
     pub recall: &'a (dyn Fn(&str) -> Option<serde_json::Value> + Send + Sync),
+    /// What `action: runbook` needs of the run that calls it.
+    pub calls: &'a Calls,
+}
+
+/// What a step that runs another runbook (`action: runbook`) needs of the run that calls it.
+#[derive(Debug, Clone, Default)]
+pub struct Calls {
+    /// The folder of the calling runbook's file, absolute: where the files it names are.
+    pub dir: Option<std::path::PathBuf>,
+    /// The state store, as `--state` names it: a child run is recorded there too.
+    pub state: Option<String>,
+    /// `--yes`: a child run answers its gates the same way.
+    pub yes: bool,
+    /// `--grace`: a child run gives its steps the same time to finish when stopped.
+    pub grace: Option<std::time::Duration>,
 }
 
 /// Owns what it needs ('static), so that `Exec` stays covariant in its lifetime.
@@ -494,6 +509,7 @@ actions! {
     HttpRequest => http::request::HttpRequest,
     Wait => local::wait::Wait,
     Approval => local::approval::Approval,
+    Runbook => local::runbook::Runbook,
     NotifyWebhook => notify::webhook::NotifyWebhook,
     PostgresQuery => postgres::query::PostgresQuery,
     PostgresStopWriters => postgres::stop_writers::PostgresStopWriters,

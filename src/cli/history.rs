@@ -255,6 +255,13 @@ pub(super) fn show(state: &str, run: &str, json: bool) -> Result<Exit> {
     sayln!("runbook   {} {}", st.runbook, st.version);
     sayln!("status    {}", st.status.as_str());
     sayln!("operator  {}", st.operator);
+    if let Some(p) = &st.parent {
+        // `RUN/STEP`: the step of another run that started this one.
+        sayln!(
+            "parent    {p} (`lifeboat show {}`)",
+            p.split('/').next().unwrap_or(p)
+        );
+    }
     sayln!("started   {}", st.started_at);
     sayln!("finished  {}", st.finished_at.as_deref().unwrap_or("-"));
     if let Some(s) = &st.summary {

@@ -52,9 +52,11 @@ pub(super) fn run(
         .iter()
         .flatten()
         .any(|l| matches!(l.result, LookResult::Error(_)));
+    let children = children(file, &plan, 1);
     let out = match format {
         PlanFormat::Text => {
             let mut out = plan::render_text(&plan);
+            out.push_str(&render_children(&children));
             if let Some(looks) = &looks {
                 out.push_str(&render_looks(looks));
             }
@@ -65,6 +67,9 @@ pub(super) fn run(
                 serde_json::from_str(&plan::render_json(&plan)).expect("the plan is JSON");
             if let Some(looks) = &looks {
                 v["live"] = serde_json::json!(looks);
+            }
+            if !children.is_empty() {
+                v["children"] = children_json(&children);
             }
             format!(
                 "{}\n",
@@ -81,6 +86,119 @@ pub(super) fn run(
         PlanFormat::Text | PlanFormat::Mermaid | PlanFormat::Dot => say!("{out}"),
     }
     Ok(if failed { Exit::Failed } else { Exit::Success })
+}
+
+/// The plan of a runbook a step runs (`action: runbook`), with the params the step gives it.
+struct Child {
+    step: String,
+    file: String,
+    plan: std::result::Result<plan::Plan, String>,
+    children: Vec<Child>,
+}
+
+/// The plans of the runbooks `plan`'s steps run, and of those they run in turn. A param whose
+/// value is known only during the run (a step's output) is left to the child's default, and
+/// said so; loading already refused cycles and missing files.
+fn children(file: &Path, plan: &plan::Plan, depth: usize) -> Vec<Child> {
+    if depth > crate::runbook::MAX_CALL_DEPTH {
+        return Vec::new();
+    }
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for s in plan.steps.iter().filter(|s| s.action == "runbook") {
+        let Some(name) = s.inputs.get("file").and_then(|f| f.as_str()) else {
+            continue;
+        };
+        let path = dir.join(name);
+        let mut given = Vec::new();
+        let mut later = Vec::new();
+        if let Some(params) = s.inputs.get("params").and_then(|p| p.as_object()) {
+            for (k, v) in params {
+                let text = match v {
+                    serde_json::Value::String(t) => t.clone(),
+                    other => other.to_string(),
+                };
+                if text.contains('⟨') || text.contains("***") {
+                    later.push(k.clone());
+                } else {
+                    given.push((k.clone(), text));
+                }
+            }
+        }
+        let loaded = load_file(&path);
+        let built = match loaded.result {
+            Err(d) => Err(format!(
+                "{} problem(s); `lifeboat validate {}`",
+                d.len(),
+                path.display()
+            )),
+            Ok(rb) => match params::resolve(&rb, &given, true) {
+                Err(d) => Err(d.first().map(|d| d.message.clone()).unwrap_or_default()
+                    + if later.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} known only during the run)", later.join(", "))
+                    }
+                    .as_str()),
+                Ok(values) => plan::build(&rb, &values)
+                    .map_err(|d| d.first().map(|d| d.message.clone()).unwrap_or_default()),
+            },
+        };
+        let grandchildren = match &built {
+            Ok(p) => children(&path, p, depth + 1),
+            Err(_) => Vec::new(),
+        };
+        out.push(Child {
+            step: s.id.clone(),
+            file: name.to_string(),
+            plan: built,
+            children: grandchildren,
+        });
+    }
+    out
+}
+
+/// Each child's plan under a heading naming the step that runs it, indented by its depth.
+fn render_children(children: &[Child]) -> String {
+    let mut out = String::new();
+    for c in children {
+        out.push_str(&format!("\nStep `{}` runs {}:\n", c.step, c.file));
+        let body = match &c.plan {
+            Ok(p) => {
+                let mut t = plan::render_text(p);
+                t.push_str(&render_children(&c.children));
+                t
+            }
+            Err(why) => format!("its plan cannot be made yet: {why}\n"),
+        };
+        for line in body.lines() {
+            if line.is_empty() {
+                out.push_str("  │\n");
+            } else {
+                out.push_str(&format!("  │ {line}\n"));
+            }
+        }
+    }
+    out
+}
+
+fn children_json(children: &[Child]) -> serde_json::Value {
+    serde_json::Value::Object(
+        children
+            .iter()
+            .map(|c| {
+                let mut v = match &c.plan {
+                    Ok(p) => serde_json::from_str(&plan::render_json(p)).expect("the plan is JSON"),
+                    Err(why) => serde_json::json!({ "error": why }),
+                };
+                v["file"] = serde_json::json!(c.file);
+                if !c.children.is_empty() {
+                    v["children"] = children_json(&c.children);
+                }
+                (c.step.clone(), v)
+            })
+            .collect(),
+    )
 }
 
 /// Reads the live state of the steps that would run (not those `when` skips).

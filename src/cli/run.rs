@@ -50,6 +50,9 @@ pub struct Driving {
     /// credential: approvals are by the identity the state store vouches for.
     #[arg(long, env = "LIFEBOAT_OPERATOR")]
     pub operator: Option<String>,
+    /// The run and step that started this run (`action: runbook`), recorded in `run_started`.
+    #[arg(long, hide = true, value_name = "RUN/STEP")]
+    pub parent: Option<String>,
 }
 
 /// Who says they are running this: a name for the record, never a credential (approvals are
@@ -106,6 +109,7 @@ fn prepare(d: &Driving) -> Result<(engine::Options, Wiring)> {
         timeout,
         grace,
         operator: operator(d.operator.clone())?,
+        state: Some(d.state.clone()),
     };
     let wiring = Wiring {
         sink,
@@ -176,6 +180,11 @@ pub(super) fn start(
     drill: Option<Box<crate::drill::DrillInfo>>,
     print_id: bool,
 ) -> Result<Ended> {
+    if let Some(p) = &d.parent
+        && (crate::text::bad_name(p) || !p.contains('/'))
+    {
+        return Err(Error::Invalid(format!("--parent is RUN/STEP, not {p:?}")));
+    }
     in_session(d, async |session| {
         let new = NewRun {
             file,
@@ -183,6 +192,7 @@ pub(super) fn start(
             runbook: rb,
             params: values,
             drill,
+            parent: d.parent.clone(),
         };
         let ready = session.start(new).await?;
         // The id comes once the run is recorded: a script that has it can always resume it.

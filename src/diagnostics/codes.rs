@@ -62,6 +62,7 @@ codes! {
     InvalidRetry = "LB0110", "A retry policy is inconsistent";
     ExactlyOne = "LB0111", "A secret or connection must have exactly one source or kind";
     SteadyStateWrites = "LB0112", "A drill's steady-state check uses an action that changes things";
+    CalledRunbook = "LB0114", "A runbook that `action: runbook` calls cannot be used";
     NotInHandler = "LB0113", "`on_failure` and `finally` steps cannot wait for an answer or be undone";
     TemplateSyntax = "LB0120", "A template or expression does not parse";
     UnknownName = "LB0121", "A template refers to a name that does not exist";

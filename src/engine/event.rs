@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+// `run_started` is the large one, and there is one per run: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -30,6 +32,13 @@ pub enum Event {
         /// Set by `lifeboat drill`: the scenario, its objectives and which step is in which part.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         drill: Option<Box<crate::drill::DrillInfo>>,
+        /// The runbook file's folder, absolute: where the files its `action: runbook` steps
+        /// name are found, from any folder a resume is run in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
+        /// `RUN/STEP`: the step of another run that started this one (`action: runbook`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
     },
     /// A later process took the run over (`lifeboat resume`).
     RunResumed {
@@ -286,6 +295,8 @@ pub const STRUCTURE: &[&str] = &[
     "via",
     "failed_step",
     "rollback",
+    "dir",
+    "parent",
 ];
 
 /// The fields that carry text or data a secret can reach (rendered inputs, outputs, error
@@ -391,7 +402,7 @@ mod tests {
                 "pid": 1, "lifeboat": "0", "locks": ["l"], "max_parallel": 1, "timeout_ms": 5,
                 "yes": true, "drill": {"scenario": "s", "description": "d", "rto_objective_ms": 1,
                 "rpo_objective_ms": 1, "steady_before": [], "inject": [], "recovery": [],
-                "steady_after": [], "outside_targets": ["c"]}}),
+                "steady_after": [], "outside_targets": ["c"]}, "dir": "/d", "parent": "r/s"}),
             ),
             ev(
                 json!({"event": "run_resumed", "operator": "o", "host": "h", "pid": 1, "yes": true}),

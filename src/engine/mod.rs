@@ -45,6 +45,8 @@ pub struct Options {
     /// cancelled.
     pub grace: Duration,
     pub operator: String,
+    /// The state store as `--state` named it, for child runs (`action: runbook`).
+    pub state: Option<String>,
 }
 
 /// A question for the operator.

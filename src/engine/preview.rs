@@ -81,6 +81,7 @@ pub async fn look(
                         progress: &progress,
                         note: &note,
                         recall: &recall,
+                        calls: &crate::actions::Calls::default(),
                     };
                     match typed.preview(&exec) {
                         None => None,

@@ -41,6 +41,8 @@ struct Shared {
     open: std::sync::Mutex<Vec<usize>>,
     /// Settled steps with a need, at some depth, that is not: see [`upstream_undone`].
     stale: std::sync::Mutex<HashSet<usize>>,
+    /// What `action: runbook` steps need of this run.
+    calls: crate::actions::Calls,
     /// The settled steps of each `for_each` group, to publish the group once all are.
     group_settled: std::sync::Mutex<HashMap<String, HashSet<usize>>>,
 }
@@ -128,6 +130,7 @@ pub(super) struct Setup {
     pub prompter: Arc<dyn Prompter>,
     pub run_id: String,
     pub identity: String,
+    pub calls: crate::actions::Calls,
 }
 
 impl Engine {
@@ -150,6 +153,7 @@ impl Engine {
                 open: std::sync::Mutex::new((0..n).collect()),
                 stale: Default::default(),
                 group_settled: Default::default(),
+                calls: s.calls,
             }),
         }
     }
@@ -1271,6 +1275,7 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
                 progress: &progress,
                 note: &note,
                 recall: &recall,
+                calls: &sh.calls,
             };
             // Client libraries' diagnostics (`-v`) name the attempt they belong to.
             let span = tracing::info_span!("attempt", step = %a.id, n = attempt);

@@ -51,6 +51,8 @@ pub struct NewRun<'a> {
     pub params: &'a IndexMap<String, Value>,
     /// Marks the run as a drill of this scenario.
     pub drill: Option<Box<DrillInfo>>,
+    /// `RUN/STEP`: the step of another run that starts this one (`action: runbook`).
+    pub parent: Option<String>,
 }
 
 /// A run that is recorded, holds its locks, and is ready to drive: its id can be shown, and
@@ -193,6 +195,10 @@ impl<'s> Session<'s> {
                 .map(|t| t.as_millis() as u64),
             yes: self.opts.yes,
             drill: new.drill.clone(),
+            dir: std::fs::canonicalize(new.file)
+                .ok()
+                .and_then(|f| f.parent().map(|d| d.display().to_string())),
+            parent: new.parent.clone(),
         };
         emitter.emit_durable(started).await?;
         record_takeovers(&emitter, locks)?;
@@ -335,7 +341,14 @@ impl<'s> Session<'s> {
         driver: Driver,
         identity: String,
     ) -> Ready<'s> {
+        let calls = crate::actions::Calls {
+            dir: emitter.state().dir.clone().map(std::path::PathBuf::from),
+            state: self.opts.state.clone(),
+            yes: self.opts.yes,
+            grace: Some(self.opts.grace),
+        };
         let engine = Engine::new(Setup {
+            calls,
             rb: Arc::new(rb),
             emitter: emitter.clone(),
             scope,

@@ -92,6 +92,10 @@ pub struct RunState {
     pub version: String,
     pub file: String,
     pub file_sha256: String,
+    /// The runbook file's folder, when the run recorded it (`action: runbook` finds files there).
+    pub dir: Option<String>,
+    /// `RUN/STEP` that started this run, for a child run.
+    pub parent: Option<String>,
     pub params: Map<String, Value>,
     pub operator: String,
     pub started_at: String,
@@ -124,6 +128,8 @@ impl RunState {
             version: String::new(),
             file: String::new(),
             file_sha256: String::new(),
+            dir: None,
+            parent: None,
             params: Map::new(),
             operator: String::new(),
             started_at: String::new(),
@@ -181,8 +187,12 @@ impl RunState {
                 yes,
                 max_parallel,
                 timeout_ms,
+                dir,
+                parent,
                 ..
             } => {
+                self.dir = dir.clone();
+                self.parent = parent.clone();
                 self.run = run.clone();
                 self.runbook = runbook.clone();
                 self.version = version.clone();

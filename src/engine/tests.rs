@@ -199,6 +199,7 @@ impl Harness {
                 timeout: self.timeout,
                 grace: Duration::from_secs(30),
                 operator: "tester".into(),
+                state: None,
             },
             wiring: Wiring {
                 sink: self.sink.clone(),
@@ -224,6 +225,7 @@ impl Harness {
                 runbook: &rb,
                 params: &params,
                 drill: None,
+                parent: None,
             })
             .await
             .unwrap();
@@ -814,6 +816,7 @@ async fn a_lock_is_refused_while_held_and_taken_over_from_a_crashed_run() {
         runbook: &rb,
         params: &params,
         drill: None,
+        parent: None,
     };
     // Recorded, locks taken, then the process dies before driving: its lock stays `held` by a
     // run whose process is gone.

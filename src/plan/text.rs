@@ -51,17 +51,20 @@ pub fn render(plan: &Plan) -> String {
             "Timeout:    {t} for each run or resume, then running steps are cancelled and the run rolls back"
         );
     }
+    // Of `steps`: `on_failure` and `finally` are counted apart.
+    let main = |s: &&super::PlannedStep| s.phase == crate::runbook::StepPhase::Main;
     let destructive = plan
         .steps
         .iter()
+        .filter(main)
         .filter(|s| s.destructive && s.status != StepStatus::Skipped)
         .count();
     let skipped = plan
         .steps
         .iter()
+        .filter(main)
         .filter(|s| s.status == StepStatus::Skipped)
         .count();
-    let main = |s: &&super::PlannedStep| s.phase == crate::runbook::StepPhase::Main;
     let ending = plan.steps.len() - plan.steps.iter().filter(main).count();
     let _ = writeln!(
         o,

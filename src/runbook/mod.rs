@@ -20,7 +20,7 @@ mod validated;
 
 pub use connections::*;
 pub use expand::{MAX_ITEMS, expand};
-pub use load::{Loaded, load_file, load_str};
+pub use load::{Loaded, MAX_CALL_DEPTH, load_file, load_str};
 pub use model::*;
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, Source};
 pub use spans::{NodeSpan, Range, SpanMap};

@@ -275,21 +275,30 @@ pub struct Step {
     /// (`"{{ params.databases }}"`). Each is `<id>[<item>]`, with `item` in its templates; a
     /// `needs` on `<id>` waits for all of them, and `steps.<id>.outputs` is their outputs, a list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub for_each: Option<ForEach>,
+    pub for_each: Option<ForEachText>,
     /// With `for_each`: how many of its steps run at the same time, at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_parallel: Option<u32>,
 }
 
-/// The items of a `for_each`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(untagged)]
-pub enum ForEach {
-    /// The items, written out: strings, numbers, or objects.
-    Items(Vec<serde_json::Value>),
-    /// A template of params whose value is a list: `"{{ params.databases }}"`.
-    Template(String),
+/// The items of a `for_each` as written: a list, or a template of params that yields one. Read
+/// as a plain value (an untagged enum would lose the error's location) and told apart by
+/// validation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct ForEachText(pub serde_json::Value);
+
+impl JsonSchema for ForEachText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ForEach".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The items: a list (strings, numbers, objects), or one `{{ expression }}` of params whose value is a list.",
+            "type": ["array", "string"],
+        })
+    }
 }
 
 pub fn empty_object() -> serde_json::Value {

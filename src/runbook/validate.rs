@@ -663,7 +663,12 @@ impl Checker {
                     on_skipped_needs: s.on_skipped_needs.unwrap_or_default(),
                     compensate,
                     phase: phase.ending().unwrap_or(StepPhase::Main),
-                    for_each: s.for_each.clone(),
+                    for_each: s.for_each.as_ref().and_then(|f| match &f.0 {
+                        Value::Array(items) => Some(super::ForEach::Items(items.clone())),
+                        Value::String(t) => Some(super::ForEach::Template(t.clone())),
+                        // The schema reported it.
+                        _ => None,
+                    }),
                     max_parallel: s.max_parallel,
                     member: None,
                 });
@@ -686,7 +691,7 @@ impl Checker {
                 .help("limit the whole run with `--max-parallel`"),
             );
         }
-        let Some(model::ForEach::Template(t)) = &s.for_each else {
+        let Some(Value::String(t)) = s.for_each.as_ref().map(|f| &f.0) else {
             return;
         };
         let here = ptr(at, "for_each");

@@ -88,11 +88,20 @@ pub struct ValidStep {
     pub on_skipped_needs: OnSkippedNeeds,
     pub compensate: Option<ValidCompensation>,
     pub phase: StepPhase,
-    /// `for_each` as written: validation keeps it, [`super::expand`] makes the steps of it.
-    pub for_each: Option<super::ForEach>,
+    /// `for_each`: validation keeps it, [`super::expand`] makes the steps of it.
+    pub for_each: Option<ForEach>,
     pub max_parallel: Option<u32>,
     /// Set by expansion: one of the steps a `for_each` made.
     pub member: Option<Member>,
+}
+
+/// The items of a `for_each`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForEach {
+    /// The items, written out.
+    Items(Vec<serde_json::Value>),
+    /// One `{{ expression }}` of params whose value is the list.
+    Template(String),
 }
 
 /// A step made by a `for_each`: `backup[orders]` of group `backup`.

@@ -847,3 +847,87 @@ fn an_import_killed_while_it_applies_is_finished_by_resume() {
     assert!(out["unchanged"].as_u64().unwrap() >= 1000, "{out}");
     assert_eq!(present(), 2500);
 }
+
+/// runbooks/platform-backup.yaml end to end: runbooks/postgres-backup.yaml for each database
+/// of a list param (a `for_each` of `action: runbook`), then
+/// runbooks/kubernetes-config-backup.yaml, each a child run linked to the step that ran it,
+/// against a real PostgreSQL, API server and S3.
+#[test]
+fn the_platform_runbook_runs_each_components_runbook_as_a_child_run() {
+    let World {
+        k,
+        s3,
+        recipient,
+        mut env,
+    } = World::start();
+    let pg = common::pg::Cluster::start();
+    for db in ["orders", "users"] {
+        pg.psql("postgres", &format!("create database {db}"));
+        pg.psql(
+            db,
+            "create table t(id int primary key); insert into t select generate_series(1, 50)",
+        );
+    }
+    env.push(("PGPASSWORD", common::pg::PASSWORD.to_string()));
+    let sb = Sandbox::new();
+    let mut args = vec![
+        "run".to_string(),
+        common::root()
+            .join("runbooks/platform-backup.yaml")
+            .display()
+            .to_string(),
+    ];
+    args.extend(params(
+        &k,
+        &s3,
+        &[
+            &format!("age_recipient={recipient}"),
+            &format!("pg_url=postgres://postgres@127.0.0.1:{}", pg.port),
+            "databases=orders,users",
+        ],
+    ));
+    let r = run_env(&sb, &args, &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let parent = r.run_id();
+    let runs: serde_json::Value =
+        serde_json::from_str(&sb.lifeboat(&["runs", "--json"]).stdout).unwrap();
+    let mut children: Vec<(String, String)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] != parent.as_str())
+        .map(|r| {
+            let id = r["id"].as_str().unwrap().to_string();
+            let started = sb.events(&id).remove(0);
+            (started["parent"].as_str().unwrap().to_string(), id)
+        })
+        .collect();
+    children.sort();
+    let steps: Vec<&str> = children.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        steps,
+        [
+            format!("{parent}/databases[orders]"),
+            format!("{parent}/databases[users]"),
+            format!("{parent}/kubernetes_config"),
+        ]
+    );
+    for (step, child) in &children {
+        let step = step.rsplit('/').next().unwrap();
+        let out = sb.outputs(&parent, step);
+        assert_eq!(out["run"], child.as_str(), "{step}: {out}");
+        assert_eq!(out["status"], "succeeded");
+    }
+    let users = &children[1].1;
+    let dumped = sb.outputs(users, "dump");
+    assert!(
+        dumped["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres/users/"),
+        "{dumped}"
+    );
+    // Two ConfigMaps, two Secrets, their Namespace.
+    assert_eq!(sb.outputs(&children[2].1, "export")["objects"], 5);
+    assert_no_secret(&sb, &[&r.stdout, &r.stderr]);
+}

@@ -1159,3 +1159,110 @@ fn for_each_is_planned_per_item_and_a_run_killed_at_random_resumes_to_every_item
         .collect();
     assert_eq!(started.len(), 6, "each step succeeded once: {started:?}");
 }
+
+/// `action: runbook`: a child run with its own log, linked both ways; lifeboat killed with -9
+/// while the child runs leaves a parent that `resume` finishes by resuming the same child (the
+/// child's lifeboat, orphaned, is ended first), never by starting a second one.
+#[test]
+fn a_child_run_is_linked_both_ways_and_resumed_not_restarted_after_a_crash() {
+    let sb = Sandbox::new();
+    sb.write(
+        "child.yaml",
+        &runbook(
+            "child",
+            r#"
+params:
+  db: {type: string}
+steps:
+  - id: dump
+    action: shell
+    with:
+      script: "if [ -f started ]; then echo {{ params.db | shell_quote }} >> side.txt; else echo $$ > pgid; echo started > started; sleep 300; fi"
+      idempotent: true
+"#,
+        ),
+    );
+    sb.write(
+        "parent.yaml",
+        &runbook(
+            "parent",
+            r#"
+steps:
+  - id: call
+    action: runbook
+    with: {file: child.yaml, params: {db: orders}}
+  - {id: after, action: shell, needs: [call], with: {argv: [echo, "{{ steps.call.outputs.run }}"]}}
+"#,
+        ),
+    );
+    let mut parent = sb
+        .command(&["run", "parent.yaml", "--grace", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    sb.wait_for("started", "started", 200);
+    parent.kill().unwrap();
+    let out = parent.wait_with_output().unwrap();
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let r = sb.lifeboat(&["resume", &id, "--grace", "1s"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sb.read("side.txt"), "orders\n");
+    let runs: serde_json::Value =
+        serde_json::from_str(&sb.lifeboat(&["runs", "--json"]).stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "one parent, one child: {runs:?}");
+    let child = runs.iter().find(|r| r["runbook"] == "child").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let outputs = sb.outputs(&id, "call");
+    assert_eq!(outputs["run"], child.as_str());
+    assert_eq!(outputs["status"], "succeeded");
+    let events = sb.events(&child);
+    assert_eq!(events[0]["parent"], format!("{id}/call"));
+    assert!(
+        events.iter().any(|e| e["event"] == "run_resumed"),
+        "the child was resumed"
+    );
+    assert_eq!(sb.lifeboat(&["verify", &child]).code, 0);
+    // The first attempt's `sleep 300`, twice orphaned, is gone.
+    let pgid: i32 = sb.read("pgid").trim().parse().unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: signal 0 only checks whether the group exists.
+    let alive = || unsafe { libc::killpg(pgid, 0) == 0 };
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !alive()
+    });
+    assert!(gone, "the first attempt's processes outlived both resumes");
+}
+
+/// A child that fails fails its step with the child's own words, and the parent rolls back.
+#[test]
+fn a_failed_child_run_fails_its_step_with_the_childs_reason() {
+    let sb = Sandbox::new();
+    sb.write(
+        "child.yaml",
+        &runbook("child", "steps:\n  - {id: broken, action: shell, with: {script: 'echo disk full >&2; exit 1'}}\n"),
+    );
+    sb.write(
+        "parent.yaml",
+        &runbook(
+            "parent",
+            "steps:\n  - {id: call, action: runbook, with: {file: child.yaml}}\n",
+        ),
+    );
+    let r = sb.lifeboat(&["run", "parent.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let last = sb.events(&r.run_id()).pop().unwrap();
+    let summary = last["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("failed: step `broken` failed: `sh` exited with status 1: disk full"),
+        "{summary}"
+    );
+}

@@ -61,7 +61,9 @@ fn shipped_runbooks_validate_and_plan() {
         insta::assert_snapshot!(format!("{snap}_mermaid"), plan::render_mermaid(&plan));
         let json: serde_json::Value = serde_json::from_str(&plan::render_json(&plan)).unwrap();
         assert_eq!(json["format_version"], 1);
-        assert_eq!(json["steps"].as_array().unwrap().len(), rb.steps.len());
+        // One planned step per step, `for_each` made into a step per item.
+        let expanded = runbook::expand(&rb, &values).unwrap();
+        assert_eq!(json["steps"].as_array().unwrap().len(), expanded.steps.len());
         let dot = plan::render_dot(&plan);
         assert!(dot.starts_with("digraph") && dot.trim_end().ends_with('}'));
         // Each drill scenario plans too, as `lifeboat drill` would run it.

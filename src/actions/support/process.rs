@@ -21,6 +21,15 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     cmd
 }
 
+/// This binary, to run a runbook as a child run (`action: runbook`). The one child that keeps
+/// this process's environment: a child run resolves its own secrets from the environment the
+/// operator gave this one, exactly as `lifeboat run` would, and masks them as this run does.
+pub fn lifeboat() -> Result<std::process::Command, ActionError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| ActionError::permanent(format!("cannot find the lifeboat binary: {e}")))?;
+    Ok(std::process::Command::new(exe))
+}
+
 tokio::task_local! {
     /// The attempt key of the attempt this task runs, set by the engine around an action.
     pub static ATTEMPT: String;
