@@ -30,6 +30,11 @@ pub(super) fn run(
         Ok(v) => v,
         Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
+    // The steps `for_each` makes with these params: what `--live` looks at and a drill runs.
+    let rb = match crate::runbook::expand(&rb, &values) {
+        Ok(rb) => rb,
+        Err(diags) => return Err(Error::runbook(loaded.source, diags)),
+    };
     let rb = match scenario {
         Some(name) => {
             crate::drill::compose(&rb, name)

@@ -63,7 +63,10 @@ fn shipped_runbooks_validate_and_plan() {
         assert_eq!(json["format_version"], 1);
         // One planned step per step, `for_each` made into a step per item.
         let expanded = runbook::expand(&rb, &values).unwrap();
-        assert_eq!(json["steps"].as_array().unwrap().len(), expanded.steps.len());
+        assert_eq!(
+            json["steps"].as_array().unwrap().len(),
+            expanded.steps.len()
+        );
         let dot = plan::render_dot(&plan);
         assert!(dot.starts_with("digraph") && dot.trim_end().ends_with('}'));
         // Each drill scenario plans too, as `lifeboat drill` would run it.
