@@ -247,6 +247,13 @@ impl<'s> Session<'s> {
             }
             _ => {}
         }
+        // An abort cut short is finished, whichever command takes the run over next.
+        let abort = abort.or_else(|| {
+            state
+                .aborting
+                .clone()
+                .map(|(rollback, reason)| Abort { rollback, reason })
+        });
         let compensates = abort.as_ref().is_none_or(|a| a.rollback);
         if compensates {
             check_runnable(&rb)?;

@@ -115,6 +115,9 @@ pub struct RunState {
     pub halted: bool,
     /// The run ended and its `on_failure`/`finally` steps were started (`handlers_started`).
     pub handlers: Option<Handlers>,
+    /// `lifeboat abort` began ending the run (`run_aborted`): with its rollback when `true`. A
+    /// resume of a run whose abort was cut short finishes the abort.
+    pub aborting: Option<(bool, Option<String>)>,
     pub last_seq: u64,
     completions: u64,
 }
@@ -164,6 +167,7 @@ impl RunState {
             rollback_steps: Vec::new(),
             halted: false,
             handlers: None,
+            aborting: None,
             last_seq: 0,
             completions: 0,
         }
@@ -246,7 +250,12 @@ impl RunState {
                 }
             }
             // Nothing new starts; the rollback, when asked for, and `run_finished` follow.
-            Event::RunAborted { .. } => self.halted = true,
+            Event::RunAborted {
+                rollback, reason, ..
+            } => {
+                self.halted = true;
+                self.aborting = Some((*rollback, reason.clone()));
+            }
             Event::LockTakenOver { .. } | Event::StepProgress { .. } => {}
             Event::StepStarted { step, attempt, .. } => {
                 if let Some(s) = self.step(step) {

@@ -1471,3 +1471,54 @@ async fn a_crash_in_the_middle_of_a_for_each_resumes_with_the_items_left() {
         json!(["report", "orders,users,billing", "succeeded"])
     );
 }
+
+/// `abort --rollback` of a run waiting at a gate, cut by a crash at any line after it began:
+/// whatever takes the run over next (here `resume`) finishes the abort, its rollback once.
+#[tokio::test(start_paused = true)]
+async fn an_abort_cut_short_is_finished_by_whatever_takes_the_run_over() {
+    let steps = r#"steps:
+  - {id: stop, action: shell, with: {argv: [x]}, compensate: {action: shell, with: {argv: [undo]}}}
+  - {id: gate, action: approval, needs: [stop], with: {message: go}}
+"#;
+    let h = harness(Script::default());
+    let end = h.start(steps).await;
+    assert_eq!(end.status, RunStatus::WaitingForApproval);
+    let abort = session::Abort {
+        rollback: true,
+        reason: Some("primary is back".into()),
+    };
+    let Resumed::Ready(ready) = h.session().abort(&end.run_id, abort).await.unwrap() else {
+        panic!("a waiting run can be aborted");
+    };
+    let ended = ready.drive().await.unwrap();
+    assert_eq!(ended.status, RunStatus::Aborted);
+    assert_eq!(h.script.attempts_of("stop/compensate"), 1);
+    let full = h.log(&end.run_id);
+    let from = after(&full, "\"run_aborted\"");
+    let ends: Vec<usize> = full
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'\n' && *i + 1 >= from && *i + 1 < full.len())
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert!(!ends.is_empty());
+    for cut in ends {
+        let (mut h, run) = crashed(Script::default(), steps, &full, cut);
+        h.yes = false;
+        let again = h.resume(&run).await.unwrap().unwrap();
+        assert_eq!(again.status, RunStatus::Aborted, "cut at byte {cut}");
+        let st = h.state(&run);
+        assert_eq!(
+            st.steps["stop"].state,
+            StepState::Compensated,
+            "cut at byte {cut}"
+        );
+        assert_eq!(h.script.attempts_of("gate"), 0);
+        assert!(
+            st.summary.as_deref().unwrap().contains("primary is back"),
+            "cut at byte {cut}: {:?}",
+            st.summary
+        );
+        assert!(h.verified(&run).intact(), "cut at byte {cut}");
+    }
+}

@@ -1266,3 +1266,72 @@ fn a_failed_child_run_fails_its_step_with_the_childs_reason() {
         "{summary}"
     );
 }
+
+/// `on_failure` and `finally` with lifeboat killed with -9 at a random moment: resume finishes
+/// the run failed, its ending steps each done, and the failure that ended it still the one
+/// reported.
+#[test]
+fn a_run_killed_while_its_ending_steps_run_is_finished_by_resume() {
+    let sb = Sandbox::new();
+    sb.write(
+        "r.yaml",
+        &runbook(
+            "ending",
+            r#"
+steps:
+  - {id: copy, action: shell, with: {script: "sleep 0.2; echo disk full >&2; exit 1", idempotent: true}}
+on_failure:
+  - id: page
+    action: shell
+    with: {argv: [sh, -c, 'sleep 0.2; echo "$1" >> paged.txt', page, "{{ run.failed_step }}: {{ run.error }}"], idempotent: true}
+finally:
+  - {id: tidy, action: shell, with: {script: "sleep 0.2; echo {{ run.status }} >> tidy.txt", idempotent: true}}
+"#,
+        ),
+    );
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let delay = std::time::Duration::from_millis(150 + u64::from(nanos % 500));
+    let mut child = sb
+        .command(&["run", "r.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let Some(id) = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(String::from)
+    else {
+        return; // killed before the run existed: nothing ran
+    };
+    let events = sb.events(&id);
+    let finished = events.iter().any(|e| e["event"] == "run_finished");
+    if !finished {
+        let r = sb.lifeboat(&["resume", &id]);
+        assert_eq!(r.code, 1, "killed after {delay:?}: {}", r.stderr);
+    }
+    let last = sb.events(&id).pop().unwrap();
+    assert_eq!(last["status"], "failed", "killed after {delay:?}");
+    assert!(
+        last["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("step `copy` failed: `sh` exited with status 1: disk full"),
+        "killed after {delay:?}: {last}"
+    );
+    assert!(
+        sb.read("paged.txt")
+            .starts_with("copy: `sh` exited with status 1: disk full\n"),
+        "killed after {delay:?}"
+    );
+    assert!(
+        sb.read("tidy.txt").starts_with("failed\n"),
+        "killed after {delay:?}"
+    );
+}
