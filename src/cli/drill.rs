@@ -27,15 +27,7 @@ pub struct DrillArgs {
 
 pub(super) fn drill(file: &Path, given: &[String], a: &DrillArgs, d: &Driving) -> Result<Exit> {
     let (text, rb, values) = load_for_run(file, given)?;
-    // Expanded first, as `resume` does, so the drill's parts name the steps that run.
-    let rb = crate::runbook::expand(&rb, &values).map_err(|d| {
-        Error::Invalid(
-            d.iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    // Expanded already (`load_for_run`), as `resume` expands it: the parts name the steps that run.
     let composed = drill::compose(&rb, &a.scenario).map_err(Error::Invalid)?;
     // The scenario's own steps, checked as `run` checks the runbook's.
     if let Err(diags) = crate::plan::build(&composed.runbook, &values) {

@@ -148,7 +148,7 @@ pub(super) fn run(file: &Path, given: &[String], d: &Driving) -> Result<Exit> {
 /// param values.
 pub(super) type ForRun = (Vec<u8>, ValidRunbook, IndexMap<String, serde_json::Value>);
 
-/// Loads, validates and takes the params of a runbook to run.
+/// Loads, validates and takes the params of a runbook to run, its `for_each` expanded.
 pub(super) fn load_for_run(file: &Path, given: &[String]) -> Result<ForRun> {
     let given = parse_params(given)?;
     let loaded = load_file(file);
@@ -161,6 +161,11 @@ pub(super) fn load_for_run(file: &Path, given: &[String]) -> Result<ForRun> {
         Err(diags) => return Err(Error::runbook(loaded.source, diags)),
     };
     super::validate::warn(&loaded.source, &rb);
+    // The steps `for_each` makes with these params, as `resume` will make them again.
+    let rb = match crate::runbook::expand(&rb, &values) {
+        Ok(rb) => rb,
+        Err(diags) => return Err(Error::runbook(loaded.source, diags)),
+    };
     // What `plan` would refuse, `run` refuses before anything starts: a template that fails
     // with these params is found now, not after destructive steps have run.
     if let Err(diags) = crate::plan::build(&rb, &values) {

@@ -188,6 +188,30 @@ pub struct Scope<'a> {
     pub groups: Option<&'a HashSet<&'a str>>,
 }
 
+impl<'a> Scope<'a> {
+    /// A place that may read `params` (and `env`) and nothing else; add what else it may.
+    pub fn bare(
+        place: &'a str,
+        params: &'a [&'a str],
+        env_secrets: &'a [(&'a str, &'a str)],
+    ) -> Scope<'a> {
+        Scope {
+            place,
+            params,
+            secrets: None,
+            env_secrets,
+            steps: None,
+            upstream: None,
+            outputs: None,
+            before: false,
+            run: false,
+            ending: false,
+            item: false,
+            groups: None,
+        }
+    }
+}
+
 /// Checks every template string inside `value` (at `pointer`).
 pub fn check_value(
     env: &minijinja::Environment<'_>,

@@ -365,18 +365,8 @@ impl Checker {
                 .filter(|k| fields.get(k.as_str()).is_some())
                 .collect();
             let scope = Scope {
-                place: "a connection",
-                params: &param_names,
                 secrets: Some(&secret_names),
-                env_secrets: &env_secrets,
-                steps: None,
-                upstream: None,
-                outputs: None,
-                before: false,
-                run: false,
-                ending: false,
-                item: false,
-                groups: None,
+                ..Scope::bare("a connection", &param_names, &env_secrets)
             };
             templates::check_value(&self.env, &fields, &at, &scope, &mut self.out);
             if let [kind] = kinds[..] {
@@ -724,20 +714,7 @@ impl Checker {
             );
             return;
         }
-        let scope = Scope {
-            place: "`for_each`",
-            params: shared.params,
-            secrets: None,
-            env_secrets: shared.env_secrets,
-            steps: None,
-            upstream: None,
-            outputs: None,
-            before: false,
-            run: false,
-            ending: false,
-            item: false,
-            groups: None,
-        };
+        let scope = Scope::bare("`for_each`", shared.params, shared.env_secrets);
         templates::check_value(
             &self.env,
             &Value::String(t.clone()),

@@ -1,7 +1,7 @@
 //! What stops a run from outside: signals (a dropped SSH session among them) and locks tampered
 //! with while held.
 
-use crate::common::sandbox::{Ran, Sandbox, runbook};
+use crate::common::sandbox::{Kill, Ran, Sandbox, runbook};
 use std::process::{Child, Stdio};
 
 /// A runbook whose first step waits with its shell's pid in `pgid`, ignoring SIGTERM (as a
@@ -257,20 +257,9 @@ steps:
 "#,
         ),
     );
-    let mut child = sb
-        .command(&["run", "r.yaml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    let id = sb
+        .killed(&["run", "r.yaml"], Kill::Once("started"))
         .unwrap();
-    sb.wait_for("started", "started", 200);
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
         group_alive(&sb),

@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use common::sandbox::{Sandbox, runbook};
+use common::sandbox::{Kill, Sandbox, random_moment, runbook};
 
 #[test]
 fn a_run_succeeds_and_prints_its_id_first() {
@@ -773,20 +773,9 @@ steps:
 "#,
         ),
     );
-    let mut child = sb
-        .command(&["run", "r.yaml"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    let id = sb
+        .killed(&["run", "r.yaml"], Kill::Once("started"))
         .unwrap();
-    sb.wait_for("started", "", 100);
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
     // The shell step was in its own process group and survives the engine: end it like an
     // operator would before resuming.
     sb.kill_group();
@@ -1116,24 +1105,8 @@ fn for_each_is_planned_per_item_and_a_run_killed_at_random_resumes_to_every_item
         plan.stdout
     );
     // Kill at a moment between nothing done and almost all done.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let delay = std::time::Duration::from_millis(100 + u64::from(nanos % 500));
-    let mut child = sb
-        .command(&["run", "r.yaml", "-p", dbs])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(delay);
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(String::from);
+    let delay = random_moment(std::time::Duration::from_millis(100), 500);
+    let id = sb.killed(&["run", "r.yaml", "-p", dbs], Kill::After(delay));
     let id = id.unwrap_or_else(|| {
         // Killed before the run was recorded: nothing ran, and a new run is the way on.
         let r = sb.lifeboat(&["run", "r.yaml", "-p", dbs]);
@@ -1195,20 +1168,12 @@ steps:
 "#,
         ),
     );
-    let mut parent = sb
-        .command(&["run", "parent.yaml", "--grace", "1s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    let id = sb
+        .killed(
+            &["run", "parent.yaml", "--grace", "1s"],
+            Kill::Once("started"),
+        )
         .unwrap();
-    sb.wait_for("started", "started", 200);
-    parent.kill().unwrap();
-    let out = parent.wait_with_output().unwrap();
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
     let r = sb.lifeboat(&["resume", &id, "--grace", "1s"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(sb.read("side.txt"), "orders\n");
@@ -1289,25 +1254,8 @@ finally:
 "#,
         ),
     );
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let delay = std::time::Duration::from_millis(150 + u64::from(nanos % 500));
-    let mut child = sb
-        .command(&["run", "r.yaml"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(delay);
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let Some(id) = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(String::from)
-    else {
+    let delay = random_moment(std::time::Duration::from_millis(150), 500);
+    let Some(id) = sb.killed(&["run", "r.yaml"], Kill::After(delay)) else {
         return; // killed before the run existed: nothing ran
     };
     let events = sb.events(&id);

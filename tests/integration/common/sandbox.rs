@@ -134,6 +134,28 @@ impl Sandbox {
         }
     }
 
+    /// Starts `lifeboat ARGS`, SIGKILLs it (it alone, as `kill -9` would: what it started runs
+    /// on) once `when` says, and returns the run id it printed; `None` when it was killed before
+    /// the run was recorded.
+    pub fn killed(&self, args: &[&str], when: Kill<'_>) -> Option<String> {
+        let mut child = self
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        match when {
+            Kill::Once(file) => self.wait_for(file, "", 200),
+            Kill::After(d) => std::thread::sleep(d),
+        }
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(String::from)
+    }
+
     /// SIGKILLs the process group whose id a shell step wrote to `pgid` (`echo $$ > pgid`).
     #[allow(unsafe_code)]
     pub fn kill_group(&self) {
@@ -145,6 +167,23 @@ impl Sandbox {
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
+}
+
+/// When [`Sandbox::killed`] kills lifeboat.
+pub enum Kill<'a> {
+    /// Once a step has written this file.
+    Once(&'a str),
+    /// After this long.
+    After(std::time::Duration),
+}
+
+/// A moment between `from` and `from + span`, different in each test run: where a kill lands.
+pub fn random_moment(from: std::time::Duration, span_ms: u32) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    from + std::time::Duration::from_millis(u64::from(nanos % span_ms.max(1)))
 }
 
 pub fn runbook(name: &str, rest: &str) -> String {
