@@ -289,6 +289,24 @@ fn crashed(script: Script, runbook: &str, log: &[u8], cut: usize) -> (Harness, S
     (h, run)
 }
 
+/// Where each line of a log ends (the byte after its newline).
+fn line_ends(log: &[u8]) -> Vec<usize> {
+    log.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// Where a crash may cut a log: at every line's end, and in the middle of every line (a torn
+/// write).
+fn cuts(log: &[u8]) -> Vec<usize> {
+    let ends = line_ends(log);
+    let mut cuts = ends.clone();
+    cuts.extend(ends.windows(2).map(|w| (w[0] + w[1]) / 2));
+    cuts
+}
+
 /// Where the first line holding `marker` ends.
 fn after(log: &[u8], marker: &str) -> usize {
     let text = std::str::from_utf8(log).unwrap();
@@ -915,16 +933,12 @@ async fn a_crash_at_any_line_leaves_a_run_resume_can_finish() {
     let end = h.start(steps).await;
     assert_eq!(end.status, RunStatus::Failed);
     let full = h.log(&end.run_id);
-    let ends: Vec<usize> = full
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(ends.len(), 20, "the run retries, fails and rolls back");
-    // Every line boundary, and a torn line in the middle of each line.
-    let mut cuts: Vec<usize> = ends.clone();
-    cuts.extend(ends.windows(2).map(|w| (w[0] + w[1]) / 2));
+    assert_eq!(
+        line_ends(&full).len(),
+        20,
+        "the run retries, fails and rolls back"
+    );
+    let cuts = cuts(&full);
     for cut in cuts {
         let (h, run) = crashed(script(), steps, &full, cut);
         let run = run.as_str();
@@ -1359,15 +1373,7 @@ async fn a_crash_while_the_ending_steps_run_is_finished_by_resume() {
     assert_eq!(end.status, RunStatus::Failed);
     let full = h.log(&end.run_id);
     let handlers_at = after(&full, "\"handlers_started\"");
-    let ends: Vec<usize> = full
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i + 1)
-        .collect();
-    let mut cuts: Vec<usize> = ends.clone();
-    cuts.extend(ends.windows(2).map(|w| (w[0] + w[1]) / 2));
-    for cut in cuts {
+    for cut in cuts(&full) {
         let (h, run) = crashed(script(), ENDING, &full, cut);
         let ended = h
             .resume(&run)
@@ -1495,11 +1501,9 @@ async fn an_abort_cut_short_is_finished_by_whatever_takes_the_run_over() {
     assert_eq!(h.script.attempts_of("stop/compensate"), 1);
     let full = h.log(&end.run_id);
     let from = after(&full, "\"run_aborted\"");
-    let ends: Vec<usize> = full
-        .iter()
-        .enumerate()
-        .filter(|(i, b)| **b == b'\n' && *i + 1 >= from && *i + 1 < full.len())
-        .map(|(i, _)| i + 1)
+    let ends: Vec<usize> = line_ends(&full)
+        .into_iter()
+        .filter(|&e| e >= from && e < full.len())
         .collect();
     assert!(!ends.is_empty());
     for cut in ends {
