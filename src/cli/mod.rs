@@ -6,6 +6,7 @@
 mod out;
 
 mod actions;
+mod diff;
 mod drill;
 mod explain;
 mod history;
@@ -50,6 +51,20 @@ enum Command {
         params: Vec<String>,
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
         format: DiagnosticFormat,
+    },
+    /// What a change to a runbook does to the procedure, for review: steps added, removed and
+    /// changed (inputs rendered, secrets masked), destructive steps, objectives, locks and
+    /// approvals first. Exits 1 when the procedure changed without a `metadata.version` bump.
+    Diff {
+        /// The runbook before: a file, or REV:PATH (the file at a git revision, `HEAD~1:x.yaml`).
+        old: String,
+        /// The runbook after: a file, or REV:PATH.
+        new: String,
+        /// Params both plans are made with (each side takes those it declares).
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value_t = diff::DiffFormat::Text)]
+        format: diff::DiffFormat,
     },
     /// Show what a run would do: waves, critical path, rendered inputs, destructive steps.
     Plan {
@@ -243,6 +258,12 @@ fn dispatch(command: Command) -> Result<Exit> {
             params,
             format,
         } => validate::run(&paths, &params, format),
+        Command::Diff {
+            old,
+            new,
+            params,
+            format,
+        } => diff::run(&old, &new, &params, format),
         Command::Plan {
             file,
             params,

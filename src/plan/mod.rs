@@ -3,6 +3,7 @@
 //! Invariant: planning never touches the network and never reads a secret. Anything only known at
 //! run time (secrets, step outputs, `env`, `run`) is shown as a placeholder.
 
+pub mod diff;
 mod dot;
 mod json;
 mod mermaid;

@@ -209,3 +209,52 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 0);
     assert!(stdout.starts_with("lifeboat "));
 }
+
+/// `lifeboat diff`: a changed destructive step is called out first, a procedure changed
+/// without a version bump exits 1, and markdown is ready for a pull-request comment.
+#[test]
+fn diff_calls_out_what_matters_and_refuses_a_change_without_a_version_bump() {
+    let sb = common::sandbox::Sandbox::new();
+    let old = r#"apiVersion: lifeboat/v1
+kind: Runbook
+metadata: {name: t, version: "1.0.0"}
+connections:
+  db: {postgres: {url: "postgres://x@127.0.0.1/a"}}
+steps:
+  - {id: stop, action: shell, with: {argv: [stop]}}
+  - {id: purge, action: postgres.query, needs: [stop], with: {connection: db, sql: "delete from t", writes: true}}
+"#;
+    sb.write("old.yaml", old);
+    sb.write(
+        "new.yaml",
+        &old.replace("delete from t", "delete from t where done"),
+    );
+    let r = sb.lifeboat(&["diff", "old.yaml", "new.yaml"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("still 1.0.0"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("! destructive step `purge` (postgres.query) changed: with.sql"),
+        "{}",
+        r.stdout
+    );
+    sb.write(
+        "new.yaml",
+        &old.replace("delete from t", "delete from t where done")
+            .replace("1.0.0", "1.1.0"),
+    );
+    let r = sb.lifeboat(&["diff", "old.yaml", "new.yaml", "--format", "markdown"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("| changed | `purge` **destructive** | `postgres.query` | `with.sql`: delete from t → delete from t where done |"),
+        "{}",
+        r.stdout
+    );
+    let missing = sb.lifeboat(&["diff", "nowhere.yaml", "new.yaml"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("neither a file nor REV:PATH"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -128,3 +128,63 @@ fn when_false_for_the_params_skips_the_step_and_its_dependents() {
     assert_eq!(dns.status, plan::StepStatus::Runs);
     assert!(dns.destructive);
 }
+
+/// What each shipped runbook's last change did to its procedure, as `lifeboat diff` shows it to
+/// a reviewer: the runbook at the commit before the one that last changed it, against the file
+/// now (a previous version that today's lifeboat refuses is shown refused). Needs the git
+/// history (`.ci/run` runs in a clone).
+#[test]
+fn each_shipped_runbooks_last_change_is_diffed_as_a_reviewer_sees_it() {
+    let root = common::root();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .expect("git is installed (scripts/setup-test-env)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    // A shallow clone has no earlier versions to compare with; `.ci/run` deepens one first.
+    if git(&["rev-parse", "--is-shallow-repository"]).1 == "true" {
+        panic!(
+            "the clone is shallow: `git fetch --unshallow` (as .ci/run does), then run the tests"
+        );
+    }
+    let mut diffed = 0;
+    for path in common::yaml_files(&root.join("runbooks")) {
+        let rel = path.strip_prefix(&root).unwrap().display().to_string();
+        let (ok, last) = git(&["log", "-1", "--format=%h", "--", &rel]);
+        assert!(
+            ok && !last.is_empty(),
+            "{rel} has no git history: run the tests in a clone"
+        );
+        let before = format!("{last}~1:{rel}");
+        if !git(&["cat-file", "-e", &before]).0 {
+            continue; // the commit that last changed it created it
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["diff", &before, &rel])
+            .current_dir(&root)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let shown = format!(
+            "$ lifeboat diff PREVIOUS:{rel} {rel}\nexit {}\n{}{}",
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).replace(&format!("{last}~1"), "PREVIOUS")
+        );
+        // A procedure changed without a version bump would not have been merged.
+        assert!(!shown.contains("is still"), "{shown}");
+        let snap = rel.replace(['/', '.'], "_");
+        insta::assert_snapshot!(format!("diff_{snap}"), shown);
+        diffed += 1;
+    }
+    assert!(
+        diffed >= 5,
+        "only {diffed} shipped runbooks have a previous version"
+    );
+}
