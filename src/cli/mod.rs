@@ -198,6 +198,19 @@ enum Command {
     },
     /// Explain an error code, e.g. `lifeboat explain LB0103`.
     Explain { code: String },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell, generated from this
+    /// CLI's definition: `lifeboat completions bash > /etc/bash_completion.d/lifeboat`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this CLI's definition:
+    /// `lifeboat man > /usr/local/share/man/man1/lifeboat.1`; or, with `--dir`, write it and a
+    /// page per command (`lifeboat-run.1`, ...) into a folder.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -316,6 +329,37 @@ fn dispatch(command: Command) -> Result<Exit> {
         }
         Command::Actions { name, json } => actions::run(name.as_deref(), json),
         Command::Explain { code } => explain::run(&code),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "lifeboat",
+                &mut out,
+            );
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(Exit::Success)
+        }
+        Command::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir).map_err(
+                |e| {
+                    Error::Failed(format!(
+                        "cannot write the man pages into {}: {e}",
+                        dir.display()
+                    ))
+                },
+            )?;
+            errln!("man pages written to {}", dir.display());
+            Ok(Exit::Success)
+        }
+        Command::Man { dir: None } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(|e| Error::Failed(format!("cannot write the man page: {e}")))?;
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(Exit::Success)
+        }
     }
 }
 

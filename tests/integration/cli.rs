@@ -258,3 +258,79 @@ steps:
         missing.stderr
     );
 }
+
+/// `lifeboat completions SHELL` gives a script each shell loads without an error and that
+/// completes the subcommands; `lifeboat man` a page groff formats without a warning.
+#[test]
+fn completions_load_in_their_shells_and_the_man_page_formats() {
+    let sb = common::sandbox::Sandbox::new();
+    for (shell, check) in [
+        ("bash", vec!["bash", "-n"]),
+        ("zsh", vec!["zsh", "-n"]),
+        ("fish", vec!["fish", "--no-execute"]),
+    ] {
+        let r = sb.lifeboat(&["completions", shell]);
+        assert_eq!(r.code, 0, "{shell}: {}", r.stderr);
+        for sub in ["diff", "abort", "resume", "drill"] {
+            assert!(r.stdout.contains(sub), "{shell} completes no `{sub}`");
+        }
+        let file = sb.write(&format!("lifeboat.{shell}"), &r.stdout);
+        let out = Command::new(check[0])
+            .args(&check[1..])
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| panic!("{shell} is installed (scripts/setup-test-env): {e}"));
+        assert!(
+            out.status.success(),
+            "{shell} refuses its completions: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let man = sb.lifeboat(&["man"]);
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert!(
+        man.stdout.starts_with(".ie \\n(.g"),
+        "{}",
+        &man.stdout[..80]
+    );
+    let page = sb.write("lifeboat.1", &man.stdout);
+    let out = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(&page)
+        .output()
+        .expect("groff is installed (scripts/setup-test-env)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "groff: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = Command::new("groff")
+        .args(["-man", "-Tutf8"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("lifeboat-abort(1)"), "{text}");
+    // The pages it refers to, one per command, each formatting cleanly.
+    let dir = sb.path("man1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let r = sb.lifeboat(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for page in [
+        "lifeboat.1",
+        "lifeboat-abort.1",
+        "lifeboat-diff.1",
+        "lifeboat-run.1",
+    ] {
+        let out = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(dir.join(page))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
