@@ -100,7 +100,8 @@ pub(super) fn drill_report(
     })
 }
 
-fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<DrillReport> {
+/// A run's events and the evidence that ties a report to them (the log, verified).
+fn logged(state: &str, run: &str) -> Result<(Vec<engine::Recorded>, Evidence)> {
     let (text, head) = super::history::log_and_head(state, run)?;
     let verdict = runlog::verify(run, &text, head.as_ref());
     let events = engine::parse_log(&String::from_utf8_lossy(&text)).map_err(Error::Failed)?;
@@ -109,25 +110,60 @@ fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<Dri
         log_lines: verdict.lines,
         log_intact: verdict.first_bad.is_none(),
     };
+    Ok((events, evidence))
+}
+
+/// Writes a report's file, and its folder if need be.
+fn write_report(out: &Path, body: &str) -> Result<()> {
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+    let written = match dir {
+        Some(d) => std::fs::create_dir_all(d),
+        None => Ok(()),
+    };
+    written
+        .and_then(|_| crate::files::replace(out, body.as_bytes(), 0o644))
+        .map_err(|e| Error::Failed(format!("cannot write the report to {}: {e}", out.display())))?;
+    errln!("report: {}", out.display());
+    Ok(())
+}
+
+/// `lifeboat report RUN`: any run's report, from its log.
+pub(super) fn run_report(
+    state: &str,
+    run: &str,
+    html: Option<&Path>,
+    md: Option<&Path>,
+    json: bool,
+) -> Result<Exit> {
+    let (events, evidence) = logged(state, run)?;
+    let r = drill::run_report(&events, evidence).map_err(Error::Failed)?;
+    if let Some(p) = md {
+        write_report(p, &drill::render_run_markdown(&r))?;
+    }
+    if let Some(p) = html {
+        write_report(p, &drill::render_run_html(&r))?;
+    }
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("the report serializes")
+        );
+    } else if html.is_none() && md.is_none() {
+        out!("{}", drill::render_run_markdown(&r));
+    }
+    if !r.evidence.log_intact {
+        errln!("warning: run {run}'s log fails verification: the report may not be what happened");
+        return Ok(Exit::Failed);
+    }
+    Ok(Exit::Success)
+}
+
+fn report(state: &str, run: &str, path: Option<&Path>, json: bool) -> Result<DrillReport> {
+    let (events, evidence) = logged(state, run)?;
     let r = drill::measure(&events, evidence).map_err(Error::Invalid)?;
     if let Some(p) = path {
-        for (ext, body) in [
-            ("md", drill::render_markdown(&r)),
-            ("html", drill::render_html(&r)),
-        ] {
-            let out = p.with_extension(ext);
-            let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
-            let written = match dir {
-                Some(d) => std::fs::create_dir_all(d),
-                None => Ok(()),
-            };
-            written
-                .and_then(|_| crate::files::replace(&out, body.as_bytes(), 0o644))
-                .map_err(|e| {
-                    Error::Failed(format!("cannot write the report to {}: {e}", out.display()))
-                })?;
-            errln!("report: {}", out.display());
-        }
+        write_report(&p.with_extension("md"), &drill::render_markdown(&r))?;
+        write_report(&p.with_extension("html"), &drill::render_html(&r))?;
     }
     summarize(&r);
     if json {

@@ -102,6 +102,22 @@ enum Command {
         #[command(flatten)]
         driving: run::Driving,
     },
+    /// The report of any run, from its log: the timeline of steps and attempts, approvals (who,
+    /// when), errors, outputs (masked) and the log's hash; a postmortem starts from it.
+    Report {
+        run: String,
+        #[arg(long, default_value = ".lifeboat", value_name = "DIR|URL")]
+        state: String,
+        /// Write the report as one self-contained HTML page.
+        #[arg(long, value_name = "PATH")]
+        html: Option<PathBuf>,
+        /// Write the report as Markdown.
+        #[arg(long, value_name = "PATH")]
+        md: Option<PathBuf>,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// The report of a drill run, measured again from its log (after `resume`, or for an audit).
     DrillReport {
         run: String,
@@ -301,6 +317,13 @@ fn dispatch(command: Command) -> Result<Exit> {
             report,
             json,
         } => drill::drill_report(&state, &run, report.as_deref(), json),
+        Command::Report {
+            run,
+            state,
+            html,
+            md,
+            json,
+        } => drill::run_report(&state, &run, html.as_deref(), md.as_deref(), json),
         Command::Resume { run, driving } => run::resume(&run, &driving),
         Command::Approve { run, step, state } => run::approve(&run, &step, &state),
         Command::Abort {

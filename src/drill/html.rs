@@ -5,14 +5,14 @@ use std::fmt::Write;
 
 use super::Part;
 use super::markdown::{against, dur, holds_text};
-use super::measure::{Attempt, DrillReport, Outcome};
+use super::measure::{Attempt, DrillReport, Outcome, StepRow};
 use crate::runlog::unix_ms;
 
 /// The banner's colours; the screenshot test looks for them.
 pub const PASSED_RGB: (u8, u8, u8) = (0x1b, 0x5e, 0x20);
 pub const FAILED_RGB: (u8, u8, u8) = (0xb7, 0x1c, 0x1c);
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -27,7 +27,7 @@ fn esc(s: &str) -> String {
     o
 }
 
-fn hex((r, g, b): (u8, u8, u8)) -> String {
+pub(super) fn hex((r, g, b): (u8, u8, u8)) -> String {
     format!("#{r:02x}{g:02x}{b:02x}")
 }
 
@@ -121,34 +121,7 @@ svg text {{ font: 12px system-ui, sans-serif; }}
     }
     o.push_str("<h2>Timeline</h2>\n");
     o.push_str(&gantt(r));
-    o.push_str("<h2>Steps</h2>\n<table><tr><th>Step</th><th>Part</th><th>Action</th><th>Attempts</th><th>Result</th></tr>\n");
-    for s in &r.steps {
-        let _ = writeln!(
-            o,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.id),
-            s.part.map_or("", |p| p.label()),
-            esc(s.action.as_deref().unwrap_or("—")),
-            s.attempts.len(),
-            esc(&s.result_text())
-        );
-    }
-    o.push_str("</table>\n");
-    let failed: Vec<_> = r.failed_attempts().collect();
-    if !failed.is_empty() {
-        o.push_str("<h2>Failed attempts</h2><ul>");
-        for (s, a) in failed {
-            let _ = write!(
-                o,
-                "<li><code>{}</code> attempt {} at {}: {}</li>",
-                esc(&s.id),
-                a.attempt,
-                dur(a.start_ms),
-                esc(a.error.as_deref().unwrap_or("").trim())
-            );
-        }
-        o.push_str("</ul>\n");
-    }
+    o.push_str(&steps_table(&r.steps, true));
     let e = &r.evidence;
     let _ = write!(
         o,
@@ -203,35 +176,58 @@ svg text {{ font: 12px system-ui, sans-serif; }}
 /// A Gantt chart: a row per step on a band coloured by its part, a bar per attempt, the incident
 /// and the recovery as vertical lines, and RTO as the span between them.
 fn gantt(r: &DrillReport) -> String {
+    let mut o = timeline(
+        &r.steps,
+        &r.started_at,
+        r.finished_at.as_deref(),
+        Some((
+            r.incident_at.as_deref(),
+            r.recovered_at.as_deref(),
+            r.rto_ms,
+        )),
+    );
+    o.push_str("<p><small>Bands: green = steady-state checks, red = fault injection, blue = recovery. Bars: attempts (green succeeded, red failed, grey unfinished), purple = compensation. Dashed lines: the incident (red) and the steady state holding again (green).</small></p>\n");
+    o
+}
+
+/// The SVG timeline of a run: a row per step (on a band coloured by its drill part), a bar per
+/// attempt and compensation; with `marks` (a drill's incident, recovery and RTO), dashed lines
+/// at the first two and the RTO as the span between them.
+pub(super) fn timeline(
+    steps: &[StepRow],
+    started_at: &str,
+    finished_at: Option<&str>,
+    marks: Option<(Option<&str>, Option<&str>, Option<u64>)>,
+) -> String {
     const LABEL: f64 = 230.0;
     const WIDTH: f64 = 720.0;
     const ROW: f64 = 22.0;
     const TOP: f64 = 28.0;
-    let t0 = unix_ms(&r.started_at);
-    let at = |ts: &Option<String>| {
-        ts.as_deref()
-            .and_then(unix_ms)
+    let t0 = unix_ms(started_at);
+    let at = |ts: Option<&str>| {
+        ts.and_then(unix_ms)
             .zip(t0)
             .map(|(t, s)| (t - s).max(0) as u64)
     };
-    let incident = at(&r.incident_at);
-    let recovered = at(&r.recovered_at);
+    let (incident, recovered, rto_ms) = match marks {
+        Some((i, r, rto)) => (at(i), at(r), rto),
+        None => (None, None, None),
+    };
     let end_of = |a: &Attempt| a.end_ms.unwrap_or(a.start_ms);
-    let total = r
-        .steps
+    let total = steps
         .iter()
         .flat_map(|s| s.attempts.iter().chain(s.compensation.iter()).map(end_of))
-        .chain(at(&r.finished_at))
+        .chain(at(finished_at))
         .max()
         .unwrap_or(0)
         .max(1);
     let x = |m: u64| LABEL + WIDTH * (m as f64 / total as f64);
-    let rows = r.steps.len() as f64;
+    let rows = steps.len() as f64;
     let height = TOP + ROW * rows + 34.0;
     let mut o = String::new();
     let _ = writeln!(
         o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" viewBox="0 0 {w} {height}" role="img" aria-label="timeline of the drill">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" viewBox="0 0 {w} {height}" role="img" aria-label="timeline of the run">"#,
         w = LABEL + WIDTH + 50.0
     );
     // Axis: five ticks.
@@ -245,7 +241,7 @@ fn gantt(r: &DrillReport) -> String {
             t = esc(&dur(m)),
         );
     }
-    for (i, s) in r.steps.iter().enumerate() {
+    for (i, s) in steps.iter().enumerate() {
         let y = TOP + ROW * i as f64;
         let _ = writeln!(
             o,
@@ -319,9 +315,51 @@ fn gantt(r: &DrillReport) -> String {
             y = bottom + 10.0,
             mid = (x1 + x2) / 2.0,
             ty = bottom + 26.0,
-            t = esc(&r.rto_ms.map(dur).unwrap_or_default()),
+            t = esc(&rto_ms.map(dur).unwrap_or_default()),
         );
     }
-    o.push_str("</svg>\n<p><small>Bands: green = steady-state checks, red = fault injection, blue = recovery. Bars: attempts (green succeeded, red failed, grey unfinished), purple = compensation. Dashed lines: the incident (red) and the steady state holding again (green).</small></p>\n");
+    o.push_str("</svg>\n");
+    o
+}
+
+/// A table of the steps (with their drill part when `parts`), and the failed attempts after it.
+pub(super) fn steps_table(steps: &[StepRow], parts: bool) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "<h2>Steps</h2>\n<table><tr><th>Step</th>{}<th>Action</th><th>Attempts</th><th>Result</th></tr>",
+        if parts { "<th>Part</th>" } else { "" }
+    );
+    for s in steps {
+        let _ = writeln!(
+            o,
+            "<tr><td><code>{}</code></td>{}<td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.id),
+            if parts {
+                format!("<td>{}</td>", s.part.map_or("", |p| p.label()))
+            } else {
+                String::new()
+            },
+            esc(s.action.as_deref().unwrap_or("—")),
+            s.attempts.len(),
+            esc(&s.result_text())
+        );
+    }
+    o.push_str("</table>\n");
+    let failed: Vec<_> = super::measure::failed_attempts(steps).collect();
+    if !failed.is_empty() {
+        o.push_str("<h2>Failed attempts</h2><ul>");
+        for (s, a) in failed {
+            let _ = write!(
+                o,
+                "<li><code>{}</code> attempt {} at {}: {}</li>",
+                esc(&s.id),
+                a.attempt,
+                dur(a.start_ms),
+                esc(a.error.as_deref().unwrap_or("").trim())
+            );
+        }
+        o.push_str("</ul>\n");
+    }
     o
 }

@@ -67,7 +67,7 @@ pub fn text(s: &str) -> String {
 }
 
 /// A name as inline code, when it can be one (no backtick, no line break); as text otherwise.
-fn code(s: &str) -> String {
+pub(super) fn code(s: &str) -> String {
     if s.is_empty() || s.contains(['`', '\n', '\r']) || s != crate::text::printable(s, false) {
         text(s)
     } else {
@@ -160,12 +160,23 @@ pub fn render(r: &DrillReport) -> String {
             let _ = writeln!(o, "- {}", text(n));
         }
     }
+    o.push_str(&timeline(&r.steps, true));
+    o.push_str(&evidence(&r.evidence, &r.file_sha256, &r.run));
+    o
+}
+
+/// The timeline as a table, a row per step (with its drill part when `parts`), and the failed
+/// attempts after it.
+pub(super) fn timeline(steps: &[super::StepRow], parts: bool) -> String {
+    let mut o = String::new();
     let _ = writeln!(o, "\n## Timeline\n");
     let _ = writeln!(
         o,
-        "Times are from the start of the run.\n\n| Step | Part | Action | Start | Took | Attempts | Result |\n|---|---|---|---|---|---|---|"
+        "Times are from the start of the run.\n\n| Step |{} Action | Start | Took | Attempts | Result |\n|---|{}---|---|---|---|---|",
+        if parts { " Part |" } else { "" },
+        if parts { "---|" } else { "" }
     );
-    for s in &r.steps {
+    for s in steps {
         let start = s.attempts.first().map(|a| dur(a.start_ms));
         let end = s.attempts.last().and_then(|a| a.end_ms);
         let took = match (s.attempts.first(), end) {
@@ -174,9 +185,13 @@ pub fn render(r: &DrillReport) -> String {
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} |{} {} | {} | {} | {} | {} |",
             code(&s.id),
-            s.part.map_or("", |p| p.label()),
+            if parts {
+                format!(" {} |", s.part.map_or("", |p| p.label()))
+            } else {
+                String::new()
+            },
             s.action.as_deref().map_or("—".into(), code),
             start.as_deref().unwrap_or("—"),
             took,
@@ -184,7 +199,7 @@ pub fn render(r: &DrillReport) -> String {
             text(&s.result_text())
         );
     }
-    let failed: Vec<_> = r.failed_attempts().collect();
+    let failed: Vec<_> = super::measure::failed_attempts(steps).collect();
     if !failed.is_empty() {
         let _ = writeln!(o, "\n## Failed attempts\n");
         for (s, a) in failed {
@@ -198,7 +213,12 @@ pub fn render(r: &DrillReport) -> String {
             );
         }
     }
-    let e = &r.evidence;
+    o
+}
+
+/// What ties the report to the run log, and how to check it.
+pub(super) fn evidence(e: &super::Evidence, file_sha256: &str, run: &str) -> String {
+    let mut o = String::new();
     let _ = writeln!(o, "\n## Evidence\n");
     let _ = writeln!(
         o,
@@ -207,12 +227,12 @@ pub fn render(r: &DrillReport) -> String {
         if e.log_intact { "intact" } else { "BROKEN" },
         code(&e.log_hash)
     );
-    let _ = writeln!(o, "- Runbook file SHA-256 {}", code(&r.file_sha256));
+    let _ = writeln!(o, "- Runbook file SHA-256 {}", code(file_sha256));
     let _ = writeln!(
         o,
         "- Check it: {} prints the same hash; {} shows every event.",
-        code(&format!("lifeboat verify {}", r.run)),
-        code(&format!("lifeboat log {}", r.run))
+        code(&format!("lifeboat verify {}", run)),
+        code(&format!("lifeboat log {}", run))
     );
     o
 }

@@ -145,7 +145,6 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
         ));
     };
     let t0 = ms(started_at).unwrap_or(0);
-    let rel = |ts: &str| ms(ts).map_or(0, |t| (t - t0).max(0) as u64);
 
     let mut rows: Vec<StepRow> = [
         (Part::SteadyBefore, &info.steady_before),
@@ -166,86 +165,15 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
     })
     .collect();
     // Each event finds its row at once: `metrics` measures every drill in a store.
-    let index: std::collections::HashMap<String, usize> = rows
+    let mut index: std::collections::HashMap<String, usize> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| (r.id.clone(), i))
         .collect();
-    let mut succeeded_at: std::collections::HashMap<&str, (&str, &Value)> = Default::default();
-    let mut finished: Option<(&str, RunStatus, &str)> = None;
-    for r in events {
-        if let Event::RunFinished {
-            status, summary, ..
-        } = &r.event
-        {
-            finished = Some((&r.ts, *status, summary));
-            continue;
-        }
-        let Some(step) = r.event.step() else { continue };
-        let Some(row) = index.get(step).map(|&i| &mut rows[i]) else {
-            continue;
-        };
-        let at = rel(&r.ts);
-        match &r.event {
-            Event::StepStarted {
-                attempt, action, ..
-            } => {
-                row.action = Some(action.clone());
-                row.outcome = Outcome::Unfinished;
-                row.attempts.push(Attempt {
-                    attempt: *attempt,
-                    start_ms: at,
-                    end_ms: None,
-                    outcome: Outcome::Unfinished,
-                    error: None,
-                });
-            }
-            Event::StepAttemptFailed { error, .. } => {
-                end_attempt(row, at, Outcome::Failed, Some(error));
-                row.detail = Some(error.clone());
-            }
-            Event::StepFailed { error, .. } => {
-                end_attempt(row, at, Outcome::Failed, Some(error));
-                row.outcome = Outcome::Failed;
-                row.detail = Some(error.clone());
-            }
-            Event::StepSucceeded { outputs, .. } => {
-                end_attempt(row, at, Outcome::Succeeded, None);
-                row.outcome = Outcome::Succeeded;
-                succeeded_at.insert(step, (&r.ts, outputs));
-            }
-            Event::StepSkipped { reason, .. } => {
-                row.outcome = Outcome::Skipped;
-                row.detail = Some(reason.clone());
-            }
-            Event::StepInterrupted { reason, .. } => {
-                end_attempt(row, at, Outcome::Unfinished, Some(reason));
-            }
-            Event::CompensationStarted { attempt, .. } => {
-                row.compensation = Some(Attempt {
-                    attempt: *attempt,
-                    start_ms: at,
-                    end_ms: None,
-                    outcome: Outcome::Unfinished,
-                    error: None,
-                });
-            }
-            Event::CompensationSucceeded { .. } => {
-                if let Some(c) = &mut row.compensation {
-                    c.end_ms = Some(at);
-                    c.outcome = Outcome::Succeeded;
-                }
-            }
-            Event::CompensationFailed { error, .. } => {
-                if let Some(c) = &mut row.compensation {
-                    c.end_ms = Some(at);
-                    c.outcome = Outcome::Failed;
-                    c.error = Some(error.clone());
-                }
-            }
-            _ => {}
-        }
-    }
+    let Folded {
+        succeeded_at,
+        finished,
+    } = fold(events, t0, &mut rows, &mut index, false);
 
     let row = |id: &str| &rows[index[id]];
     let part_rows = |ids: &[String]| -> Vec<&StepRow> { ids.iter().map(|id| row(id)).collect() };
@@ -450,11 +378,16 @@ pub fn measure(events: &[Recorded], evidence: Evidence) -> Result<DrillReport, S
 impl DrillReport {
     /// Every attempt that ended with an error, with its step, in timeline order.
     pub fn failed_attempts(&self) -> impl Iterator<Item = (&StepRow, &Attempt)> {
-        self.steps
-            .iter()
-            .flat_map(|s| s.attempts.iter().map(move |a| (s, a)))
-            .filter(|(_, a)| a.error.is_some())
+        failed_attempts(&self.steps)
     }
+}
+
+/// Every attempt of `steps` that ended with an error, with its step, in timeline order.
+pub fn failed_attempts(steps: &[StepRow]) -> impl Iterator<Item = (&StepRow, &Attempt)> {
+    steps
+        .iter()
+        .flat_map(|s| s.attempts.iter().map(move |a| (s, a)))
+        .filter(|(_, a)| a.error.is_some())
 }
 
 impl StepRow {
@@ -482,6 +415,117 @@ impl Outcome {
             Outcome::Unfinished => "unfinished",
             Outcome::Pending => "not run",
         }
+    }
+}
+
+/// What folding a run's step events gives besides the rows: when and with what outputs each
+/// step succeeded, and how the run finished (its last `run_finished`).
+pub(super) struct Folded<'a> {
+    pub succeeded_at: std::collections::HashMap<&'a str, (&'a str, &'a Value)>,
+    pub finished: Option<(&'a str, RunStatus, &'a str)>,
+}
+
+/// Folds a run's step events into its rows (`index` finds a step's row), times in ms from
+/// `t0`. A step without a row gets one at the end when `more`, in the order steps first appear;
+/// otherwise its events are not drawn.
+pub(super) fn fold<'a>(
+    events: &'a [Recorded],
+    t0: i64,
+    rows: &mut Vec<StepRow>,
+    index: &mut std::collections::HashMap<String, usize>,
+    more: bool,
+) -> Folded<'a> {
+    let rel = |ts: &str| ms(ts).map_or(0, |t| (t - t0).max(0) as u64);
+    let mut succeeded_at: std::collections::HashMap<&str, (&str, &Value)> = Default::default();
+    let mut finished: Option<(&str, RunStatus, &str)> = None;
+    for r in events {
+        if let Event::RunFinished {
+            status, summary, ..
+        } = &r.event
+        {
+            finished = Some((&r.ts, *status, summary));
+            continue;
+        }
+        let Some(step) = r.event.step() else { continue };
+        if more && !index.contains_key(step) {
+            index.insert(step.to_string(), rows.len());
+            rows.push(StepRow {
+                id: step.to_string(),
+                part: None,
+                action: None,
+                outcome: Outcome::Pending,
+                attempts: Vec::new(),
+                detail: None,
+                compensation: None,
+            });
+        }
+        let Some(row) = index.get(step).map(|&i| &mut rows[i]) else {
+            continue;
+        };
+        let at = rel(&r.ts);
+        match &r.event {
+            Event::StepStarted {
+                attempt, action, ..
+            } => {
+                row.action = Some(action.clone());
+                row.outcome = Outcome::Unfinished;
+                row.attempts.push(Attempt {
+                    attempt: *attempt,
+                    start_ms: at,
+                    end_ms: None,
+                    outcome: Outcome::Unfinished,
+                    error: None,
+                });
+            }
+            Event::StepAttemptFailed { error, .. } => {
+                end_attempt(row, at, Outcome::Failed, Some(error));
+                row.detail = Some(error.clone());
+            }
+            Event::StepFailed { error, .. } => {
+                end_attempt(row, at, Outcome::Failed, Some(error));
+                row.outcome = Outcome::Failed;
+                row.detail = Some(error.clone());
+            }
+            Event::StepSucceeded { outputs, .. } => {
+                end_attempt(row, at, Outcome::Succeeded, None);
+                row.outcome = Outcome::Succeeded;
+                succeeded_at.insert(step, (&r.ts, outputs));
+            }
+            Event::StepSkipped { reason, .. } => {
+                row.outcome = Outcome::Skipped;
+                row.detail = Some(reason.clone());
+            }
+            Event::StepInterrupted { reason, .. } => {
+                end_attempt(row, at, Outcome::Unfinished, Some(reason));
+            }
+            Event::CompensationStarted { attempt, .. } => {
+                row.compensation = Some(Attempt {
+                    attempt: *attempt,
+                    start_ms: at,
+                    end_ms: None,
+                    outcome: Outcome::Unfinished,
+                    error: None,
+                });
+            }
+            Event::CompensationSucceeded { .. } => {
+                if let Some(c) = &mut row.compensation {
+                    c.end_ms = Some(at);
+                    c.outcome = Outcome::Succeeded;
+                }
+            }
+            Event::CompensationFailed { error, .. } => {
+                if let Some(c) = &mut row.compensation {
+                    c.end_ms = Some(at);
+                    c.outcome = Outcome::Failed;
+                    c.error = Some(error.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    Folded {
+        succeeded_at,
+        finished,
     }
 }
 

@@ -13,11 +13,16 @@ mod compose;
 mod html;
 pub(crate) mod markdown;
 mod measure;
+mod run_report;
 
 pub use compose::{Composed, compose, outside_targets};
 pub use html::{FAILED_RGB, PASSED_RGB, render as render_html};
 pub use markdown::{against, render as render_markdown};
 pub use measure::{Attempt, DrillReport, Evidence, Outcome, StepRow, measure};
+pub use run_report::{
+    RunReport, WAITING_RGB, render_html as render_run_html, render_markdown as render_run_markdown,
+    run_report,
+};
 
 use serde::{Deserialize, Serialize};
 

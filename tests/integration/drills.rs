@@ -647,3 +647,124 @@ drill:
         }
     }
 }
+
+/// `lifeboat report RUN` for a run that is not a drill: who approved what and when, the failed
+/// attempt and the rollback, outputs with the secret masked, the log's hash; the HTML page as
+/// headless Chromium draws it (a red banner for a failed run, the timeline's bars).
+#[test]
+fn any_runs_report_has_its_timeline_approvals_errors_and_evidence() {
+    let sb = common::sandbox::Sandbox::new();
+    let secret = "Rpt-secret-8f3Kq2";
+    sb.write(
+        "r.yaml",
+        &common::sandbox::runbook(
+            "incident",
+            r#"
+secrets:
+  token: {env: REPORT_TOKEN}
+steps:
+  - id: fence
+    action: shell
+    with: {argv: [echo, "fenced with {{ secrets.token }}"]}
+    compensate: {action: shell, with: {argv: [echo, unfenced]}}
+  - {id: gate, action: approval, needs: [fence], with: {message: "promote the replica?"}}
+  - id: promote
+    action: shell
+    needs: [gate]
+    retry: {attempts: 2, delay: 10ms}
+    with: {script: "echo replica lag too high >&2; exit 1"}
+"#,
+        ),
+    );
+    let env = [("REPORT_TOKEN", secret)];
+    let r = sb.lifeboat_env(&["run", "r.yaml", "--non-interactive"], &env);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let id = r.run_id();
+    assert_eq!(sb.lifeboat(&["approve", &id, "gate"]).code, 0);
+    let r = sb.lifeboat_env(&["resume", &id], &env);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+
+    let html = sb.path("out/report.html");
+    let md = sb.path("out/report.md");
+    let r = sb.lifeboat(&[
+        "report",
+        &id,
+        "--html",
+        html.to_str().unwrap(),
+        "--md",
+        md.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(rep["status"], "failed");
+    assert_eq!(rep["approvals"][0]["step"], "gate");
+    assert_eq!(rep["approvals"][0]["via"], "command");
+    assert_eq!(rep["takeovers"][0]["how"], "resumed");
+    let ids: Vec<&str> = rep["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fence", "gate", "promote"]);
+    assert_eq!(rep["steps"][2]["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(rep["steps"][0]["compensation"]["outcome"], "succeeded");
+    let verified = sb.lifeboat(&["verify", &id]);
+    let hash = format!("{}{}", verified.stdout, verified.stderr);
+    let md_text = std::fs::read_to_string(&md).unwrap();
+    let html_text = std::fs::read_to_string(&html).unwrap();
+    for text in [&r.stdout, &md_text, &html_text] {
+        assert!(!text.contains(secret), "the secret leaked into a report");
+        assert!(
+            text.contains("replica lag too high"),
+            "the error is missing"
+        );
+    }
+    assert!(md_text.contains("| `gate` | approved |"), "{md_text}");
+    assert!(
+        hash.split_whitespace()
+            .any(|w| w.len() == 64 && md_text.contains(w) && html_text.contains(w)),
+        "the log's hash is not in the reports: {hash}"
+    );
+
+    let shot = sb.path("shot.png");
+    let o = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+            "--window-size=1100,900",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium runs (scripts/setup-test-env installs it)");
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (w, h, px) = decode(&std::fs::read(&shot).unwrap());
+    let red = lifeboat::drill::FAILED_RGB;
+    assert!(
+        (0..w).step_by(50).all(|x| px(x, 5) == red),
+        "no red banner across the top"
+    );
+    let failed_bars = (100..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .filter(|&(x, y)| {
+            // The bars' red (#c62828), or its blend with the band where a thin bar's edge falls.
+            let (r, g, b) = px(x, y);
+            r > 0xb0 && g < 0x90 && b < 0x90
+        })
+        .count();
+    // Two failed attempts of a few milliseconds in a run that waited for its approval: bars of
+    // the least width the timeline draws (2 px by 14), each.
+    assert!(
+        failed_bars >= 40,
+        "no failed attempt bars ({failed_bars} pixels)"
+    );
+}
