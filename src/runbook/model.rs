@@ -296,7 +296,7 @@ impl JsonSchema for ForEachText {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "description": "The items: a list (strings, numbers, objects), or one `{{ expression }}` of params whose value is a list.",
-            "type": ["array", "string"],
+            "anyOf": [{"type": "array"}, {"type": "string"}],
         })
     }
 }

@@ -42,3 +42,73 @@ fn committed_schema_accepts_shipped_runbooks_and_rejects_typos() {
         "the per-action `with` schema is applied"
     );
 }
+
+/// The committed schema, checked by an independent validator (ajv, strict, JSON Schema
+/// 2020-12) as editors check it: every shipped runbook and example is valid, and every invalid
+/// fixture lifeboat refuses for its shape (LB001x) ajv refuses too.
+#[test]
+fn an_independent_validator_agrees_with_lifeboat_on_the_schema() {
+    let root = common::root();
+    let env_dir = std::env::var("LIFEBOAT_TESTENV")
+        .unwrap_or_else(|_| format!("{}/.cache/lifeboat-testenv", std::env::var("HOME").unwrap()));
+    let ajv = std::path::PathBuf::from(env_dir).join("ajv/node_modules/.bin/ajv");
+    assert!(ajv.exists(), "scripts/setup-test-env installs ajv");
+    let check = |files: &[std::path::PathBuf]| {
+        let mut c = std::process::Command::new(&ajv);
+        c.args(["validate", "--spec=draft2020", "--all-errors"])
+            .arg("-c")
+            .arg(root.join("scripts/ajv-formats.cjs"))
+            .arg("-s")
+            .arg(root.join("schemas/runbook.v1.json"));
+        for f in files {
+            c.arg("-d").arg(f);
+        }
+        let out = c.current_dir(&root).output().expect("node runs ajv");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !text.contains("strict mode") && !text.contains("runbook.v1.json is invalid"),
+            "ajv refuses the schema itself: {text}"
+        );
+        text
+    };
+    let mut shipped = common::yaml_files(&root.join("runbooks"));
+    shipped.extend(
+        common::yaml_files(&root.join("examples"))
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .contains("apiVersion: lifeboat/")
+            }),
+    );
+    assert!(shipped.len() >= 10);
+    let text = check(&shipped);
+    for f in &shipped {
+        let rel = f.strip_prefix(&root).unwrap().display().to_string();
+        assert!(
+            text.contains(&format!("{} valid", f.display())),
+            "ajv does not find {rel} valid:\n{text}"
+        );
+    }
+    let mut refused = 0;
+    for f in common::yaml_files(&root.join("tests/fixtures/invalid")) {
+        let shape = common::rendered(&f)
+            .lines()
+            .any(|l| l.contains(": error[LB001") && !l.contains("error[LB0013]"));
+        if !shape {
+            continue;
+        }
+        let text = check(std::slice::from_ref(&f));
+        assert!(
+            text.contains(&format!("{} invalid", f.display())),
+            "lifeboat refuses the shape of {} and ajv does not:\n{text}",
+            f.display()
+        );
+        refused += 1;
+    }
+    assert!(
+        refused >= 3,
+        "only {refused} fixtures are refused for their shape"
+    );
+}
