@@ -767,3 +767,48 @@ fn sql_quoting_filters_keep_values_values() {
         "each value named one table, and `kept` stands"
     );
 }
+
+/// scripts/pg-cluster (and so scripts/drill-demo) in a folder inside a private one: the postgres
+/// user cannot reach it, so the cluster lives under /tmp, works the same, and goes with `stop`.
+#[test]
+fn a_cluster_in_a_private_folder_starts_where_postgres_can_reach_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    let private = top.path().join("private");
+    std::fs::create_dir_all(private.join("inner")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = private.join("inner/pg");
+    let script = common::root().join("scripts/pg-cluster");
+    let out = std::process::Command::new(&script)
+        .arg("start")
+        .arg(&dir)
+        .env("PG_TEST_PASSWORD", "Priv-pw-51x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = std::fs::read_to_string(dir.join("port")).unwrap();
+    let moved = std::fs::read_to_string(dir.join("server-dir")).ok();
+    let ready = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_isready")
+        .args(["-h", "127.0.0.1", "-p", port.trim()])
+        .status()
+        .unwrap();
+    let stop = std::process::Command::new(&script)
+        .arg("stop")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(ready.success(), "the cluster does not answer");
+    assert!(stop.status.success());
+    if rustix::process::geteuid().is_root() {
+        let moved = moved.expect("as root, the cluster moved where postgres can reach it");
+        assert!(moved.trim().starts_with("/tmp/lifeboat-pg."), "{moved}");
+        assert!(
+            !std::path::Path::new(moved.trim()).exists(),
+            "stop left {moved}"
+        );
+    }
+}
