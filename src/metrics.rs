@@ -19,6 +19,8 @@ pub struct RunSummary {
     /// What its steps said about how recent a recovery could be (`pgbackrest.info`'s newest
     /// archived WAL): (step, what, unix ms).
     pub points: Vec<(String, &'static str, i64)>,
+    /// What its backup steps stored (`ActionSpec::STORED_BYTES`): (step, bytes).
+    pub stored: Vec<(String, u64)>,
     /// Whether its log verifies. One that does not is counted apart and vouches for nothing:
     /// not a last success, not a drill's numbers.
     pub verified: bool,
@@ -52,6 +54,8 @@ pub fn render(runs: &[RunSummary]) -> String {
         /// (finished, duration, status) of the newest finished run.
         last: Option<(i64, i64, String)>,
         last_success: Option<i64>,
+        /// The newest successful run's duration and what its backup steps stored.
+        last_success_run: Option<(i64, Vec<(String, u64)>)>,
         by_status: BTreeMap<String, u64>,
         unverified: u64,
     }
@@ -92,6 +96,7 @@ pub fn render(runs: &[RunSummary]) -> String {
         }
         if r.status == "succeeded" && p.last_success.is_none_or(|t| end > t) {
             p.last_success = Some(end);
+            p.last_success_run = Some(((end - start).max(0), r.stored.clone()));
         }
     }
     let mut out = String::new();
@@ -126,6 +131,35 @@ pub fn render(runs: &[RunSummary]) -> String {
                     format!("runbook=\"{}\"", label(rb)),
                     seconds(p.last_success?),
                 ))
+            })
+            .collect(),
+    );
+    family(
+        "lifeboat_last_success_duration_seconds",
+        "How long the newest successful run of each runbook took: a backup that takes much longer than usual is worth a look.",
+        per.iter()
+            .filter_map(|(rb, p)| {
+                Some((
+                    format!("runbook=\"{}\"", label(rb)),
+                    seconds(p.last_success_run.as_ref()?.0),
+                ))
+            })
+            .collect(),
+    );
+    family(
+        "lifeboat_backup_bytes",
+        "Bytes each backup step of the newest successful run of each runbook stored. Alert on one much smaller than before: a backup of an emptied or half-read database still succeeds.",
+        per.iter()
+            .flat_map(|(rb, p)| {
+                p.last_success_run
+                    .iter()
+                    .flat_map(|(_, stored)| stored.iter())
+                    .map(move |(step, bytes)| {
+                        (
+                            format!("runbook=\"{}\",step=\"{}\"", label(rb), label(step)),
+                            *bytes as f64,
+                        )
+                    })
             })
             .collect(),
     );
@@ -223,6 +257,7 @@ mod tests {
         RunSummary {
             verified: true,
             points: Vec::new(),
+            stored: Vec::new(),
             runbook: rb.into(),
             status: status.into(),
             started_at: start.into(),
@@ -288,12 +323,15 @@ mod tests {
     #[test]
     fn the_newest_run_and_the_newest_success_per_runbook() {
         let text = render(&[
-            run(
-                "backup",
-                "succeeded",
-                "2026-11-20T01:00:00Z",
-                Some("2026-11-20T01:00:30Z"),
-            ),
+            RunSummary {
+                stored: vec![("dump".into(), 7_340_032)],
+                ..run(
+                    "backup",
+                    "succeeded",
+                    "2026-11-20T01:00:00Z",
+                    Some("2026-11-20T01:00:30Z"),
+                )
+            },
             run(
                 "backup",
                 "failed",
@@ -333,6 +371,13 @@ lifeboat_run_duration_seconds{runbook=\"restore\",status=\"failed\"} 60
 # TYPE lifeboat_last_success_timestamp_seconds gauge
 lifeboat_last_success_timestamp_seconds{runbook=\"backup\"} 1795136430
 lifeboat_last_success_timestamp_seconds{runbook=\"restore\"} 1795053601
+# HELP lifeboat_last_success_duration_seconds How long the newest successful run of each runbook took: a backup that takes much longer than usual is worth a look.
+# TYPE lifeboat_last_success_duration_seconds gauge
+lifeboat_last_success_duration_seconds{runbook=\"backup\"} 30
+lifeboat_last_success_duration_seconds{runbook=\"restore\"} 0.114
+# HELP lifeboat_backup_bytes Bytes each backup step of the newest successful run of each runbook stored. Alert on one much smaller than before: a backup of an emptied or half-read database still succeeds.
+# TYPE lifeboat_backup_bytes gauge
+lifeboat_backup_bytes{runbook=\"backup\",step=\"dump\"} 7340032
 # HELP lifeboat_last_run_timestamp_seconds When the newest finished run of each runbook finished, whatever its status, in Unix time.
 # TYPE lifeboat_last_run_timestamp_seconds gauge
 lifeboat_last_run_timestamp_seconds{runbook=\"backup\"} 1795222805.5

@@ -311,6 +311,10 @@ pub trait ActionSpec: DeserializeOwned + JsonSchema + Sized {
     /// run's as `lifeboat_recovery_point_timestamp_seconds`, so an alert fires before the RPO
     /// is lost, not after.
     const RECOVERY_POINTS: &'static [(&'static str, &'static str)] = &[];
+    /// The output (a count of bytes) that says how much a backup stored: `lifeboat metrics`
+    /// exposes the newest successful run's as `lifeboat_backup_bytes`, for the alert on a
+    /// backup much smaller than the ones before it.
+    const STORED_BYTES: Option<&'static str> = None;
 
     /// Runs one attempt; returns the outputs as a JSON object. Dropping the future cancels it.
     fn execute<'a>(&'a self, _cx: &'a Exec<'a>) -> ActionFuture<'a> {
@@ -492,6 +496,14 @@ macro_rules! actions {
                 return <$family::$verb::$ty as ActionSpec>::RECOVERY_POINTS;
             })*
             &[]
+        }
+
+        /// [`ActionSpec::STORED_BYTES`] of an action by name.
+        pub fn stored_bytes(name: &str) -> Option<&'static str> {
+            $(if name == <$family::$verb::$ty as ActionSpec>::NAME {
+                return <$family::$verb::$ty as ActionSpec>::STORED_BYTES;
+            })*
+            None
         }
 
         /// [`ActionSpec::RESTORED_AS_OF`] of an action by name.

@@ -169,6 +169,7 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
             verified: v.intact(),
             drill: drill_summary(&events),
             points: recovery_points(&events),
+            stored: stored_bytes(&events),
             status: st.status.as_str().to_string(),
             runbook: st.runbook,
             started_at: st.started_at,
@@ -186,8 +187,8 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
     Ok(Exit::Success)
 }
 
-/// The recovery points the run's steps reported (see `ActionSpec::RECOVERY_POINTS`).
-fn recovery_points(events: &[engine::Recorded]) -> Vec<(String, &'static str, i64)> {
+/// Each step that succeeded, with its action and outputs, in the order they succeeded.
+fn succeeded(events: &[engine::Recorded]) -> Vec<(&str, &str, &serde_json::Value)> {
     let mut action_of: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     let mut out = Vec::new();
     for r in events {
@@ -196,23 +197,45 @@ fn recovery_points(events: &[engine::Recorded]) -> Vec<(String, &'static str, i6
                 action_of.insert(step, action);
             }
             engine::Event::StepSucceeded { step, outputs, .. } => {
-                let Some(action) = action_of.get(step.as_str()) else {
-                    continue;
-                };
-                for (of, output) in crate::actions::recovery_points(action) {
-                    if let Some(at) = outputs
-                        .get(*output)
-                        .and_then(|v| v.as_str())
-                        .and_then(crate::runlog::unix_ms)
-                    {
-                        out.push((step.clone(), *of, at));
-                    }
+                if let Some(action) = action_of.get(step.as_str()) {
+                    out.push((step.as_str(), *action, outputs));
                 }
             }
             _ => {}
         }
     }
     out
+}
+
+/// The recovery points the run's steps reported (see `ActionSpec::RECOVERY_POINTS`).
+fn recovery_points(events: &[engine::Recorded]) -> Vec<(String, &'static str, i64)> {
+    succeeded(events)
+        .into_iter()
+        .flat_map(|(step, action, outputs)| {
+            crate::actions::recovery_points(action)
+                .iter()
+                .filter_map(move |(of, output)| {
+                    let at = outputs
+                        .get(*output)
+                        .and_then(|v| v.as_str())
+                        .and_then(crate::runlog::unix_ms)?;
+                    Some((step.to_string(), *of, at))
+                })
+        })
+        .collect()
+}
+
+/// What the run's backup steps stored (see `ActionSpec::STORED_BYTES`), by step.
+fn stored_bytes(events: &[engine::Recorded]) -> Vec<(String, u64)> {
+    succeeded(events)
+        .into_iter()
+        .filter_map(|(step, action, outputs)| {
+            let bytes = outputs
+                .get(crate::actions::stored_bytes(action)?)?
+                .as_u64()?;
+            Some((step.to_string(), bytes))
+        })
+        .collect()
 }
 
 /// A finished drill's numbers; `None` for other runs and for drills still going.

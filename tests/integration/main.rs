@@ -20,6 +20,7 @@ mod injection;
 mod interrupts;
 mod kubernetes;
 mod kubernetes_config;
+mod monitoring;
 mod neo4j;
 mod pg_state;
 mod pitr;

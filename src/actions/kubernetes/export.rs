@@ -88,6 +88,7 @@ impl ActionSpec for KubernetesExport {
     const READ_ONLY: When<Self> = When::Never;
     const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
+    const STORED_BYTES: Option<&'static str> = Some("size");
 
     fn unsupported(&self) -> Option<String> {
         self.to.s3_only(Self::NAME, "to", "writes to")

@@ -130,6 +130,7 @@ impl ActionSpec for PostgresBackup {
     const READ_ONLY: When<Self> = When::Never;
     const DESTRUCTIVE: When<Self> = When::Never;
     const RUNNABLE: bool = true;
+    const STORED_BYTES: Option<&'static str> = Some("size");
 
     fn unsupported(&self) -> Option<String> {
         if self.to.path.is_some()
