@@ -1282,6 +1282,18 @@ async fn attempts(sh: &Arc<Shared>, a: Attempted<'_>, first: u32) -> Result<Outc
             let running = tracing::Instrument::instrument(sh.runner.execute(&typed, &exec), span);
             // Every child process of the attempt carries its key: see `process::end_orphans`.
             let running = crate::actions::support::process::ATTEMPT.scope(key.clone(), running);
+            // Long transfers report where they stand as this attempt's progress.
+            let say: Arc<dyn Fn(&str) + Send + Sync> = {
+                let (sh, step) = (Arc::clone(sh), a.id.to_string());
+                Arc::new(move |message: &str| {
+                    let _ = sh.emitter.emit(Event::StepProgress {
+                        step: step.clone(),
+                        attempt,
+                        message: message.into(),
+                    });
+                })
+            };
+            let running = crate::actions::support::progress::REPORTER.scope(say, running);
             let outputs = match tokio::time::timeout(a.timeout, running).await {
                 Ok(r) => r?,
                 Err(_) => {

@@ -119,10 +119,43 @@ fn a_directory_round_trips_exactly_and_replaces_the_old_one() {
             ),
         ),
     );
-    let r = run(&sb, "r.yaml");
+    // Progress reported as often as it comes, to see it on a transfer this small.
+    let r = sb.lifeboat_env(
+        &["run", "r.yaml"],
+        &[
+            ("LB_S3_KEY", ACCESS_KEY),
+            ("LB_S3_SECRET", SECRET_KEY),
+            ("LB_PASS", PASS),
+            ("LIFEBOAT_PROGRESS_EVERY", "1ms"),
+        ],
+    );
     unlock(sb.dir.path());
     assert_eq!(r.code, 0, "{}", r.stderr);
     let id = r.run_id();
+    let progress = |step: &str| -> Vec<String> {
+        sb.events(&id)
+            .iter()
+            .filter(|e| e["event"] == "step_progress" && e["step"] == step)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let up = progress("backup");
+    assert!(
+        up.iter()
+            .any(|m| m.starts_with("uploaded ") && m.ends_with("/s")),
+        "{up:?}"
+    );
+    let down = progress("restore");
+    assert!(
+        down.iter()
+            .any(|m| m.starts_with("downloaded ") && m.contains(" of ") && m.contains("%)")),
+        "{down:?}"
+    );
+    assert!(
+        r.stderr.contains("downloaded "),
+        "the live view shows it: {}",
+        r.stderr
+    );
     let b = sb.outputs(&id, "backup");
     assert_eq!(
         (&b["files"], &b["directories"], &b["symlinks"]),

@@ -14,6 +14,7 @@ pub mod pg_local;
 pub mod pg_swap;
 pub mod pipeline;
 pub mod process;
+pub mod progress;
 mod templated;
 
 pub use templated::{Tpl, is_template};

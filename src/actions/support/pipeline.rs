@@ -234,8 +234,11 @@ pub async fn upload_from<T: Send + 'static>(
     let mut done_parts = Vec::new();
     let mut failure = None;
     let mut n = 0;
+    let meter = super::progress::Meter::new("uploaded", None);
+    let mut sent: u64 = 0;
     while let Some(body) = rx.recv().await {
         n += 1;
+        sent += body.len() as u64;
         let r = s3c
             .client
             .upload_part()
@@ -252,12 +255,15 @@ pub async fn upload_from<T: Send + 'static>(
             .send()
             .await;
         match r {
-            Ok(out) => done_parts.push(
-                aws_sdk_s3::types::CompletedPart::builder()
-                    .part_number(n)
-                    .set_e_tag(out.e_tag().map(String::from))
-                    .build(),
-            ),
+            Ok(out) => {
+                done_parts.push(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(String::from))
+                        .build(),
+                );
+                meter.tick(sent);
+            }
             Err(e) => {
                 failure = Some(aws::classify(&e, &what));
                 break;
@@ -426,13 +432,18 @@ async fn download(
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let source = format!("s3://{}/{key}", s3c.bucket);
     let expected = expected.to_string();
+    let total = out.content_length().and_then(|l| u64::try_from(l).ok());
     let feed = async move {
         let mut body = out.body;
         let mut hash = sha2::Sha256::new();
+        let meter = super::progress::Meter::new("downloaded", total);
+        let mut got: u64 = 0;
         loop {
             match body.try_next().await {
                 Ok(Some(b)) => {
                     hash.update(&b);
+                    got += b.len() as u64;
+                    meter.tick(got);
                     if tx.send(Chunk::Bytes(b)).await.is_err() {
                         return None;
                     }
