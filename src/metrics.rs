@@ -21,6 +21,9 @@ pub struct RunSummary {
     pub points: Vec<(String, &'static str, i64)>,
     /// What its backup steps stored (`ActionSpec::STORED_BYTES`): (step, bytes).
     pub stored: Vec<(String, u64)>,
+    /// The oldest point in time the data its recovery steps brought back is from
+    /// (`ActionSpec::RESTORED_AS_OF`), in Unix ms: a run that restored something.
+    pub restored_as_of: Option<i64>,
     /// Whether its log verifies. One that does not is counted apart and vouches for nothing:
     /// not a last success, not a drill's numbers.
     pub verified: bool,
@@ -56,6 +59,8 @@ pub fn render(runs: &[RunSummary]) -> String {
         last_success: Option<i64>,
         /// The newest successful run's duration and what its backup steps stored.
         last_success_run: Option<(i64, Vec<(String, u64)>)>,
+        /// The newest successful recovery that is not a drill: (finished, RTO ms, RPO ms).
+        recovery: Option<(i64, i64, i64)>,
         by_status: BTreeMap<String, u64>,
         unverified: u64,
     }
@@ -97,6 +102,13 @@ pub fn render(runs: &[RunSummary]) -> String {
         if r.status == "succeeded" && p.last_success.is_none_or(|t| end > t) {
             p.last_success = Some(end);
             p.last_success_run = Some(((end - start).max(0), r.stored.clone()));
+        }
+        // A real recovery: from when it started (the incident's response) to its end, and back
+        // from its start to the point in time of the data it restored. A drill measures its own.
+        if let (Some(asof), None, "succeeded") = (r.restored_as_of, &r.drill, r.status.as_str())
+            && p.recovery.is_none_or(|(t, _, _)| end > t)
+        {
+            p.recovery = Some((end, (end - start).max(0), (start - asof).max(0)));
         }
     }
     let mut out = String::new();
@@ -160,6 +172,24 @@ pub fn render(runs: &[RunSummary]) -> String {
                             *bytes as f64,
                         )
                     })
+            })
+            .collect(),
+    );
+    family(
+        "lifeboat_recovery_rto_seconds",
+        "How long the newest successful recovery run of each runbook (not a drill) took, from its start to its end: the RTO the last real incident had, as far as lifeboat saw it.",
+        per.iter()
+            .filter_map(|(rb, p)| {
+                Some((format!("runbook=\"{}\"", label(rb)), seconds(p.recovery?.1)))
+            })
+            .collect(),
+    );
+    family(
+        "lifeboat_recovery_rpo_seconds",
+        "How far back from its start the data the newest successful recovery run of each runbook (not a drill) restored is: the RPO the last real incident had.",
+        per.iter()
+            .filter_map(|(rb, p)| {
+                Some((format!("runbook=\"{}\"", label(rb)), seconds(p.recovery?.2)))
             })
             .collect(),
     );
@@ -258,6 +288,7 @@ mod tests {
             verified: true,
             points: Vec::new(),
             stored: Vec::new(),
+            restored_as_of: None,
             runbook: rb.into(),
             status: status.into(),
             started_at: start.into(),
@@ -339,12 +370,16 @@ mod tests {
                 Some("2026-11-21T01:00:05.5Z"),
             ),
             run("backup", "running", "2026-11-22T01:00:00Z", None),
-            run(
-                "restore",
-                "succeeded",
-                "2026-11-19T02:00:00.886Z",
-                Some("2026-11-19T02:00:01Z"),
-            ),
+            RunSummary {
+                // Restored data from 01:45:00, 15 minutes before the run began.
+                restored_as_of: Some(1_795_052_700_000),
+                ..run(
+                    "restore",
+                    "succeeded",
+                    "2026-11-19T02:00:00.886Z",
+                    Some("2026-11-19T02:00:01Z"),
+                )
+            },
             run(
                 "restore",
                 "failed",
@@ -378,6 +413,12 @@ lifeboat_last_success_duration_seconds{runbook=\"restore\"} 0.114
 # HELP lifeboat_backup_bytes Bytes each backup step of the newest successful run of each runbook stored. Alert on one much smaller than before: a backup of an emptied or half-read database still succeeds.
 # TYPE lifeboat_backup_bytes gauge
 lifeboat_backup_bytes{runbook=\"backup\",step=\"dump\"} 7340032
+# HELP lifeboat_recovery_rto_seconds How long the newest successful recovery run of each runbook (not a drill) took, from its start to its end: the RTO the last real incident had, as far as lifeboat saw it.
+# TYPE lifeboat_recovery_rto_seconds gauge
+lifeboat_recovery_rto_seconds{runbook=\"restore\"} 0.114
+# HELP lifeboat_recovery_rpo_seconds How far back from its start the data the newest successful recovery run of each runbook (not a drill) restored is: the RPO the last real incident had.
+# TYPE lifeboat_recovery_rpo_seconds gauge
+lifeboat_recovery_rpo_seconds{runbook=\"restore\"} 900.886
 # HELP lifeboat_last_run_timestamp_seconds When the newest finished run of each runbook finished, whatever its status, in Unix time.
 # TYPE lifeboat_last_run_timestamp_seconds gauge
 lifeboat_last_run_timestamp_seconds{runbook=\"backup\"} 1795222805.5

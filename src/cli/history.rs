@@ -170,6 +170,7 @@ pub(super) fn metrics(state: &str, out: Option<&std::path::Path>) -> Result<Exit
             drill: drill_summary(&events),
             points: recovery_points(&events),
             stored: stored_bytes(&events),
+            restored_as_of: restored_as_of(&events),
             status: st.status.as_str().to_string(),
             runbook: st.runbook,
             started_at: st.started_at,
@@ -223,6 +224,20 @@ fn recovery_points(events: &[engine::Recorded]) -> Vec<(String, &'static str, i6
                 })
         })
         .collect()
+}
+
+/// The oldest point in time the run's recovery steps restored data from (see
+/// `ActionSpec::RESTORED_AS_OF`), in Unix ms.
+fn restored_as_of(events: &[engine::Recorded]) -> Option<i64> {
+    succeeded(events)
+        .into_iter()
+        .filter_map(|(_, action, outputs)| {
+            let at = outputs
+                .get(crate::actions::restored_as_of(action)?)?
+                .as_str()?;
+            crate::runlog::unix_ms(at)
+        })
+        .min()
 }
 
 /// What the run's backup steps stored (see `ActionSpec::STORED_BYTES`), by step.
