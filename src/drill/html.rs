@@ -52,39 +52,8 @@ fn band_color(p: Option<Part>) -> &'static str {
 pub fn render(r: &DrillReport) -> String {
     let banner = if r.passed { PASSED_RGB } else { FAILED_RGB };
     let verdict = if r.passed { "PASSED" } else { "FAILED" };
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Drill {verdict}: {rb} / {sc}</title>
-<style>
-body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #212121; }}
-header {{ background: {bg}; color: #fff; padding: 18px 28px; }}
-header h1 {{ margin: 0; font-size: 22px; }}
-header p {{ margin: 4px 0 0; opacity: .9; }}
-main {{ padding: 8px 28px 28px; max-width: 1200px; }}
-.cards {{ display: flex; gap: 16px; flex-wrap: wrap; margin: 16px 0; }}
-.card {{ border: 1px solid #ddd; border-radius: 6px; padding: 10px 16px; min-width: 220px; }}
-.card .k {{ font-size: 12px; text-transform: uppercase; color: #616161; }}
-.card .v {{ font-size: 24px; font-weight: 600; }}
-.met {{ color: #2e7d32; }} .missed {{ color: #c62828; }}
-table {{ border-collapse: collapse; margin: 8px 0 16px; }}
-th, td {{ border-bottom: 1px solid #e0e0e0; padding: 4px 10px; text-align: left; vertical-align: top; }}
-th {{ background: #fafafa; }}
-code {{ font: 12px ui-monospace, monospace; background: #f5f5f5; padding: 1px 4px; border-radius: 3px; }}
-.why li {{ color: #b71c1c; }}
-svg text {{ font: 12px system-ui, sans-serif; }}
-</style></head><body>
-<header><h1>Drill {verdict}: {rb} / {sc}</h1><p>{desc}</p></header>
-<main>
-"#,
-        bg = hex(banner),
-        rb = esc(&r.runbook),
-        sc = esc(&r.scenario),
-        desc = esc(r.description.as_deref().unwrap_or("").trim()),
-    );
+    let title = format!("Drill {verdict}: {} / {}", r.runbook, r.scenario);
+    let mut o = page_head(&title, banner, r.description.as_deref().unwrap_or(""));
     let class = |m: Option<u64>, obj: Option<u64>| match (m, obj) {
         (Some(m), Some(o)) if m <= o => "met",
         (_, Some(_)) => "missed",
@@ -169,6 +138,44 @@ svg text {{ font: 12px system-ui, sans-serif; }}
         lines = e.log_lines,
         intact = if e.log_intact { "intact" } else { "BROKEN" },
         hash = esc(&e.log_hash),
+    );
+    o
+}
+
+/// The page's head and banner, shared by the drill report and the run report: one style sheet
+/// inline, no script, so a page opens the same from a ticket attachment years later.
+pub(super) fn page_head(title: &str, banner: (u8, u8, u8), subtitle: &str) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{t}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #212121; }}
+header {{ background: {bg}; color: #fff; padding: 18px 28px; }}
+header h1 {{ margin: 0; font-size: 22px; }}
+header p {{ margin: 4px 0 0; opacity: .9; }}
+main {{ padding: 8px 28px 28px; max-width: 1200px; }}
+.cards {{ display: flex; gap: 16px; flex-wrap: wrap; margin: 16px 0; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: 10px 16px; min-width: 220px; }}
+.card .k {{ font-size: 12px; text-transform: uppercase; color: #616161; }}
+.card .v {{ font-size: 24px; font-weight: 600; }}
+.met {{ color: #2e7d32; }} .missed {{ color: #c62828; }}
+table {{ border-collapse: collapse; margin: 8px 0 16px; }}
+th, td {{ border-bottom: 1px solid #e0e0e0; padding: 4px 10px; text-align: left; vertical-align: top; }}
+th {{ background: #fafafa; }}
+code {{ font: 12px ui-monospace, monospace; background: #f5f5f5; padding: 1px 4px; border-radius: 3px; word-break: break-all; }}
+.why li {{ color: #b71c1c; }}
+svg text {{ font: 12px system-ui, sans-serif; }}
+</style></head><body>
+<header><h1>{t}</h1><p>{sub}</p></header>
+<main>
+"#,
+        t = esc(title),
+        bg = hex(banner),
+        sub = esc(subtitle.trim()),
     );
     o
 }

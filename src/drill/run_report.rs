@@ -264,39 +264,17 @@ pub fn render_markdown(r: &RunReport) -> String {
 
 /// The report as one self-contained HTML page, like the drill report.
 pub fn render_html(r: &RunReport) -> String {
-    use super::html::{esc, hex, steps_table, timeline};
+    use super::html::{esc, page_head, steps_table, timeline};
     let banner = match r.status.as_str() {
         "succeeded" => super::PASSED_RGB,
         "failed" => super::FAILED_RGB,
         _ => WAITING_RGB,
     };
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Run {status}: {rb} {ver}</title>
-<style>
-body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #212121; }}
-header {{ background: {bg}; color: #fff; padding: 18px 28px; }}
-header h1 {{ margin: 0; font-size: 22px; }}
-header p {{ margin: 4px 0 0; opacity: .9; }}
-main {{ padding: 8px 28px 28px; max-width: 1200px; }}
-table {{ border-collapse: collapse; margin: 8px 0 16px; }}
-th, td {{ border-bottom: 1px solid #e0e0e0; padding: 4px 10px; text-align: left; vertical-align: top; }}
-th {{ background: #fafafa; }}
-code {{ font: 12px ui-monospace, monospace; background: #f5f5f5; padding: 1px 4px; border-radius: 3px; word-break: break-all; }}
-svg text {{ font: 12px system-ui, sans-serif; }}
-</style></head><body>
-<header><h1>Run {status}: {rb} {ver}</h1><p>{summary}</p></header>
-<main>
-"#,
-        status = esc(&r.status),
-        rb = esc(&r.runbook),
-        ver = esc(&r.version),
-        bg = hex(banner),
-        summary = esc(r.summary.as_deref().unwrap_or("not finished")),
+    let title = format!("Run {}: {} {}", r.status, r.runbook, r.version);
+    let mut o = page_head(
+        &title,
+        banner,
+        r.summary.as_deref().unwrap_or("not finished"),
     );
     if !r.takeovers.is_empty() {
         o.push_str("<h2>Taken over</h2><ul>");

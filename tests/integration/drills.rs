@@ -428,26 +428,7 @@ fn main_job_script_drills_data_corruption_then_full_disaster_against_real_servic
     );
 
     // The HTML report as a browser draws it.
-    let shot = work.path().join("shot.png");
-    let o = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--hide-scrollbars",
-            "--window-size=1100,900",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", html_path.display()))
-        .output()
-        .expect("chromium runs (scripts/setup-test-env installs it)");
-    assert!(
-        shot.exists(),
-        "no screenshot: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let (w, h, px) = decode(&std::fs::read(&shot).unwrap());
+    let (w, h, px) = screenshot(&html_path, &work.path().join("shot.png"));
     let (r0, g0, b0) = lifeboat::drill::PASSED_RGB;
     let banner = |x: u32, y: u32| px(x, y) == (r0, g0, b0);
     // The passed banner spans the top of the page; the timeline draws green attempt bars below.
@@ -463,6 +444,32 @@ fn main_job_script_drills_data_corruption_then_full_disaster_against_real_servic
         bars > 2000,
         "the timeline has no attempt bars ({bars} pixels)"
     );
+}
+
+/// The page as headless Chromium draws it, 1100 by 900, decoded.
+fn screenshot(
+    html: &std::path::Path,
+    shot: &std::path::Path,
+) -> (u32, u32, impl Fn(u32, u32) -> (u8, u8, u8) + use<>) {
+    let o = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+            "--window-size=1100,900",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium runs (scripts/setup-test-env installs it)");
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    decode(&std::fs::read(shot).unwrap())
 }
 
 /// Width, height, and the RGB of a pixel of a PNG.
@@ -728,26 +735,7 @@ steps:
         "the log's hash is not in the reports: {hash}"
     );
 
-    let shot = sb.path("shot.png");
-    let o = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--hide-scrollbars",
-            "--window-size=1100,900",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("chromium runs (scripts/setup-test-env installs it)");
-    assert!(
-        shot.exists(),
-        "no screenshot: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let (w, h, px) = decode(&std::fs::read(&shot).unwrap());
+    let (w, h, px) = screenshot(&html, &sb.path("shot.png"));
     let red = lifeboat::drill::FAILED_RGB;
     assert!(
         (0..w).step_by(50).all(|x| px(x, 5) == red),
