@@ -334,3 +334,36 @@ fn completions_load_in_their_shells_and_the_man_page_formats() {
         );
     }
 }
+
+/// The README's install, as a user runs it (into a root of its own, and in the debug profile
+/// this suite already built, so it links rather than compiles for ten minutes): the installed
+/// binary validates the shipped runbooks and prints its completions.
+#[test]
+fn cargo_install_puts_a_working_lifeboat_on_the_path() {
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO"))
+        .args(["install", "--locked", "--debug", "--quiet", "--path"])
+        .arg(common::root())
+        .arg("--root")
+        .arg(root.path())
+        // The suite's own build: the install reuses what it compiled.
+        .env(
+            "CARGO_TARGET_DIR",
+            std::env::var("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| common::root().join("target")),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let installed = root.path().join("bin/lifeboat");
+    let v = Command::new(&installed)
+        .args(["validate", "runbooks/"])
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert!(String::from_utf8_lossy(&v.stderr).contains("runbook(s) valid"));
+    let c = Command::new(&installed).args(["completions", "bash"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&c.stdout).contains("_lifeboat()"));
+}
