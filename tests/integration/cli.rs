@@ -355,7 +355,11 @@ fn cargo_install_puts_a_working_lifeboat_on_the_path() {
         )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let installed = root.path().join("bin/lifeboat");
     let v = Command::new(&installed)
         .args(["validate", "runbooks/"])
@@ -364,6 +368,9 @@ fn cargo_install_puts_a_working_lifeboat_on_the_path() {
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     assert!(String::from_utf8_lossy(&v.stderr).contains("runbook(s) valid"));
-    let c = Command::new(&installed).args(["completions", "bash"]).output().unwrap();
+    let c = Command::new(&installed)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).contains("_lifeboat()"));
 }
