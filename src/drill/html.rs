@@ -91,7 +91,6 @@ pub fn render(r: &DrillReport) -> String {
     o.push_str("<h2>Timeline</h2>\n");
     o.push_str(&gantt(r));
     o.push_str(&steps_table(&r.steps, true));
-    let e = &r.evidence;
     let _ = write!(
         o,
         r#"<h2>Run</h2>
@@ -103,8 +102,7 @@ pub fn render(r: &DrillReport) -> String {
 <tr><th>Incident (end of injection)</th><td>{inc}</td></tr>
 <tr><th>Steady state held again</th><td>{rec}</td></tr>
 <tr><th>Data restored as of</th><td>{asof}</td></tr>
-<tr><th>Run log</th><td>{lines} lines, hash chain {intact}; last line's SHA-256 <code>{hash}</code><br>
-<code>lifeboat verify {run}</code> prints the same hash.</td></tr>
+{evidence}
 </table>
 </main></body></html>
 "#,
@@ -135,9 +133,7 @@ pub fn render(r: &DrillReport) -> String {
                 esc(&p.output)
             ))
             .unwrap_or_else(|| "—".into()),
-        lines = e.log_lines,
-        intact = if e.log_intact { "intact" } else { "BROKEN" },
-        hash = esc(&e.log_hash),
+        evidence = evidence_row(&r.evidence, &r.run),
     );
     o
 }
@@ -178,6 +174,18 @@ svg text {{ font: 12px system-ui, sans-serif; }}
         sub = esc(subtitle.trim()),
     );
     o
+}
+
+/// The row that ties a report to its run log, and how to check it (the HTML twin of
+/// `markdown::evidence`).
+pub(super) fn evidence_row(e: &super::Evidence, run: &str) -> String {
+    format!(
+        "<tr><th>Run log</th><td>{} lines, hash chain {}; last line's SHA-256 <code>{}</code><br>\n<code>lifeboat verify {}</code> prints the same hash.</td></tr>",
+        e.log_lines,
+        if e.log_intact { "intact" } else { "BROKEN" },
+        esc(&e.log_hash),
+        esc(run)
+    )
 }
 
 /// A Gantt chart: a row per step on a band coloured by its part, a bar per attempt, the incident

@@ -264,7 +264,7 @@ pub fn render_markdown(r: &RunReport) -> String {
 
 /// The report as one self-contained HTML page, like the drill report.
 pub fn render_html(r: &RunReport) -> String {
-    use super::html::{esc, page_head, steps_table, timeline};
+    use super::html::{esc, evidence_row, page_head, steps_table, timeline};
     let banner = match r.status.as_str() {
         "succeeded" => super::PASSED_RGB,
         "failed" => super::FAILED_RGB,
@@ -330,7 +330,6 @@ pub fn render_html(r: &RunReport) -> String {
         }
         o.push_str("</table>\n");
     }
-    let e = &r.evidence;
     let _ = write!(
         o,
         r#"<h2>Run</h2>
@@ -339,8 +338,7 @@ pub fn render_html(r: &RunReport) -> String {
 <tr><th>Run</th><td><code>{run}</code>{parent}</td></tr>
 <tr><th>Started by</th><td>{op} on {host}</td></tr>
 <tr><th>Started / finished</th><td>{start} / {end}</td></tr>
-<tr><th>Run log</th><td>{lines} lines, hash chain {intact}; last line's SHA-256 <code>{hash}</code><br>
-<code>lifeboat verify {run}</code> prints the same hash.</td></tr>
+{evidence}
 </table>
 </main></body></html>
 "#,
@@ -358,9 +356,7 @@ pub fn render_html(r: &RunReport) -> String {
         host = esc(&r.host),
         start = esc(&r.started_at),
         end = esc(r.finished_at.as_deref().unwrap_or("—")),
-        lines = e.log_lines,
-        intact = if e.log_intact { "intact" } else { "BROKEN" },
-        hash = esc(&e.log_hash),
+        evidence = evidence_row(&r.evidence, &r.run),
     );
     o
 }
